@@ -1,0 +1,257 @@
+"""GraphQL `earn` through uvicorn vs the server's ceiling (`{ __typename }`), same token, same run.
+
+    python -m bench.graphql_earn [--seconds 15] [--connections 32] [--workers 1]
+
+Needs `wrk` (Debian: `apt-get install wrk`) as the separate load process. It creates a fresh
+database (DATABASE_URL's server, or the embedded one), seeds a partner with an earn rule and
+a client, 2,000 members, starts `uvicorn --factory gateway.app:create_app`, gets a JWT with
+client_credentials, then runs wrk twice: `{ __typename }` (the ceiling: auth + GraphQL, no
+database) and `earn` with a unique idempotency key and order per request. It checks the ledger
+afterwards (one earn transaction per successful request) and writes bench/out/graphql_earn.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.db import create_test_database, drop_database
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+
+TYPENAME_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.body = '{{"query":"{{ __typename }}"}}'
+"""
+
+EARN_LUA = """
+local cards = {{{cards}}}
+local n = 0
+local tid = 0
+setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
+init = function(args) math.randomseed({seed} + (tid or 0)) end
+request = function()
+  n = n + 1
+  local card = cards[math.random(#cards)]
+  local key = string.format("{run}-%d-%d", tid, n)
+  local body = string.format('{{"query":"mutation($i: EarnInput!) {{ earn(input: $i) {{ __typename ... on EarnSuccess {{ transaction {{ id points }} }} ... on Error {{ code }} }} }}","variables":{{"i":{{"cardNumber":"%s","amount":{{"amount":"1234.50","currency":"RUB"}},"category":"fuel","orderRef":"%s","idempotencyKey":"%s"}}}}}}', card, key, key)
+  return wrk.format("POST", "/graphql", {{["Content-Type"]="application/json", ["Authorization"]="Bearer {token}"}}, body)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def seed(uri: str, members: int) -> tuple[str, str, list[str]]:
+    from core.db import create_engine
+    from members import service as members_service
+    from partners import clients
+    from partners import service as partners
+
+    engine = create_engine(uri)
+    async with engine.begin() as conn:
+        p = await partners.create(conn, name="Bench Fuel", category="fuel", currency="RUB")
+        await partners.set_earn_rule(
+            conn,
+            partner_id=p.id,
+            base_rate="0.1",
+            category_rates={"fuel": "0.2"},
+            hold_days=0,
+            actor="bench",
+        )
+        creds = await clients.create_partner_client(conn, partner_id=p.id, scopes=["points:earn"])
+        cards = [(await members_service.create(conn)).card_number for _ in range(members)]
+    await engine.dispose()
+    return creds.client_id, creds.client_secret, cards
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    def latency(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: (.*)", text)
+    return {
+        "rps": rps,
+        "requests": total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+        "p50_ms": latency("50"),
+        "p90_ms": latency("90"),
+        "p99_ms": latency("99"),
+    }
+
+
+def wrk(url: str, script: str, seconds: int, connections: int, threads: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            f.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(f.name)
+    return parse_wrk(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    ap.add_argument("--members", type=int, default=2000)
+    args = ap.parse_args()
+
+    admin, uri = create_test_database("coalition_bench_gql")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = None
+    try:
+        client_id, secret, cards = asyncio.run(seed(uri, args.members))
+        env = {
+            **os.environ,
+            "DATABASE_URL": uri,
+            "PUBLIC_URL": base,
+            "RATE_LIMIT_PER_SECOND": "1000000",
+            "RATE_LIMIT_BURST": "1000000",
+            "DB_POOL_SIZE": "20",
+            "COALITION_APP": "bench",
+        }
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "gateway.app:create_app",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=ROOT,
+        )
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        token = httpx.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+        ).json()["access_token"]
+        url = f"{base}/graphql"
+        cards_lua = ",".join(f'"{c}"' for c in cards)
+        # Warm up both paths (prepared statements, caches, JIT of nothing: CPython).
+        wrk(url, TYPENAME_LUA.format(token=token), 3, args.connections, args.threads)
+        wrk(
+            url,
+            EARN_LUA.format(token=token, cards=cards_lua, seed=1, run="warm"),
+            3,
+            args.connections,
+            args.threads,
+        )
+        with psycopg.connect(uri) as conn:
+            before = conn.execute(
+                "SELECT count(*) FROM transactions WHERE kind = 'earn'"
+            ).fetchone()[0]
+        ceiling = wrk(
+            url, TYPENAME_LUA.format(token=token), args.seconds, args.connections, args.threads
+        )
+        earn = wrk(
+            url,
+            EARN_LUA.format(token=token, cards=cards_lua, seed=2, run="run"),
+            args.seconds,
+            args.connections,
+            args.threads,
+        )
+        with psycopg.connect(uri) as conn:
+            after = conn.execute(
+                "SELECT count(*) FROM transactions WHERE kind = 'earn'"
+            ).fetchone()[0]
+            unbalanced = conn.execute(
+                "SELECT count(*) FROM (SELECT transaction_id FROM entries GROUP BY 1 HAVING sum(amount) <> 0) x"
+            ).fetchone()[0]
+            version = conn.execute("SHOW server_version").fetchone()[0]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        drop_database(admin, uri)
+
+    result = {
+        "ceiling_typename": ceiling,
+        "earn": earn,
+        "ratio": round(earn["rps"] / ceiling["rps"], 3),
+        "earns_recorded": after - before,
+        "unbalanced_transactions": unbalanced,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "workers": args.workers,
+        "nproc": os.cpu_count(),
+        "postgres": version,
+        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded",
+        "command": " ".join(["python -m bench.graphql_earn", *sys.argv[1:]]),
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "graphql_earn.json").write_text(json.dumps(result, indent=2))
+    print(f"{'':18}{'req/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
+    for name, r in (("{ __typename }", ceiling), ("earn", earn)):
+        print(
+            f"{name:18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+        )
+    print(
+        f"earn / ceiling = {result['ratio']}  (goal >= 0.5); earns recorded {after - before} "
+        f"of {earn['requests']} requests; unbalanced transactions: {unbalanced}"
+    )
+
+
+if __name__ == "__main__":
+    main()

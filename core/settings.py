@@ -1,0 +1,81 @@
+"""One settings object, read from the environment (and `.env`), validated at start."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a Coalition deployment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="Any libpq URI (unix sockets via ?host=/dir). Unset: embedded PostgreSQL.",
+    )
+    data_dir: Path = Field(default=Path(".data"), description="Where the embedded PostgreSQL lives.")
+    database_name: str = Field(default="coalition", description="Database used in embedded mode.")
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_max_overflow: int = Field(default=20, ge=0, le=500)
+
+    public_url: str | None = Field(default=None, description="OAuth issuer and base of links.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    graphql_introspection: bool = False
+    rate_limit_per_second: float = Field(default=200.0, gt=0, description="Per client, per process.")
+    rate_limit_burst: float = Field(default=400.0, ge=1)
+
+    settlement_currency: str = Field(default="RUB", min_length=3, max_length=3)
+    point_value: Decimal = Field(default=Decimal("1.00"), gt=0)
+    settlement_period: Literal["daily", "weekly", "monthly"] = Field(
+        default="monthly", description="Length of the periods `coalition settle` creates."
+    )
+    settlement_timezone: str = Field(
+        default="UTC", description="IANA zone in which settlement days, weeks and months start."
+    )
+    settlement_close_delay_minutes: int = Field(
+        default=0, ge=0, le=7 * 24 * 60,
+        description="`coalition settle` closes a period this long after its end (late events "
+        "after the close become adjustments of the next period either way).",
+    )
+    settle_every_minutes: int = Field(
+        default=0, ge=0, le=24 * 60,
+        description="`serve` runs `settle` (due periods, expiry, closing) every N minutes; 0: off "
+        "(run `coalition settle` from cron instead).",
+    )
+    operator_name: str = Field(default="Coalition operator", description="Shown on statements.")
+
+    points_validity_months: int = Field(default=36, ge=1, le=1200)
+    hold_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    @field_validator("settlement_currency")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    @field_validator("settlement_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @property
+    def issuer(self) -> str:
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,101 @@
+"""The ASGI application: `create_app(settings)` builds it; nothing connects at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from core.db import create_driver_pool, create_engine, resolve_database_url
+from core.settings import Settings, get_settings
+from gateway.oauth.routes import routes as oauth_routes
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness, and whether the database answers."""
+    from sqlalchemy import text
+
+    async with request.app.state.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return JSONResponse({"status": "ok"})
+
+
+async def settle_periodically(engine: AsyncEngine, every_seconds: float) -> None:
+    """Run the settlement job every `every_seconds` inside `serve` (SETTLE_EVERY_MINUTES).
+
+    Safe with several app processes: the job takes an advisory lock and skips when another
+    process holds it; every run is idempotent. A failed run is logged and retried next time.
+    """
+    from settlement import service as settlement
+
+    while True:
+        try:
+            report = await settlement.settle_due(engine, actor="system:serve-scheduler")
+            log.info("settlement run: %s", report)
+        except Exception:  # the scheduler must outlive a bad run; the next one retries
+            log.exception("settlement run failed")
+        await asyncio.sleep(every_seconds)
+
+
+def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
+    """Build the app for `settings` (the environment's when omitted)."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = database_url or resolve_database_url(settings)
+        app.state.engine = create_engine(
+            url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+        # psycopg's own pool for the earn hot path (see core.db.DriverConnection).
+        app.state.pool = create_driver_pool(url, max_size=max(2, settings.db_pool_size // 2))
+        await app.state.pool.open()
+        scheduler = None
+        if settings.settle_every_minutes:
+            scheduler = asyncio.create_task(
+                settle_periodically(app.state.engine, settings.settle_every_minutes * 60.0)
+            )
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler
+            await app.state.pool.close()
+            await app.state.engine.dispose()
+
+    from gateway.graphql.context import AppCaches
+    from gateway.graphql.schema import build_schema
+    from gateway.graphql.view import GraphQLEndpoint
+    from gateway.metrics import MetricsMiddleware, metrics
+    from gateway.settlement_http import routes as settlement_routes
+
+    graphql = GraphQLEndpoint(
+        build_schema(introspection=settings.graphql_introspection),
+        rate=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+        graphql_ide=settings.graphql_introspection,
+    )
+    routes: list[Route | WebSocketRoute | Mount] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        *oauth_routes(),
+        *settlement_routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
+    app.state.settings = settings
+    app.state.caches = AppCaches()
+    return app

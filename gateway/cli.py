@@ -1,0 +1,231 @@
+"""The `coalition` command: serve, migrate and the scheduled jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import typer
+from rich.progress import Progress
+
+from core.clock import utcnow
+from core.db import create_engine, resolve_database_url
+from core.errors import DomainError
+from core.settings import get_settings
+
+app = typer.Typer(help="Coalition: a coalition loyalty platform.", no_args_is_help=True)
+
+
+def _url() -> str:
+    return resolve_database_url(get_settings())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (creates the embedded database when needed)."""
+    from migrations.runner import upgrade
+
+    upgrade(_url())
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Interface to bind (default: settings.host)."),
+    port: int = typer.Option(None, help="Port (default: settings.port)."),
+) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = get_settings()
+    if port is not None:
+        settings.port = port
+    url = _url()
+    uvicorn.run(
+        create_app(settings, database_url=url),
+        host=host or settings.host,
+        port=settings.port,
+        log_level="info",
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def expire(
+    at: datetime = typer.Option(None, help="Expire lots expired by this instant (default: now)."),
+    batch_size: int = typer.Option(500, min=1, max=100_000),
+) -> None:
+    """Move the remaining points of expired lots to breakage (safe to re-run)."""
+    from ledger import service as ledger
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(_url())
+        try:
+            with Progress(transient=False) as progress:
+                task = progress.add_task("expiring points", total=None)
+
+                def report(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                released = await ledger.release_expired_holds(engine, at=at)
+                report_ = await ledger.expire_points(
+                    engine, at=at or utcnow(), batch_size=batch_size, progress=report
+                )
+            return {"holds_released": released, **report_.__dict__}
+        finally:
+            await engine.dispose()
+
+    typer.echo(json.dumps(asyncio.run(run())))
+
+
+@app.command()
+def demo(
+    if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when partners exist."),
+) -> None:
+    """Load the demo coalition: partners, prices, rules, API clients, members, history."""
+    from gateway.demo import DEMO_PASSWORD, is_empty, load
+
+    settings = get_settings()
+
+    async def run() -> None:
+        engine = create_engine(_url())
+        try:
+            if if_empty and not await is_empty(engine):
+                typer.echo("database already has partners: demo not loaded")
+                return
+            report = await load(engine, settings)
+        finally:
+            await engine.dispose()
+        typer.echo(f"demo coalition loaded: {report.earns} earns, {report.redemptions} redemptions")
+        settled = report.periods
+        typer.echo(
+            f"settlement: {settled.created} monthly periods, {len(settled.closed)} closed and sealed"
+        )
+        typer.echo(f"operator client: {json.dumps(report.operator)}")
+        for name, p in report.partners.items():
+            typer.echo(f"partner {name}: {json.dumps(p)}")
+        for email, card in report.members.items():
+            typer.echo(f"member {email} (password {DEMO_PASSWORD!r}): card {card}")
+
+    asyncio.run(run())
+
+
+@app.command("export-schema")
+def export_schema(
+    path: str = typer.Argument("schema.graphql", help="Where to write the SDL."),
+) -> None:
+    """Write the GraphQL schema (SDL) that partners integrate against."""
+    from pathlib import Path
+
+    from gateway.graphql.schema import schema_sdl
+
+    Path(path).write_text(schema_sdl())
+    typer.echo(f"wrote {path}")
+
+
+@app.command("bootstrap-operator")
+def bootstrap_operator(
+    name: str = typer.Option("operator", help="A label for the client (who or what uses it)."),
+) -> None:
+    """Create an operator OAuth client; prints its id and secret (shown only this once)."""
+    from partners import clients
+
+    async def run() -> clients.ClientCredentials:
+        engine = create_engine(_url())
+        try:
+            async with engine.begin() as conn:
+                return await clients.create_operator_client(conn, name=name)
+        finally:
+            await engine.dispose()
+
+    credentials = asyncio.run(run())
+    # The last line of stdout is the contract (API.md): scripts parse it.
+    typer.echo(
+        json.dumps({"client_id": credentials.client_id, "client_secret": credentials.client_secret})
+    )
+
+
+@app.command("rotate-signing-key")
+def rotate_signing_key(
+    retire: bool = typer.Option(True, help="Also retire keys superseded long enough ago."),
+) -> None:
+    """Sign access tokens with a new key from now on (older keys verify until retired)."""
+    from gateway.oauth import keys
+
+    async def run() -> dict[str, object]:
+        engine = create_engine(_url())
+        try:
+            async with engine.begin() as conn:
+                retired = await keys.retire_superseded_keys(conn) if retire else []
+                kid = await keys.create_signing_key(conn)
+            return {"kid": kid, "retired": retired}
+        finally:
+            await engine.dispose()
+
+    typer.echo(json.dumps(asyncio.run(run())))
+
+
+@app.command("purge-oauth")
+def purge_oauth() -> None:
+    """Delete expired authorization codes, refresh tokens, revocations, login failures."""
+    from gateway.oauth import store
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(_url())
+        try:
+            async with engine.begin() as conn:
+                return await store.purge_expired(conn, now=utcnow())
+        finally:
+            await engine.dispose()
+
+    typer.echo(json.dumps(asyncio.run(run())))
+
+
+@app.command()
+def settle(
+    at: datetime = typer.Option(None, help="Settle as of this instant (default: now)."),
+    period: str = typer.Option(
+        None, help="daily, weekly or monthly (default: the SETTLEMENT_PERIOD setting)."
+    ),
+) -> None:
+    """Run every due settlement period: create missing ones, run the expiry up to each ended
+    period's end, close and seal it; recompute the current one. Safe to run from cron."""
+    from settlement import service as settlement
+
+    async def run() -> dict[str, object]:
+        engine = create_engine(_url())
+        try:
+            with Progress(transient=False) as progress:
+                task = progress.add_task("settling", total=None)
+
+                def report(done: int, total: int, label: str) -> None:
+                    progress.update(
+                        task, completed=done, total=total, description=f"settling {label}"
+                    )
+
+                now = utcnow() if at is None else at
+                if now.tzinfo is None:
+                    now = now.replace(tzinfo=UTC)  # --at without a zone is UTC
+                result = await settlement.settle_due(
+                    engine, now=now, granularity=period, progress=report
+                )
+            return {
+                "skipped": result.skipped, "created": result.created, "runs": result.runs,
+                "closed": [str(p) for p in result.closed], "expired_points": result.expired_points,
+            }
+        finally:
+            await engine.dispose()
+
+    try:
+        outcome = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(outcome))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

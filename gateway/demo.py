@@ -1,0 +1,206 @@
+"""The demo coalition: a few partners with rules, prices and API clients, members with a few
+months of history, so that a new user sees every screen with data in it.
+
+Demo credentials are fixed and printed: they are for a local demo database only.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.clock import utcnow
+from core.settings import Settings
+from ledger import service as ledger
+from members import service as members
+from members.passwords import hash_password
+from partners import clients
+from partners import service as partners
+
+DEMO_PASSWORD = "demo-password"
+OPERATOR_ID, OPERATOR_SECRET = "demo-operator", "demo-operator-secret-change-me"
+
+PARTNERS = [
+    # name, category, base rate, category rates, hold days, redeem share, cap, issue, redemption
+    ("Northwind Fuel", "fuel", "0.1", {"shop": "0.3"}, 0, "0.99", None, "1.20", "0.95"),
+    ("Green Basket", "grocery", "0.05", {"organic": "0.1"}, 14, "0.5", None, "1.10", "0.90"),
+    ("Aurora Air", "travel", "0.02", {"business": "0.05"}, 30, "0.3", 50_000, "1.40", "1.00"),
+    ("Cinema Central", "entertainment", "0.1", {}, 0, "1", None, "1.00", "0.85"),
+]
+MEMBERS = [
+    ("anna@example.com", "Anna Ivanova"),
+    ("boris@example.com", "Boris Petrov"),
+    ("chen@example.com", "Chen Wei"),
+    ("dana@example.com", "Dana Smith"),
+    ("emil@example.com", "Emil Novak"),
+]
+
+
+@dataclass
+class DemoReport:
+    partners: dict[str, dict[str, str]] = field(default_factory=dict)
+    members: dict[str, str] = field(default_factory=dict)
+    operator: dict[str, str] = field(default_factory=dict)
+    earns: int = 0
+    redemptions: int = 0
+    periods: object = None
+
+
+async def is_empty(engine: AsyncEngine) -> bool:
+    """True when no partner exists yet."""
+    async with engine.connect() as conn:
+        return (await conn.execute(text("SELECT NOT EXISTS (SELECT 1 FROM partners)"))).scalar_one()
+
+
+async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> DemoReport:
+    """Create the demo coalition (in one transaction)."""
+    rnd = random.Random(seed)
+    now = utcnow()
+    start = now - timedelta(days=120)
+    report = DemoReport()
+    async with engine.begin() as conn:
+        op = await clients.create_operator_client(
+            conn, name="Demo operator", client_id=OPERATOR_ID, client_secret=OPERATOR_SECRET
+        )
+        report.operator = {"client_id": op.client_id, "client_secret": op.client_secret}
+        configs = []
+        for name, category, base, rates, hold, share, cap, issue, redeem in PARTNERS:
+            p = await partners.create(
+                conn, name=name, category=category, currency=settings.settlement_currency
+            )
+            await partners.set_agreement(
+                conn,
+                partner_id=p.id,
+                issue_price=issue,
+                redemption_price=redeem,
+                effective_from=start - timedelta(days=1),
+                currency=settings.settlement_currency,
+                actor=OPERATOR_ID,
+            )
+            rule = await partners.set_earn_rule(
+                conn,
+                partner_id=p.id,
+                base_rate=base,
+                category_rates=rates,
+                hold_days=hold,
+                max_redeem_share=share,
+                max_points_per_transaction=cap,
+                actor=OPERATOR_ID,
+            )
+            slug = name.lower().split()[0]
+            cred = await clients.create_partner_client(
+                conn,
+                partner_id=p.id,
+                scopes=list(clients.PARTNER_SCOPES),
+                client_id=f"demo-{slug}",
+                client_secret=f"demo-{slug}-secret-change-me",
+            )
+            report.partners[name] = {
+                "id": str(p.id),
+                "client_id": cred.client_id,
+                "client_secret": cred.client_secret,
+            }
+            configs.append((p, rule, category, list(rates)))
+        # A price change mid-way (settlement honours it per event).
+        grocer = configs[1][0]
+        await partners.set_agreement(
+            conn,
+            partner_id=grocer.id,
+            issue_price="1.15",
+            redemption_price="0.92",
+            effective_from=now - timedelta(days=45),
+            currency=settings.settlement_currency,
+            actor=OPERATOR_ID,
+        )
+        people = []
+        for email, name in MEMBERS:
+            m = await members.create(
+                conn, email=email, name=name, password_hash=hash_password(DEMO_PASSWORD)
+            )
+            report.members[email] = m.card_number
+            people.append(m)
+
+        # ~4 months of purchases, some paid partly with points.
+        order = 0
+        for day in range(0, 118, 2):
+            at = start + timedelta(days=day, hours=rnd.randint(8, 20))
+            for m in rnd.sample(people, 3):
+                p, rule, category, extra = rnd.choice(configs)
+                order += 1
+                cat = rnd.choice([category, *extra])
+                amount = Decimal(rnd.randint(300, 9000))
+                points = rule.points_for(amount, cat)
+                if points <= 0:
+                    continue
+                await ledger.earn(
+                    conn,
+                    actor=report.partners[p.name]["client_id"],
+                    idempotency_key=f"demo-{order}",
+                    member_id=m.id,
+                    partner_id=p.id,
+                    points=points,
+                    hold_days=rule.hold_days,
+                    validity_months=settings.points_validity_months,
+                    ref=f"ORD-{order:05d}",
+                    amount=amount,
+                    currency=p.currency,
+                    category=cat,
+                    at=at,
+                )
+                report.earns += 1
+                if rnd.random() < 0.35:
+                    bal = await ledger.balance(conn, member_id=m.id, at=at + timedelta(minutes=5))
+                    q, qrule, *_ = rnd.choice(configs)
+                    bill = Decimal(rnd.randint(500, 5000))
+                    cap = int(
+                        (bill * qrule.max_redeem_share / settings.point_value).to_integral_value(
+                            ROUND_FLOOR
+                        )
+                    )
+                    want = min(bal.available, cap, rnd.randint(50, 800))
+                    if want <= 0:
+                        continue
+                    client = report.partners[q.name]["client_id"]
+                    hold = await ledger.authorize(
+                        conn,
+                        actor=client,
+                        idempotency_key=f"demo-a-{order}",
+                        member_id=m.id,
+                        partner_id=q.id,
+                        points=want,
+                        ref=f"PAY-{order:05d}",
+                        purchase_amount=bill,
+                        currency=q.currency,
+                        at=at + timedelta(minutes=5),
+                    )
+                    if rnd.random() < 0.1:
+                        await ledger.void(
+                            conn,
+                            actor=client,
+                            idempotency_key=f"demo-v-{order}",
+                            partner_id=q.id,
+                            hold_id=hold.hold_id,
+                            at=at + timedelta(minutes=6),
+                        )
+                        continue
+                    await ledger.capture(
+                        conn,
+                        actor=client,
+                        idempotency_key=f"demo-c-{order}",
+                        partner_id=q.id,
+                        hold_id=hold.hold_id,
+                        points=want - rnd.choice([0, 0, 0, 10]) if want > 10 else want,
+                        at=at + timedelta(minutes=6),
+                    )
+                    report.redemptions += 1
+    # Settle the months of that history: past months closed and sealed, the current one open.
+    from settlement import service as settlement
+
+    settled = await settlement.settle_due(engine, granularity="monthly", actor=OPERATOR_ID)
+    report.periods = settled
+    return report

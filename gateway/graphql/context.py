@@ -1,0 +1,132 @@
+"""Per-request GraphQL context: who is calling, the database, loaders, caches."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from strawberry.dataloader import DataLoader
+
+from core.db import DriverConnection, driver_unit_of_work
+from core.settings import Settings
+from gateway.oauth.auth import Principal
+from partners import service as partners
+from partners.service import PartnerConfig, PartnerRecord
+
+T = TypeVar("T")
+
+
+class TTLCache:
+    """A small per-process cache with expiry (partner configuration on the earn path).
+
+    A change made through the API is visible in this process at once (`invalidate`); other
+    processes see it within `ttl` seconds.
+    """
+
+    def __init__(self, ttl: float, maxsize: int = 10_000) -> None:
+        self.ttl, self.maxsize = ttl, maxsize
+        self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    async def get(self, key: Any, load: Callable[[], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        hit = self._data.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]  # type: ignore[no-any-return]
+        value = await load()
+        self._data[key] = (now + self.ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+        return value
+
+    def invalidate(self, key: Any = None) -> None:
+        if key is None:
+            self._data.clear()
+        else:
+            self._data.pop(key, None)
+
+
+@dataclass
+class AppCaches:
+    """Process-wide caches, kept on the app state."""
+
+    partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
+    # card number -> member id never changes once issued: cache positive lookups longer.
+    member_by_card: TTLCache = field(default_factory=lambda: TTLCache(ttl=300.0, maxsize=100_000))
+
+
+@dataclass
+class Context:
+    """What every resolver gets as `info.context`."""
+
+    request: Any
+    response: Any
+    engine: AsyncEngine
+    pool: AsyncConnectionPool
+    settings: Settings
+    caches: AppCaches
+    principal: Principal | None
+    # graphql-transport-ws: the `connection_init` payload (may carry the bearer token).
+    connection_params: dict[str, Any] | None = None
+    partner_loader: DataLoader[uuid.UUID, PartnerRecord | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        async def load_partners(ids: list[uuid.UUID]) -> list[PartnerRecord | None]:
+            async with self.engine.connect() as conn:
+                return await partners.get_many(conn, ids=list(ids))
+
+        self.partner_loader = DataLoader(load_fn=load_partners)
+
+    @property
+    def actor(self) -> str:
+        """The identity written on every row this request causes: the OAuth client."""
+        return self.principal.client_id if self.principal else "anonymous"
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction for the operation: commits at the end, rolls back on error."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def driver_unit_of_work(self) -> AsyncIterator[DriverConnection]:
+        """The same, on psycopg's own pool: for the hot path (earn)."""
+        async with driver_unit_of_work(self.pool) as conn:
+            yield conn
+
+    async def partner_config(self, partner_id: uuid.UUID) -> PartnerConfig:
+        async def load() -> PartnerConfig:
+            async with self.engine.connect() as conn:
+                return await partners.get_config(conn, partner_id=partner_id)
+
+        return await self.caches.partner_config.get(partner_id, load)
+
+
+async def guarded(
+    info: Any,
+    scope: str,
+    work: Callable[[Context], Awaitable[T]],
+    *,
+    kind: str | None = None,
+) -> Any:
+    """Run `work` if the caller holds `scope` (and is a `kind` principal); domain errors
+    become typed results. Nothing is committed when it raises."""
+    from core.errors import DomainError
+    from gateway.graphql import errors as E
+
+    ctx: Context = info.context
+    if ctx.principal is None:
+        return E.forbidden("authentication required: send a Bearer access token")
+    if scope not in ctx.principal.scopes or (kind is not None and ctx.principal.kind != kind):
+        return E.forbidden(f"this operation needs the {scope!r} scope")
+    try:
+        return await work(ctx)
+    except DomainError as exc:
+        return E.to_graphql(exc)

@@ -1,0 +1,133 @@
+"""Typed GraphQL errors: every expected failure is a type implementing `Error`.
+
+Domain errors (core.errors.DomainError and subclasses) carry a stable code; `to_graphql`
+turns one into the error type of that code, so resolvers never build errors by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+import strawberry
+
+from core.errors import DomainError, ErrorCode
+
+
+@strawberry.interface(
+    description="An expected failure: a stable machine-readable code and a human message."
+)
+class Error:
+    code: str = strawberry.field(description="Stable error code, e.g. INSUFFICIENT_POINTS.")
+    message: str = strawberry.field(description="What went wrong, for humans.")
+
+
+@strawberry.type(
+    description="The member's available points do not cover the request. Nothing changed."
+)
+class InsufficientPointsError(Error):
+    available: int | None = strawberry.field(
+        default=None, description="Points available at the time of the request."
+    )
+
+
+@strawberry.type(
+    description="The idempotency key was used before with a different request. Nothing changed."
+)
+class IdempotencyConflictError(Error):
+    pass
+
+
+@strawberry.type(description="No member has this card number (or id).")
+class MemberNotFoundError(Error):
+    pass
+
+
+@strawberry.type(
+    description="The redemption code is unknown, used, expired, or bound to another partner."
+)
+class InvalidRedemptionCodeError(Error):
+    pass
+
+
+@strawberry.type(description="The hold was captured, voided or has expired.")
+class HoldNotActiveError(Error):
+    pass
+
+
+@strawberry.type(
+    description="A limit was reached: a code's cap, a bill's share payable in points, a throttle."
+)
+class LimitExceededError(Error):
+    pass
+
+
+@strawberry.type(
+    description="The input is not acceptable (wrong amount, currency, format, range...)."
+)
+class ValidationError(Error):
+    field: str | None = strawberry.field(
+        default=None, description="The input field at fault, if one."
+    )
+
+
+@strawberry.type(description="The object does not exist or is not visible to the caller.")
+class NotFoundError(Error):
+    pass
+
+
+@strawberry.type(
+    description="The caller is not authenticated, or its token lacks the scope required."
+)
+class ForbiddenError(Error):
+    pass
+
+
+ERROR_TYPES = (
+    InsufficientPointsError,
+    IdempotencyConflictError,
+    MemberNotFoundError,
+    InvalidRedemptionCodeError,
+    HoldNotActiveError,
+    LimitExceededError,
+    ValidationError,
+    NotFoundError,
+    ForbiddenError,
+)
+
+_BY_CODE: dict[str, type[Error]] = {
+    ErrorCode.INSUFFICIENT_POINTS: InsufficientPointsError,
+    ErrorCode.IDEMPOTENCY_CONFLICT: IdempotencyConflictError,
+    ErrorCode.MEMBER_NOT_FOUND: MemberNotFoundError,
+    ErrorCode.INVALID_REDEMPTION_CODE: InvalidRedemptionCodeError,
+    ErrorCode.HOLD_NOT_ACTIVE: HoldNotActiveError,
+    ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
+    ErrorCode.VALIDATION: ValidationError,
+    ErrorCode.NOT_FOUND: NotFoundError,
+    ErrorCode.HOLD_NOT_FOUND: NotFoundError,
+    ErrorCode.TRANSACTION_NOT_FOUND: NotFoundError,
+    ErrorCode.PARTNER_NOT_FOUND: NotFoundError,
+    ErrorCode.FORBIDDEN: ForbiddenError,
+}
+
+
+def to_graphql(exc: DomainError) -> Error:
+    """The typed GraphQL error for a domain error."""
+    cls = _BY_CODE.get(exc.code, ValidationError)
+    if cls is InsufficientPointsError:
+        return InsufficientPointsError(
+            code=str(exc.code), message=exc.message, available=exc.details.get("available")
+        )
+    if cls is ValidationError:
+        return ValidationError(
+            code=ErrorCode.VALIDATION.value, message=exc.message, field=exc.details.get("field")
+        )
+    return cls(code=str(exc.code), message=exc.message)
+
+
+def forbidden(message: str = "this operation needs a token with another scope") -> ForbiddenError:
+    return ForbiddenError(code=ErrorCode.FORBIDDEN.value, message=message)
+
+
+def result_union(name: str, success: type) -> Any:
+    """`FooBarResult`: the union of `FooBarSuccess` and every error type (Relay convention)."""
+    return Annotated[Union[success, *ERROR_TYPES], strawberry.union(name)]  # type: ignore[valid-type]

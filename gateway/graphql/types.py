@@ -1,0 +1,306 @@
+"""GraphQL object and input types of the partner contract (API.md). Every field is described:
+these descriptions are what partners' engineers read."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import strawberry
+
+from core.money import Money as DomainMoney
+from partners.service import AgreementRecord, EarnRuleRecord, PartnerRecord
+
+N = TypeVar("N")
+
+
+# ---------------------------------------------------------------------------------------------
+# Money
+
+
+@strawberry.type(
+    description="An exact amount of money: a decimal string and its ISO 4217 currency."
+)
+class Money:
+    amount: str = strawberry.field(description='Decimal string, e.g. "1234.50". Never a float.')
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. RUB.")
+
+    @classmethod
+    def of(cls, amount: Decimal, currency: str) -> Money:
+        return cls(amount=str(amount), currency=currency)
+
+
+@strawberry.input(
+    description="An amount of money: a decimal string with at most the currency's minor-unit digits."
+)
+class MoneyInput:
+    amount: str = strawberry.field(
+        description='Decimal string, e.g. "1234.50"; at most 12 integer digits.'
+    )
+    currency: str = strawberry.field(description="ISO 4217 code; must be the partner's currency.")
+
+    def parse(self, *, positive: bool = True) -> DomainMoney:
+        return DomainMoney.parse(self.amount, self.currency, positive=positive)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relay connections with keyset cursors
+
+
+def encode_cursor(value: int) -> str:
+    return base64.urlsafe_b64encode(f"k:{value}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "k":
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        from core.errors import ValidationError
+
+        raise ValidationError("malformed cursor", field="after") from None
+
+
+def page(rows: list[Any], *, first: int, after: int | None, key: Any, node: Any) -> Connection[Any]:
+    """A Relay page from `first + 1` rows fetched after the keyset cursor `after`."""
+    edges = [Edge(cursor=encode_cursor(key(r)), node=node(r)) for r in rows[:first]]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > first,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
+
+
+@strawberry.type(description="Relay page information.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="More items follow this page.")
+    has_previous_page: bool = strawberry.field(description="Items precede this page.")
+    start_cursor: str | None = strawberry.field(description="Cursor of the first item of the page.")
+    end_cursor: str | None = strawberry.field(
+        description="Cursor of the last item: pass as `after`."
+    )
+
+
+@strawberry.type(description="An item of a page and its cursor.")
+class Edge(Generic[N]):
+    cursor: str = strawberry.field(description="Opaque cursor of this item.")
+    node: N = strawberry.field(description="The item.")
+
+
+@strawberry.type(description="A page of items (Relay connection).")
+class Connection(Generic[N]):
+    edges: list[Edge[N]] = strawberry.field(
+        description="The items of this page with their cursors."
+    )
+    page_info: PageInfo = strawberry.field(description="Where this page is.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Partners
+
+
+@strawberry.type(description="A category's own earn rate (replaces the base rate).")
+class CategoryRate:
+    category: str = strawberry.field(
+        description="Free-form category, as the partner sends it with earn."
+    )
+    rate: str = strawberry.field(description="Points per currency unit, decimal string.")
+
+
+@strawberry.type(
+    description="How a partner's customers earn points, and how much of a bill points may pay."
+)
+class EarnRule:
+    base_rate: str = strawberry.field(
+        description="Points per currency unit for categories without their own rate."
+    )
+    category_rates: list[CategoryRate] = strawberry.field(description="Per-category rates.")
+    hold_days: int = strawberry.field(
+        description="Return window: earned points are pending this many days."
+    )
+    max_redeem_share: str = strawberry.field(
+        description="Largest fraction of a bill payable in points, in (0, 1]."
+    )
+    max_points_per_transaction: int | None = strawberry.field(
+        description="Cap on points per earn, if any."
+    )
+    recorded_at: datetime = strawberry.field(description="When this rule was put in force.")
+
+    @classmethod
+    def of(cls, r: EarnRuleRecord) -> EarnRule:
+        return cls(
+            base_rate=str(r.base_rate),
+            category_rates=[
+                CategoryRate(category=k, rate=str(v)) for k, v in sorted(r.category_rates.items())
+            ],
+            hold_days=r.hold_days,
+            max_redeem_share=str(r.max_redeem_share),
+            max_points_per_transaction=r.max_points_per_transaction,
+            recorded_at=r.recorded_at,
+        )
+
+
+@strawberry.type(
+    description="Prices per point between a partner and the coalition, from an instant on."
+)
+class Agreement:
+    id: strawberry.ID = strawberry.field(description="Agreement id.")
+    partner_id: strawberry.ID = strawberry.field(description="The partner.")
+    issue_price: Money = strawberry.field(description="What the partner pays per point it issues.")
+    redemption_price: Money = strawberry.field(
+        description="What the coalition pays per point the partner accepts."
+    )
+    effective_from: datetime = strawberry.field(
+        description="Events from this instant on use these prices."
+    )
+    recorded_at: datetime = strawberry.field(description="When the agreement was entered.")
+
+    @classmethod
+    def of(cls, a: AgreementRecord) -> Agreement:
+        return cls(
+            id=strawberry.ID(str(a.id)),
+            partner_id=strawberry.ID(str(a.partner_id)),
+            issue_price=Money.of(a.issue_price, a.currency),
+            redemption_price=Money.of(a.redemption_price, a.currency),
+            effective_from=a.effective_from,
+            recorded_at=a.recorded_at,
+        )
+
+
+@strawberry.type(description="A partner merchant of the coalition.")
+class Partner:
+    id: strawberry.ID = strawberry.field(description="Partner id.")
+    name: str = strawberry.field(description="Display name.")
+    category: str = strawberry.field(description="Business category, e.g. fuel, grocery.")
+    currency: str = strawberry.field(description="The currency of its purchases (ISO 4217).")
+    hold_days: int = strawberry.field(description="Return window of its earn rule in force.")
+
+    @classmethod
+    def of(cls, p: PartnerRecord) -> Partner:
+        return cls(
+            id=strawberry.ID(str(p.id)),
+            name=p.name,
+            category=p.category,
+            currency=p.currency,
+            hold_days=p.hold_days,
+        )
+
+
+@strawberry.type(description="An OAuth client of a partner. The secret is shown once, at creation.")
+class PartnerClient:
+    client_id: str = strawberry.field(description="OAuth client_id (URL-safe).")
+    client_secret: str | None = strawberry.field(
+        description="OAuth client_secret; only in the creation result."
+    )
+    scopes: list[str] = strawberry.field(description="Scopes the client may request.")
+    partner_id: strawberry.ID | None = strawberry.field(description="The partner it acts for.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Points
+
+
+@strawberry.type(description="The ledger transaction of an earn.")
+class EarnTransaction:
+    id: strawberry.ID = strawberry.field(description="Transaction id.")
+    points: int = strawberry.field(description="Points credited.")
+    status: str = strawberry.field(
+        description='"pending" (inside the return window) or "available".'
+    )
+    available_at: datetime = strawberry.field(description="When the points become spendable.")
+    expires_at: datetime = strawberry.field(description="When the points expire if unspent.")
+
+
+@strawberry.type(
+    description="An authorization: points reserved for a partner until captured, voided or expired."
+)
+class Hold:
+    id: strawberry.ID = strawberry.field(
+        description="Hold id: pass to captureRedemption / voidRedemption."
+    )
+    points: int = strawberry.field(description="Points reserved.")
+    expires_at: datetime = strawberry.field(
+        description="The hold lapses by itself at this instant."
+    )
+    status: str = strawberry.field(description="active, captured, voided or expired.")
+
+
+@strawberry.type(description="A posted movement of points.")
+class PointsTransaction:
+    id: strawberry.ID = strawberry.field(description="Transaction id.")
+    points: int = strawberry.field(description="Points moved.")
+    kind: str = strawberry.field(
+        description="earn, reversal, capture, return, expiry or adjustment."
+    )
+
+
+@strawberry.type(description="A (partial) refund of a partner's order.")
+class Refund:
+    id: strawberry.ID = strawberry.field(description="Refund id.")
+    order_ref: str = strawberry.field(description="The partner's order reference.")
+    amount: Money = strawberry.field(description="Amount refunded by this call.")
+    points_reversed: int = strawberry.field(description="Earned points taken back by this refund.")
+    points_returned: int = strawberry.field(
+        description="Points paid with that went back to the member."
+    )
+
+
+@strawberry.type(description="A member's points at this instant.")
+class Balance:
+    available: int = strawberry.field(description="Spendable now.")
+    pending: int = strawberry.field(description="Earned, still inside a partner's return window.")
+    on_hold: int = strawberry.field(description="Reserved by live authorizations.")
+    total: int = strawberry.field(
+        description="All points in the wallet (available + pending + on hold)."
+    )
+    debt: int = strawberry.field(
+        description="Points owed after refunds of spent points; repaid by later earnings."
+    )
+
+
+@strawberry.type(description="One movement on the member's account.")
+class Activity:
+    id: strawberry.ID = strawberry.field(description="Entry id.")
+    transaction_id: strawberry.ID = strawberry.field(description="The ledger transaction.")
+    kind: str = strawberry.field(description="earn, reversal, capture, return or expiry.")
+    points: int = strawberry.field(description="Signed: positive credits, negative debits.")
+    order_ref: str | None = strawberry.field(description="The partner's order reference, if any.")
+    at: datetime = strawberry.field(description="Effective time.")
+    partner_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The partner involved, if any.")
+    async def partner(self, info: strawberry.Info) -> Partner | None:
+        if self.partner_id is None:
+            return None
+        record = await info.context.partner_loader.load(self.partner_id)
+        return Partner.of(record) if record else None
+
+
+@strawberry.type(description="A single-use code by which a member lets a partner take points.")
+class RedemptionCode:
+    code: str = strawberry.field(description="12 digits; show at the till or as a QR code.")
+    expires_at: datetime = strawberry.field(description="Unusable after this instant.")
+    max_points: int | None = strawberry.field(
+        description="Most points this code lets a partner take."
+    )
+    partner_id: strawberry.ID | None = strawberry.field(
+        description="The only partner that may use it, if bound."
+    )
+
+
+@strawberry.type(description="A member as a partner may see it after registration.")
+class MemberCard:
+    id: strawberry.ID = strawberry.field(description="Member id.")
+    card_number: str = strawberry.field(description="16-digit card number with a Luhn check digit.")

@@ -1,0 +1,151 @@
+"""The /graphql endpoint: authentication, body cap and per-client rate limit in front of
+Strawberry's ASGI view."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET
+
+from gateway.graphql.context import Context
+from gateway.oauth.auth import AuthError, Principal, authenticate, authenticate_token
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class _GraphQL(GraphQL):
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Browsers cannot set headers on a websocket: the token may come in the
+        `connection_init` payload instead ({"Authorization": "Bearer ..."})."""
+        params = context.connection_params or {}
+        raw = params.get("Authorization") or params.get("authorization") or params.get("token")
+        if isinstance(raw, str) and raw.strip():
+            scheme, _, rest = raw.strip().partition(" ")
+            token = rest.strip() if scheme.lower() == "bearer" else raw.strip()
+            try:
+                context.principal = await authenticate_token(context.request.app, token)
+            except AuthError:
+                raise ConnectionRejectionError() from None
+        return UNSET
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        state = request.app.state
+        return Context(
+            request=request,
+            response=response,
+            engine=state.engine,
+            pool=state.pool,
+            settings=state.settings,
+            caches=state.caches,
+            principal=request.scope.get("principal"),
+        )
+
+
+class TokenBucket:
+    """Per-client request budget in this process: `rate` per second, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > 100_000:  # forget idle clients
+            self._buckets.clear()
+        return True
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+        headers=headers,
+    )
+
+
+class GraphQLEndpoint:
+    """ASGI app for /graphql (HTTP and websocket)."""
+
+    def __init__(self, schema: Any, *, rate: float, burst: float, graphql_ide: bool) -> None:
+        self.view: ASGIApp = _GraphQL(schema, graphql_ide="graphiql" if graphql_ide else None)
+        self.limiter = TokenBucket(rate, burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.view(scope, receive, send)
+            return
+        request = Request(scope) if scope["type"] == "http" else WebSocket(scope, receive, send)
+        try:
+            principal: Principal | None = await authenticate(request)
+        except AuthError as exc:
+            if scope["type"] == "websocket":
+                await WebSocket(scope, receive, send).close(code=4401)
+                return
+            response = _error(
+                401,
+                exc.code,
+                exc.message,
+                {
+                    "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'
+                },
+            )
+            await response(scope, receive, send)
+            return
+        scope["principal"] = principal
+        if scope["type"] == "http":
+            client = scope.get("client") or ("unknown", 0)
+            key = principal.client_id if principal else f"ip:{client[0]}"
+            if not self.limiter.allow(key):
+                await _error(
+                    429, "RATE_LIMITED", "too many requests: slow down", {"Retry-After": "1"}
+                )(scope, receive, send)
+                return
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                await _error(413, "PAYLOAD_TOO_LARGE", f"request body over {MAX_BODY_BYTES} bytes")(
+                    scope, receive, send
+                )
+                return
+            try:
+                await self.view(scope, _capped(receive), send)
+            except _BodyTooLarge:  # raised while the body is read: nothing was sent yet
+                await _error(413, "PAYLOAD_TOO_LARGE", f"request body over {MAX_BODY_BYTES} bytes")(
+                    scope, receive, send
+                )
+            return
+        await self.view(scope, receive, send)
+
+
+def _capped(receive: Receive) -> Receive:
+    """Refuse chunked bodies that grow past the cap (no content-length to check up front)."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
+class _BodyTooLarge(Exception):
+    pass

@@ -1,0 +1,69 @@
+"""The process's view of revoked access tokens.
+
+An access token is a JWT that any process verifies on its own; revoking one means remembering
+its `jti` until it would have expired anyway (10 minutes at most). Looking that up in the
+database on every request would double the cost of a cheap call, so each process keeps the
+(small) set of live revocations in memory:
+
+- revocations made by this process apply at once;
+- revocations made by other processes are picked up when the set is reloaded, at most every
+  `REFRESH_SECONDS`: for that long a token revoked elsewhere may still be accepted here. That
+  is the trade-off: one query per process every few seconds instead of one per request.
+
+The introspection endpoint does not use this cache: it asks the database, so its answer is
+authoritative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core import clock
+from gateway.oauth import store
+
+REFRESH_SECONDS = 5.0
+
+monotonic = time.monotonic  # module attribute, so tests can move the cache's clock
+
+
+class RevocationList:
+    """Live revoked jtis, reloaded from the database at most every `REFRESH_SECONDS`."""
+
+    def __init__(self) -> None:
+        self._revoked: dict[str, datetime] = {}
+        self._local: dict[str, datetime] = {}  # ours, kept across reloads racing with them
+        self._loaded_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    def _due(self) -> bool:
+        return self._loaded_at is None or monotonic() - self._loaded_at >= REFRESH_SECONDS
+
+    async def is_revoked(self, engine: AsyncEngine, jti: str) -> bool:
+        """True if `jti` is revoked (as far as this process knows, see the module doc)."""
+        if self._due():
+            async with self._lock:
+                if self._due():
+                    await self._reload(engine)
+        return jti in self._revoked
+
+    async def _reload(self, engine: AsyncEngine) -> None:
+        now = clock.utcnow()
+        async with engine.connect() as conn:
+            revoked = await store.live_revocations(conn, now=now)
+        self._local = {j: exp for j, exp in self._local.items() if exp > now}
+        revoked.update(self._local)
+        self._revoked = revoked
+        self._loaded_at = monotonic()
+
+    def add(self, revoked: dict[str, datetime]) -> None:
+        """Apply revocations committed by this process immediately."""
+        self._local.update(revoked)
+        self._revoked.update(revoked)
+
+    def invalidate(self) -> None:
+        """Reload on next use."""
+        self._loaded_at = None

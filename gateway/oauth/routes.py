@@ -1,0 +1,288 @@
+"""HTTP endpoints of the authorization server (API.md):
+
+POST /oauth/token, GET|POST /oauth/authorize, POST /oauth/introspect, POST /oauth/revoke,
+GET /.well-known/oauth-authorization-server (RFC 8414), GET /.well-known/jwks.json.
+
+Each handler follows server.py's prefetch / decide / apply split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InsecureTransportError, OAuth2Error, scope_to_list
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from core import clock
+from gateway.oauth import login, pages
+from gateway.oauth.server import (
+    MemberUser,
+    OAuthServer,
+    StarletteOAuth2Request,
+    Unit,
+    transport_allowed,
+)
+from gateway.oauth.state import OAuthState, oauth_state
+from members import passwords
+from partners.clients import ALL_SCOPES
+
+MAX_FIELDS = 50
+
+
+def metadata(issuer: str) -> dict[str, Any]:
+    """The RFC 8414 authorization server metadata document."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
+        "token_endpoint": f"{issuer}/oauth/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "scopes_supported": list(ALL_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "code_challenge_methods_supported": ["S256"],
+    }
+
+
+def _context(request: Request) -> tuple[OAuthState, Any, Unit, OAuthServer]:
+    state = oauth_state(request.app)
+    unit = Unit(state, now=clock.utcnow())
+    return state, request.app.state.engine, unit, OAuthServer(unit)
+
+
+async def _form(request: Request) -> list[tuple[str, str]]:
+    async with request.form(max_files=0, max_fields=MAX_FIELDS) as form:
+        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+
+
+def _oauth_request(
+    request: Request, *, form: list[tuple[str, str]], payload_from: str
+) -> StarletteOAuth2Request:
+    return StarletteOAuth2Request(
+        method=request.method,
+        url=str(request.url),
+        headers=request.headers,
+        args=list(request.query_params.multi_items()),
+        form=form,
+        payload_from=payload_from,
+    )
+
+
+async def token(request: Request) -> Response:
+    """The token endpoint: client_credentials, authorization_code (+PKCE), refresh_token."""
+    state, engine, unit, server = _context(request)
+    if not transport_allowed(str(request.url), state.issuer):
+        return server.handle_error_response(None, InsecureTransportError())
+    oreq = _oauth_request(request, form=await _form(request), payload_from="form")
+    async with engine.connect() as conn:
+        await unit.prefetch_clients(conn, oreq)
+        await unit.prefetch_grant(conn, oreq)
+    unit.signing_key = await state.keys.signing_key(engine)
+    response = await run_in_threadpool(server.create_token_response, oreq)
+    return await unit.finish(engine, response, refuse=lambda d: server.refuse(oreq, d))
+
+
+async def _token_endpoint(request: Request, name: str) -> Response:
+    state, engine, unit, server = _context(request)
+    if not transport_allowed(str(request.url), state.issuer):
+        return server.handle_error_response(None, InsecureTransportError())
+    oreq = _oauth_request(request, form=await _form(request), payload_from="form")
+    token_value = oreq.form.get("token")
+    async with engine.connect() as conn:
+        await unit.prefetch_clients(conn, oreq)
+        if token_value:
+            await unit.prefetch_token(conn, engine, token_value)
+    response = await run_in_threadpool(server.create_endpoint_response, name, oreq)
+    return await unit.finish(engine, response, refuse=lambda d: server.refuse(oreq, d))
+
+
+async def introspect(request: Request) -> Response:
+    """RFC 7662 token introspection (authoritative: revocations are read from the database)."""
+    return await _token_endpoint(request, "introspection")
+
+
+async def revoke(request: Request) -> Response:
+    """RFC 7009 token revocation (access tokens by jti; refresh tokens with their grant)."""
+    return await _token_endpoint(request, "revocation")
+
+
+def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers={**pages.HEADERS, **(headers or {})})
+
+
+async def _login_form(
+    request: Request,
+    state: OAuthState,
+    key: bytes,
+    grant: Any,
+    *,
+    email: str = "",
+    error: str | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    secure = state.issuer.startswith("https://")
+    cookie = login.csrf_cookie_name(secure)
+    nonce = request.cookies.get(cookie)
+    if not nonce or len(nonce) > 200:
+        nonce = login.new_csrf_nonce()
+    action = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    body = pages.login_page(
+        client_name=grant.client.record.name,
+        scopes=scope_to_list(grant.request.scope) or [],
+        action=action,
+        csrf_field=login.CSRF_FIELD,
+        csrf_token=login.csrf_token(key, nonce),
+        email=email,
+        error=error,
+    )
+    response = _html(body, status, headers)
+    response.set_cookie(
+        cookie, nonce, max_age=3600, path="/", secure=secure, httponly=True, samesite="strict"
+    )
+    return response
+
+
+async def authorize(request: Request) -> Response:
+    """The member login and consent page (GET shows it, POST signs in and redirects)."""
+    state, engine, unit, server = _context(request)
+    if not transport_allowed(str(request.url), state.issuer):
+        return _html(pages.error_page("Sign-in requires HTTPS."), 400)
+    form = await _form(request) if request.method == "POST" else []
+    oreq = _oauth_request(request, form=[], payload_from="args")
+    async with engine.connect() as conn:
+        await unit.prefetch_clients(conn, oreq)
+    try:
+        grant = server.get_consent_grant(request=oreq, end_user=None)
+    except OAuth2Error as error:
+        if error.redirect_uri:  # the client and its redirect URI are known: tell the client
+            return server.handle_error_response(oreq, error)
+        return _html(pages.error_page(error.description or error.error or "invalid request"), 400)
+    key = await state.csrf_key(engine)
+    if request.method != "POST":  # GET (and HEAD) show the form
+        return await _login_form(request, state, key, grant)
+
+    fields = dict(form)
+    cookie = request.cookies.get(login.csrf_cookie_name(state.issuer.startswith("https://")))
+    if not login.check_csrf(key, cookie, fields.get(login.CSRF_FIELD)):
+        return await _login_form(
+            request,
+            state,
+            key,
+            grant,
+            status=403,
+            error="This form has expired or did not come from this page. Please sign in again.",
+        )
+    if fields.get("decision") == "deny":
+        return server.create_authorization_response(request=oreq, grant_user=None, grant=grant)
+
+    email = (fields.get("email") or "").strip()
+    password = fields.get("password") or ""
+    if not email or not password or len(email) > 320 or len(password) > 1024:
+        return await _login_form(
+            request,
+            state,
+            key,
+            grant,
+            email=email[:320],
+            status=400,
+            error="Enter your email and password.",
+        )
+    ip = request.client.host if request.client else None
+    async with engine.connect() as conn:
+        locked = await login.lockout(conn, email=email, ip=ip, now=unit.now)
+        credentials = None if locked else await passwords.get_credentials(conn, email=email)
+    if locked is None:
+        member_id, password_hash = credentials or (None, None)
+        ok = await run_in_threadpool(passwords.verify_password, password_hash, password)
+        if ok and member_id is not None and password_hash is not None:
+            return await _signed_in(
+                engine, unit, server, oreq, grant, member_id, email, password, password_hash
+            )
+        async with engine.begin() as conn:
+            locked = await login.record_failure(conn, email=email, ip=ip, now=unit.now)
+        if locked is None:
+            return await _login_form(
+                request,
+                state,
+                key,
+                grant,
+                email=email,
+                status=401,
+                error="Incorrect email or password.",
+            )
+    return await _login_form(
+        request,
+        state,
+        key,
+        grant,
+        email=email,
+        status=429,
+        headers={"Retry-After": str(int(locked.retry_after.total_seconds()) + 1)},
+        error=(
+            "Too many failed sign-in attempts. For your security, sign-in is paused for "
+            f"{locked.minutes} minute{'s' if locked.minutes != 1 else ''}; try again later."
+        ),
+    )
+
+
+async def _signed_in(
+    engine: Any,
+    unit: Unit,
+    server: OAuthServer,
+    oreq: StarletteOAuth2Request,
+    grant: Any,
+    member_id: Any,
+    email: str,
+    password: str,
+    password_hash: str,
+) -> Response:
+    response = server.create_authorization_response(
+        request=oreq, grant_user=MemberUser(member_id), grant=grant
+    )
+
+    async def clear_failures(conn: Any) -> None:
+        await login.record_success(conn, email=email)
+
+    unit.ops.append(clear_failures)
+    if passwords.needs_rehash(password_hash):
+        new_hash = await run_in_threadpool(passwords.hash_password, password)
+
+        async def rehash(conn: Any) -> None:
+            await passwords.set_password_hash(conn, member_id=member_id, password_hash=new_hash)
+
+        unit.ops.append(rehash)
+    return await unit.finish(engine, response, refuse=lambda d: server.refuse(oreq, d))
+
+
+async def server_metadata(request: Request) -> JSONResponse:
+    """RFC 8414 metadata."""
+    return JSONResponse(
+        metadata(oauth_state(request.app).issuer), headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+async def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify access tokens (every key not retired)."""
+    keys = await oauth_state(request.app).keys.jwks(request.app.state.engine)
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=60"})
+
+
+def routes() -> list[BaseRoute]:
+    """The authorization server's routes, for `create_app`."""
+    return [
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/oauth/authorize", authorize, methods=["GET", "POST"]),
+        Route("/oauth/introspect", introspect, methods=["POST"]),
+        Route("/oauth/revoke", revoke, methods=["POST"]),
+        Route("/.well-known/oauth-authorization-server", server_metadata, methods=["GET"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+    ]

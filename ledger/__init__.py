@@ -1,0 +1,1 @@
+"""The coalition currency: accounts, double-entry transactions, lots, holds, idempotency."""

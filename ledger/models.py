@@ -1,0 +1,262 @@
+"""Ledger tables.
+
+Entries and transactions are insert-only (enforced by triggers in the migration). Only
+member-owned accounts (wallet, debt) keep a stored balance, maintained by a statement-level
+trigger on `entries`; partner and operator accounts derive theirs from entries, so no partner
+row is locked by an earn and a hot partner does not serialise the coalition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+
+def _ts(nullable: bool = False, **kw) -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), nullable=nullable, **kw)
+
+
+class AccountKind:
+    WALLET = "wallet"  # a member's points; never below zero
+    DEBT = "debt"  # a member's debt (<= 0): refunds of points already spent
+    ISSUANCE = "issuance"  # per partner: points it issued (goes negative)
+    REDEMPTION = "redemption"  # per partner: points it accepted as payment
+    BREAKAGE = "breakage"  # operator: expired points
+    ADJUSTMENTS = "adjustments"  # operator: manual corrections
+
+    MEMBER = (WALLET, DEBT)
+    PARTNER = (ISSUANCE, REDEMPTION)
+    OPERATOR = (BREAKAGE, ADJUSTMENTS)
+    ALL = (WALLET, DEBT, ISSUANCE, REDEMPTION, BREAKAGE, ADJUSTMENTS)
+
+
+class Account(SQLModel, table=True):
+    """A ledger account. `owner_id` is the member or partner; NULL for operator accounts."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("kind", "owner_id", name="uq_accounts_kind_owner", postgresql_nulls_not_distinct=True),
+        CheckConstraint(
+            "kind IN ('wallet','debt','issuance','redemption','breakage','adjustments')",
+            name="ck_accounts_kind",
+        ),
+        CheckConstraint("kind <> 'wallet' OR balance >= 0", name="ck_accounts_wallet_nonnegative"),
+        CheckConstraint("kind <> 'debt' OR balance <= 0", name="ck_accounts_debt_nonpositive"),
+        CheckConstraint(
+            "(kind IN ('wallet','debt')) = (balance IS NOT NULL)", name="ck_accounts_stored_balance"
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    kind: str = Field(sa_column=Column(Text, nullable=False))
+    owner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True), nullable=True))
+    balance: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+
+
+class LedgerTransaction(SQLModel, table=True):
+    """A movement of points: its entries sum to zero. Insert-only."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('earn','reversal','capture','return','expiry','adjustment')",
+            name="ck_transactions_kind",
+        ),
+        Index("ix_transactions_effective_at", "effective_at"),
+        Index("ix_transactions_partner_ref", "partner_id", "ref"),
+        Index("ix_transactions_reverses", "reverses_id", postgresql_where=text("reverses_id IS NOT NULL")),
+        # Settlement's search for late events reads only recently recorded rows (migration
+        # 0004). BRIN: a few pages for millions of rows, next to nothing per insert.
+        Index("ix_transactions_recorded_at_brin", "recorded_at", postgresql_using="brin"),
+        # One earn per partner order.
+        Index(
+            "uq_transactions_earn_order", "partner_id", "ref", unique=True,
+            postgresql_where=text("kind = 'earn' AND ref IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    kind: str = Field(sa_column=Column(Text, nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    member_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    hold_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    reverses_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    ref: str | None = Field(default=None, sa_column=Column(Text))
+    # The business amount behind the movement (a purchase's amount for an earn), for refunds
+    # pro rata and for reconciliation against partners' own records.
+    amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(20, 4)))
+    currency: str | None = Field(default=None, sa_column=Column(Text))
+    category: str | None = Field(default=None, sa_column=Column(Text))
+    effective_at: datetime = Field(sa_column=_ts())
+    recorded_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Entry(SQLModel, table=True):
+    """One leg of a transaction on one account. Insert-only."""
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="ck_entries_nonzero"),
+        Index("ix_entries_account", "account_id", "id"),
+        Index("ix_entries_transaction", "transaction_id"),
+        Index("ix_entries_effective_at", "effective_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    transaction_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
+    )
+    account_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    effective_at: datetime = Field(sa_column=_ts())
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Lot(SQLModel, table=True):
+    """Points of one earn: spent earliest-expiry first, traceable to the issuing partner."""
+
+    __tablename__ = "lots"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="ck_lots_points_positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= points", name="ck_lots_remaining_range"),
+        CheckConstraint("reversed >= 0 AND reversed <= points", name="ck_lots_reversed_range"),
+        Index(
+            "ix_lots_member_fifo", "member_id", "expires_at", "earned_at", "id",
+            postgresql_where=text("remaining > 0"),
+        ),
+        Index("ix_lots_expiry", "expires_at", postgresql_where=text("remaining > 0")),
+        Index("ix_lots_earn_tx", "earn_tx_id", unique=True),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
+    issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    earn_tx_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    remaining: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reversed: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    earned_at: datetime = Field(sa_column=_ts())
+    available_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class LotPosting(SQLModel, table=True):
+    """A change of a lot's remaining points caused by a ledger transaction (traceability)."""
+
+    __tablename__ = "lot_postings"
+    __table_args__ = (
+        CheckConstraint("kind IN ('capture','return','reversal','expiry')", name="ck_lot_postings_kind"),
+        CheckConstraint("points <> 0", name="ck_lot_postings_nonzero"),
+        Index("ix_lot_postings_tx", "transaction_id"),
+        Index("ix_lot_postings_lot", "lot_id"),
+        Index("ix_lot_postings_effective_at", "effective_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    lot_id: int = Field(sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=False))
+    transaction_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
+    )
+    kind: str = Field(sa_column=Column(Text, nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    effective_at: datetime = Field(sa_column=_ts())
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class HoldStatus:
+    ACTIVE = "active"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+class Hold(SQLModel, table=True):
+    """An authorization: points reserved from lots until captured, voided or expired."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint("status IN ('active','captured','voided','expired')", name="ck_holds_status"),
+        CheckConstraint("points > 0", name="ck_holds_points_positive"),
+        CheckConstraint("captured >= 0 AND captured <= points", name="ck_holds_captured_range"),
+        CheckConstraint("returned >= 0 AND returned <= captured", name="ck_holds_returned_range"),
+        Index("ix_holds_member_active", "member_id", postgresql_where=text("status = 'active'")),
+        Index("ix_holds_expiry", "expires_at", postgresql_where=text("status = 'active'")),
+        Index("ix_holds_partner_ref", "partner_id", "order_ref"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
+    partner_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    captured: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    returned: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    status: str = Field(sa_column=Column(Text, nullable=False))
+    order_ref: str | None = Field(default=None, sa_column=Column(Text))
+    purchase_amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(20, 4)))
+    currency: str | None = Field(default=None, sa_column=Column(Text))
+    capture_tx_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"))
+    )
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class HoldAllocation(SQLModel, table=True):
+    """Which lots a hold reserved from, in FIFO order; what of it was captured and returned."""
+
+    __tablename__ = "hold_allocations"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="ck_hold_alloc_points_positive"),
+        CheckConstraint("captured >= 0 AND captured <= points", name="ck_hold_alloc_captured"),
+        CheckConstraint("returned >= 0 AND returned <= captured", name="ck_hold_alloc_returned"),
+    )
+
+    hold_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("holds.id"), primary_key=True)
+    )
+    seq: int = Field(sa_column=Column(Integer, primary_key=True))
+    lot_id: int = Field(sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    captured: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    returned: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A client's idempotency key for one operation: the request's hash and its result."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("actor", "operation", "key", name="uq_idempotency_actor_op_key"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    operation: str = Field(sa_column=Column(Text, nullable=False))
+    key: str = Field(sa_column=Column(Text, nullable=False))
+    request_hash: str = Field(sa_column=Column(Text, nullable=False))
+    result: dict | None = Field(default=None, sa_column=Column(JSONB))  # type: ignore[type-arg]
+    created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))

@@ -1,0 +1,1 @@
+"""Customers: identity, card numbers, tiers, redemption codes."""

@@ -1,0 +1,69 @@
+"""Member tables."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Text, func, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+
+class Member(SQLModel, table=True):
+    """A customer of the coalition, known to partners by a 16-digit card number."""
+
+    __tablename__ = "members"
+    __table_args__ = (
+        CheckConstraint("card_number ~ '^[0-9]{16}$'", name="ck_members_card_digits"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    card_number: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    email: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    password_hash: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+# Emails are unique case-insensitively.
+
+
+Index("uq_members_email_lower", text("lower(email)"), unique=True, _table=Member.__table__)  # type: ignore[call-arg]
+
+
+class RedemptionCode(SQLModel, table=True):
+    """A member's consent to pay with points: short-lived, single-use, optionally capped and
+    bound to one partner. Only a hash of the code is stored."""
+
+    __tablename__ = "redemption_codes"
+    __table_args__ = (
+        CheckConstraint("max_points IS NULL OR max_points > 0", name="ck_codes_max_points"),
+        Index("ix_codes_member", "member_id", "created_at"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False))
+    code_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    max_points: int | None = Field(default=None, sa_column=Column(BigInteger))
+    partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    used_by_hold: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+
+
+class CodeAttempt(SQLModel, table=True):
+    """Audit of redemption-code presentations by partners; failures throttle guessing."""
+
+    __tablename__ = "code_attempts"
+    __table_args__ = (Index("ix_code_attempts_actor_at", "actor", "at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    success: bool = Field(sa_column=Column(Boolean, nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))

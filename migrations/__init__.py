@@ -1,0 +1,1 @@
+"""Alembic migrations. `coalition migrate` applies them (see `migrations.runner`)."""

@@ -1,0 +1,1 @@
+"""Merchants: registry, agreements (prices), earn rules, OAuth clients."""

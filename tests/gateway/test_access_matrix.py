@@ -1,0 +1,380 @@
+"""The access matrix: every operation x every kind of caller, through HTTP with real tokens.
+
+Callers: anonymous, member, another member, partner A, partner B, a partner client lacking the
+scope, operator, an expired token, a token signed by an unknown key, a malformed token.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from core import clock
+from ledger import service as ledger
+from members import codes
+from tests.gateway import oauth_helpers as oh
+from tests.gateway.gql_helpers import (
+    AUTHORIZE,
+    CAPTURE,
+    CREATE_CLIENT,
+    CREATE_CODE,
+    CREATE_PARTNER,
+    EARN,
+    REFUND,
+    REGISTER,
+    SET_AGREEMENT,
+    SET_EARN_RULE,
+    VOID,
+    gql,
+    key,
+    operator_token,
+    register_and_login,
+    rub,
+    setup_partner,
+)
+
+PARTNERS_Q = "{ partners { id name } }"
+ME_Q = "{ me { id cardNumber balance { available } } }"
+EARN_RULE_Q = "query($p: ID!) { earnRule(partnerId: $p) { baseRate } }"
+AGREEMENTS_Q = "query($p: ID!) { agreements(partnerId: $p) { id } }"
+PERIODS_Q = (
+    "{ settlementPeriods(first: 5) { edges { node { id statements { net { amount } } } } } }"
+)
+RUN_Q = """mutation($input: RunSettlementInput!) { runSettlement(input: $input) { __typename
+  ... on RunSettlementSuccess { period { id } } ... on Error { code message } } }"""
+
+CALLERS = [
+    "anonymous",
+    "member",
+    "other_member",
+    "partner_a",
+    "partner_b",
+    "partner_no_scope",
+    "operator",
+    "expired",
+    "unknown_key",
+    "malformed",
+]
+BAD_TOKENS = {"expired", "unknown_key", "malformed"}
+
+
+def _b64(part: str) -> dict[str, Any]:
+    import base64
+
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+@pytest.fixture
+async def world(client, engine, monkeypatch):
+    op = await operator_token(client, engine)
+    a = await setup_partner(client, op, name="Matrix A", base_rate="1")
+    b = await setup_partner(client, op, name="Matrix B", base_rate="1")
+    c = await setup_partner(client, op, name="Matrix C", scopes=["settlement:read"])
+    m1 = await register_and_login(client)
+    m2 = await register_and_login(client)
+    # M1 has points earned at A, on order "A-base".
+    await gql(
+        client,
+        EARN,
+        {
+            "input": {
+                "cardNumber": m1.card,
+                "amount": rub("100000"),
+                "orderRef": "A-base",
+                "idempotencyKey": key(),
+            }
+        },
+        a.token,
+    )
+    # A token that expired: issued with the clock 11 minutes back.
+    real = clock.utcnow
+    monkeypatch.setattr(clock, "utcnow", lambda: real() - timedelta(minutes=11))
+    expired = (await oh.client_credentials_token(client, _Creds(a.client_id, a.client_secret)))[
+        "access_token"
+    ]
+    monkeypatch.setattr(clock, "utcnow", real)
+    stranger = RSAKey.generate_key(2048, private=True, auto_kid=True)
+    claims = _b64(a.token.split(".")[1])
+    unknown = jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": stranger.kid}, claims, stranger)
+    tokens = {
+        "anonymous": None,
+        "member": m1.token,
+        "other_member": m2.token,
+        "partner_a": a.token,
+        "partner_b": b.token,
+        "partner_no_scope": c.token,
+        "operator": op,
+        "expired": expired,
+        "unknown_key": unknown,
+        "malformed": "not.a.jwt",
+    }
+    return {"a": a, "b": b, "m1": m1, "m2": m2, "tokens": tokens, "op": op}
+
+
+class _Creds:
+    def __init__(self, client_id: str, client_secret: str) -> None:
+        self.client_id, self.client_secret = client_id, client_secret
+
+
+async def _call(
+    client, query: str, variables: dict[str, Any], token: str | None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = await client.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=headers
+    )
+    return r.status_code, r.json()
+
+
+def _outcome(status: int, body: dict[str, Any]) -> str:
+    if status == 401:
+        return "unauthenticated"
+    assert status == 200, body
+    if body.get("errors"):
+        codes_ = {e.get("extensions", {}).get("code") for e in body["errors"]}
+        assert codes_ == {"FORBIDDEN"}, body  # never a masked 500 or anything else
+        return "forbidden"
+    (value,) = body["data"].values()
+    if value is None or value == []:
+        return "hidden"
+    if isinstance(value, dict) and value.get("__typename", "").endswith("Success"):
+        return "ok"
+    if isinstance(value, dict) and "code" in value:
+        return {
+            "FORBIDDEN": "forbidden",
+            "NOT_FOUND": "not_found",
+            "HOLD_NOT_FOUND": "not_found",
+        }.get(value["code"], f"error:{value['code']}")
+    return "ok"
+
+
+async def test_access_matrix(client, engine, world):
+    a, m1 = world["a"], world["m1"]
+    a_id = uuid.UUID(a.id)
+
+    async def fresh_code(partner_id: str | None = None) -> str:
+        async with engine.begin() as conn:
+            return (
+                await codes.create(
+                    conn,
+                    member_id=uuid.UUID(m1.id),
+                    partner_id=uuid.UUID(partner_id) if partner_id else None,
+                )
+            ).code
+
+    async def fresh_hold_of_a() -> str:
+        async with engine.begin() as conn:
+            h = await ledger.authorize(
+                conn,
+                actor=a.client_id,
+                idempotency_key=key(),
+                member_id=uuid.UUID(m1.id),
+                partner_id=a_id,
+                points=1,
+                ref="A-pay",
+            )
+        return str(h.hold_id)
+
+    async def ops() -> dict[str, tuple[str, dict[str, Any]]]:
+        return {
+            "createPartner": (
+                CREATE_PARTNER,
+                {"input": {"name": "X", "category": "c", "currency": "RUB"}},
+            ),
+            "setAgreement": (
+                SET_AGREEMENT,
+                {
+                    "input": {
+                        "partnerId": a.id,
+                        "issuePrice": "1",
+                        "redemptionPrice": "1",
+                        "effectiveFrom": "2020-01-01T00:00:00Z",
+                    }
+                },
+            ),
+            "setEarnRule": (SET_EARN_RULE, {"input": {"partnerId": a.id, "baseRate": "1"}}),
+            "createPartnerClient": (
+                CREATE_CLIENT,
+                {"input": {"partnerId": a.id, "scopes": ["points:earn"]}},
+            ),
+            "registerMember": (
+                REGISTER,
+                {
+                    "input": {
+                        "email": f"{key()}@example.com",
+                        "password": "password-123",
+                        "name": "N",
+                    }
+                },
+            ),
+            "earn": (
+                EARN,
+                {
+                    "input": {
+                        "cardNumber": m1.card,
+                        "amount": rub("10"),
+                        "orderRef": key(),
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            "refund(A's order)": (
+                REFUND,
+                {"input": {"orderRef": "A-base", "amount": rub("1"), "idempotencyKey": key()}},
+            ),
+            "authorizeRedemption": (
+                AUTHORIZE,
+                {
+                    "input": {
+                        "redemptionCode": await fresh_code(),
+                        "points": 1,
+                        "purchaseAmount": rub("10"),
+                        "orderRef": key(),
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            "authorize(code bound to A)": (
+                AUTHORIZE,
+                {
+                    "input": {
+                        "redemptionCode": await fresh_code(a.id),
+                        "points": 1,
+                        "purchaseAmount": rub("10"),
+                        "orderRef": key(),
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            "authorize(guessed code)": (
+                AUTHORIZE,
+                {
+                    "input": {
+                        "redemptionCode": "123456789012",
+                        "points": 1,
+                        "purchaseAmount": rub("10"),
+                        "orderRef": key(),
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            "captureRedemption(A's hold)": (
+                CAPTURE,
+                {
+                    "input": {
+                        "holdId": await fresh_hold_of_a(),
+                        "points": 1,
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            "voidRedemption(A's hold)": (
+                VOID,
+                {"input": {"holdId": await fresh_hold_of_a(), "idempotencyKey": key()}},
+            ),
+            "createRedemptionCode": (CREATE_CODE, {"input": {"maxPoints": 5}}),
+            "me": (ME_Q, {}),
+            "partners": (PARTNERS_Q, {}),
+            "earnRule(A)": (EARN_RULE_Q, {"p": a.id}),
+            "agreements(A)": (AGREEMENTS_Q, {"p": a.id}),
+            "settlementPeriods": (PERIODS_Q, {}),
+            "runSettlement": (
+                RUN_Q,
+                {
+                    "input": {
+                        "periodStart": "2001-01-01T00:00:00Z",
+                        "periodEnd": "2001-01-02T00:00:00Z",
+                    }
+                },
+            ),
+        }
+
+    ok, partners_ok = "ok", {"partner_a": "ok", "partner_b": "ok"}
+    expected: dict[str, dict[str, str]] = {
+        "createPartner": {"operator": ok},
+        "setAgreement": {"operator": ok},
+        "setEarnRule": {"operator": ok},
+        "createPartnerClient": {"operator": ok},
+        "registerMember": {c: ok for c in CALLERS},
+        "earn": partners_ok,
+        "refund(A's order)": {"partner_a": ok, "partner_b": "not_found"},
+        "authorizeRedemption": partners_ok,
+        "authorize(code bound to A)": {
+            "partner_a": ok,
+            "partner_b": "error:INVALID_REDEMPTION_CODE",
+        },
+        "authorize(guessed code)": {
+            "partner_a": "error:INVALID_REDEMPTION_CODE",
+            "partner_b": "error:INVALID_REDEMPTION_CODE",
+        },
+        "captureRedemption(A's hold)": {"partner_a": ok, "partner_b": "not_found"},
+        "voidRedemption(A's hold)": {"partner_a": ok, "partner_b": "not_found"},
+        "createRedemptionCode": {"member": ok, "other_member": ok},
+        "me": {"member": ok, "other_member": ok},
+        "partners": {
+            c: ok
+            for c in (
+                "member",
+                "other_member",
+                "partner_a",
+                "partner_b",
+                "partner_no_scope",
+                "operator",
+            )
+        },
+        "earnRule(A)": {
+            "operator": ok,
+            "partner_a": ok,
+            "partner_b": "hidden",
+            "partner_no_scope": "hidden",
+            "member": "hidden",
+            "other_member": "hidden",
+        },
+        "agreements(A)": {
+            "operator": ok,
+            "partner_a": ok,
+            "partner_b": "hidden",
+            "partner_no_scope": "hidden",
+            "member": "hidden",
+            "other_member": "hidden",
+        },
+    }
+    expected["settlementPeriods"] = {
+        c: ok for c in ("operator", "partner_a", "partner_b", "partner_no_scope")
+    }  # partners see their own view (every partner client here holds settlement:read)
+    expected["runSettlement"] = {"operator": ok}
+    wrong = []
+    for caller in CALLERS:
+        token = world["tokens"][caller]
+        for name, (query, variables) in (await ops()).items():
+            got = _outcome(*await _call(client, query, variables, token))
+            want = (
+                "unauthenticated"
+                if caller in BAD_TOKENS
+                else expected[name].get(caller, "forbidden")
+            )
+            if got != want:
+                wrong.append(f"{name} as {caller}: got {got}, expected {want}")
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_a_partner_sees_only_itself_and_a_member_only_their_own_data(client, world):
+    a, m1, m2 = world["a"], world["m1"], world["m2"]
+    _, body = await _call(client, PARTNERS_Q, {}, a.token)
+    assert [p["id"] for p in body["data"]["partners"]] == [a.id]
+    _, body1 = await _call(client, ME_Q, {}, m1.token)
+    _, body2 = await _call(client, ME_Q, {}, m2.token)
+    assert (
+        body1["data"]["me"]["cardNumber"] == m1.card
+        and body1["data"]["me"]["balance"]["available"] > 0
+    )
+    assert (
+        body2["data"]["me"]["cardNumber"] == m2.card
+        and body2["data"]["me"]["balance"]["available"] == 0
+    )

@@ -1,0 +1,149 @@
+"""Ledger invariants, checked in SQL over everything committed in the test database.
+
+Each query returns the offending rows; an empty result means the invariant holds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+INVARIANTS: dict[str, str] = {
+    # Double entry: the entries of every transaction sum to zero, and there are at least two.
+    "transaction does not sum to zero": """
+        SELECT t.id, coalesce(sum(e.amount), 0) AS total, count(e.id) AS legs
+        FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
+        GROUP BY t.id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.id) < 2
+    """,
+    "entry without a transaction": """
+        SELECT e.id FROM entries e LEFT JOIN transactions t ON t.id = e.transaction_id
+        WHERE t.id IS NULL
+    """,
+    # Member accounts keep a stored balance: it is the sum of their entries.
+    "stored balance differs from the sum of entries": """
+        SELECT a.id, a.kind, a.balance, coalesce(sum(e.amount), 0) AS entries
+        FROM accounts a LEFT JOIN entries e ON e.account_id = a.id
+        WHERE a.kind IN ('wallet', 'debt')
+        GROUP BY a.id HAVING a.balance IS DISTINCT FROM coalesce(sum(e.amount), 0)
+    """,
+    "balance stored on a partner or operator account": """
+        SELECT id, kind, balance FROM accounts
+        WHERE kind NOT IN ('wallet', 'debt') AND balance IS NOT NULL
+    """,
+    "negative wallet or positive debt": """
+        SELECT id, kind, balance FROM accounts
+        WHERE (kind = 'wallet' AND balance < 0) OR (kind = 'debt' AND balance > 0)
+    """,
+    # wallet = what is left in its lots + what live holds reserved from them.
+    "wallet differs from lots + active holds": """
+        SELECT a.id, a.balance,
+               (SELECT coalesce(sum(l.remaining), 0) FROM lots l WHERE l.wallet_id = a.id) AS lots,
+               (SELECT coalesce(sum(ha.points), 0) FROM holds h
+                  JOIN hold_allocations ha ON ha.hold_id = h.id
+                 WHERE h.wallet_id = a.id AND h.status = 'active') AS held
+        FROM accounts a WHERE a.kind = 'wallet'
+          AND a.balance <> (SELECT coalesce(sum(l.remaining), 0) FROM lots l
+                             WHERE l.wallet_id = a.id)
+                         + (SELECT coalesce(sum(ha.points), 0) FROM holds h
+                              JOIN hold_allocations ha ON ha.hold_id = h.id
+                             WHERE h.wallet_id = a.id AND h.status = 'active')
+    """,
+    # Every lot: what it was credited with, plus its postings, is what is left in it plus what
+    # live holds reserved from it.
+    "lot remaining differs from its history": """
+        SELECT l.id, l.remaining, init.amount AS credited, post.total AS postings, res.total AS held
+        FROM lots l
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(e.amount), 0) AS amount FROM entries e
+            WHERE e.transaction_id = l.earn_tx_id AND e.account_id = l.wallet_id) init
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(p.points), 0) AS total FROM lot_postings p
+            WHERE p.lot_id = l.id) post
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(ha.points), 0) AS total FROM hold_allocations ha
+            JOIN holds h ON h.id = ha.hold_id WHERE ha.lot_id = l.id AND h.status = 'active') res
+        WHERE l.remaining + res.total <> init.amount + post.total
+    """,
+    "lot of an earn that is not an earn": """
+        SELECT l.id FROM lots l JOIN transactions t ON t.id = l.earn_tx_id
+        WHERE t.kind <> 'earn' OR t.points <> l.points OR t.member_id <> l.member_id
+           OR t.partner_id <> l.issuer_id
+    """,
+    "earn whose issuance leg is not its points": """
+        SELECT t.id FROM transactions t
+        JOIN entries e ON e.transaction_id = t.id
+        JOIN accounts a ON a.id = e.account_id AND a.kind = 'issuance'
+        WHERE t.kind = 'earn' AND (a.owner_id <> t.partner_id OR e.amount <> -t.points)
+    """,
+    # Holds: an active hold reserves exactly its points; a captured one was captured once.
+    "active hold whose allocations differ from its points": """
+        SELECT h.id FROM holds h LEFT JOIN hold_allocations ha ON ha.hold_id = h.id
+        WHERE h.status = 'active'
+        GROUP BY h.id HAVING h.points <> coalesce(sum(ha.points), 0)
+    """,
+    "hold captured/returned differs from its allocations": """
+        SELECT h.id FROM holds h LEFT JOIN hold_allocations ha ON ha.hold_id = h.id
+        GROUP BY h.id
+        HAVING h.captured <> coalesce(sum(ha.captured), 0)
+            OR h.returned <> coalesce(sum(ha.returned), 0)
+    """,
+    "hold not captured exactly once": """
+        SELECT h.id, h.status, count(t.id) AS captures
+        FROM holds h LEFT JOIN transactions t ON t.hold_id = h.id AND t.kind = 'capture'
+        GROUP BY h.id
+        HAVING count(t.id) <> CASE WHEN h.status = 'captured' THEN 1 ELSE 0 END
+            OR (h.status = 'captured' AND (h.capture_tx_id IS NULL
+                                           OR h.captured <> max(t.points)
+                                           OR h.capture_tx_id <> max(t.id::text)::uuid))
+            OR (h.status <> 'captured' AND h.captured <> 0)
+    """,
+    "idempotency key claimed without a result": """
+        SELECT id, actor, operation, key FROM idempotency_keys WHERE result IS NULL
+    """,
+}
+
+
+async def violations(conn: AsyncConnection) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    """Every invariant that fails, with (up to 5 of) its offending rows."""
+    found: dict[str, list[tuple]] = {}  # type: ignore[type-arg]
+    for name, sql in INVARIANTS.items():
+        rows = [tuple(r) for r in (await conn.execute(text(sql))).fetchmany(5)]
+        if rows:
+            found[name] = rows
+    return found
+
+
+async def assert_invariants(engine: AsyncEngine) -> None:
+    """Fail with the broken invariants, looking at committed data only."""
+    async with engine.connect() as conn:
+        found = await violations(conn)
+    assert not found, f"ledger invariants broken: {found}"
+
+
+TABLES = (
+    "accounts",
+    "transactions",
+    "entries",
+    "lots",
+    "lot_postings",
+    "holds",
+    "hold_allocations",
+    "idempotency_keys",
+    "members",
+    "partners",
+)
+
+
+async def row_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Rows per ledger table (as `conn` sees them)."""
+    sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in TABLES)
+    return {name: int(n) for name, n in (await conn.execute(text(sql))).all()}
+
+
+async def table_digest(conn: AsyncConnection) -> dict[str, str]:
+    """A digest of every ledger table's full content (detects updates, not only inserts)."""
+    sql = " UNION ALL ".join(
+        f"SELECT '{t}', coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {t} x"
+        for t in TABLES
+    )
+    return {name: d for name, d in (await conn.execute(text(sql))).all()}

@@ -1,0 +1,156 @@
+"""Small builders for settlement tests: partners with agreements, members, committed requests."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger import service as ledger
+from members import service as members
+from partners import service as partners
+
+_keys = itertools.count()
+
+
+def key(what: str = "k") -> str:
+    return f"{what}-{next(_keys)}"
+
+
+async def coalition(
+    engine: AsyncEngine,
+    *,
+    prices: list[tuple[str, str]],
+    effective_from: datetime,
+    n_members: int = 2,
+    currency: str = "RUB",
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Partners with one agreement each (issue, redemption prices) and some members."""
+    async with engine.begin() as conn:
+        ps = []
+        for i, (issue, redemption) in enumerate(prices):
+            p = await partners.create(
+                conn, name=f"Partner {i}", category="retail", currency=currency
+            )
+            await partners.set_agreement(
+                conn,
+                partner_id=p.id,
+                issue_price=issue,
+                redemption_price=redemption,
+                effective_from=effective_from,
+                currency=currency,
+                actor="operator",
+            )
+            ps.append(p.id)
+        ms = [
+            (await members.create(conn, email=f"{uuid.uuid4().hex[:8]}@example.com", name="M")).id
+            for _ in range(n_members)
+        ]
+    return ps, ms
+
+
+async def earn(
+    engine: AsyncEngine,
+    member: uuid.UUID,
+    partner: uuid.UUID,
+    points: int,
+    at: datetime,
+    *,
+    ref: str | None = None,
+    validity_months: int = 36,
+) -> uuid.UUID:
+    async with engine.begin() as conn:
+        r = await ledger.earn(
+            conn,
+            actor="partner",
+            idempotency_key=key("earn"),
+            member_id=member,
+            partner_id=partner,
+            points=points,
+            at=at,
+            ref=ref or key("order"),
+            validity_months=validity_months,
+        )
+    return r.transaction_id
+
+
+async def redeem(
+    engine: AsyncEngine,
+    member: uuid.UUID,
+    partner: uuid.UUID,
+    points: int,
+    at: datetime,
+    *,
+    capture: int | None = None,
+    ref: str | None = None,
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Authorize and capture; returns (hold id, capture transaction id)."""
+    async with engine.begin() as conn:
+        h = await ledger.authorize(
+            conn,
+            actor="partner",
+            idempotency_key=key("auth"),
+            member_id=member,
+            partner_id=partner,
+            points=points,
+            at=at,
+            ref=ref or key("order"),
+        )
+        c = await ledger.capture(
+            conn,
+            actor="partner",
+            idempotency_key=key("cap"),
+            partner_id=partner,
+            hold_id=h.hold_id,
+            points=capture or points,
+            at=at,
+        )
+    return h.hold_id, c.transaction_id
+
+
+async def reverse(
+    engine: AsyncEngine,
+    partner: uuid.UUID,
+    earn_tx: uuid.UUID,
+    points: int,
+    at: datetime,
+    *,
+    ref: str | None = None,
+) -> uuid.UUID:
+    async with engine.begin() as conn:
+        r = await ledger.reverse_earn(
+            conn,
+            actor="partner",
+            idempotency_key=key("rev"),
+            partner_id=partner,
+            earn_transaction_id=earn_tx,
+            points=points,
+            at=at,
+            ref=ref,
+        )
+    return r.transaction_id
+
+
+async def return_points(
+    engine: AsyncEngine,
+    partner: uuid.UUID,
+    hold: uuid.UUID,
+    points: int,
+    at: datetime,
+    *,
+    ref: str | None = None,
+) -> uuid.UUID:
+    async with engine.begin() as conn:
+        r = await ledger.return_points(
+            conn,
+            actor="partner",
+            idempotency_key=key("ret"),
+            partner_id=partner,
+            hold_id=hold,
+            points=points,
+            at=at,
+            ref=ref,
+        )
+    return r.transaction_id
