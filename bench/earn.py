@@ -332,6 +332,8 @@ class WorkerResult:
     errors: int = 0
     first_error: str | None = None
     latencies_ms: list[float] = field(default_factory=list)
+    batches: int = 0  # --unit batch: transactions the window's earns were committed in
+    single_path: int = 0  # --unit batch: earns sent to the single path
 
 
 async def _service_worker(
@@ -357,16 +359,32 @@ async def _service_worker(
     # --unit sqlalchemy: SQLAlchemy's async engine. Same ledger.earn either way.
     from core.db import create_driver_pool, driver_unit_of_work
 
-    driver = os.environ.get("BENCH_UNIT", "driver") == "driver"
-    pool = create_driver_pool(uri, max_size=tasks) if driver else None
+    # --unit batch: the same earns through ledger.batch.EarnBatcher (group commit on the driver
+    # pool, as the gateway's earn): each caller's await returns after the COMMIT holding it.
+    unit = os.environ.get("BENCH_UNIT", "driver")
+    pool = create_driver_pool(uri, max_size=tasks) if unit in ("driver", "batch") else None
     if pool is not None:
         await pool.open(wait=True)
+    batcher = None
+    if unit == "batch":
+        from ledger.batch import EarnBatcher
+
+        batcher = EarnBatcher(pool, max_in_flight=int(os.environ.get("BENCH_IN_FLIGHT", "2")))
 
     def unit_of_work() -> Any:
         return driver_unit_of_work(pool) if pool is not None else engine.begin()
 
     async def one() -> None:
         partner = partner_ids[0] if hot else rng.choice(partner_ids)
+        if batcher is not None:
+            await batcher.earn(
+                actor=f"partner:{partner}",
+                idempotency_key=f"{prefix}-{next(numbers)}",
+                member_id=rng.choice(member_ids),
+                partner_id=partner,
+                points=rng.randint(1, 1000),
+            )
+            return
         async with unit_of_work() as conn:  # one unit of work, one durable COMMIT
             await ledger.earn(
                 conn,
@@ -385,6 +403,7 @@ async def _service_worker(
     deadline = time.perf_counter() + seconds
     cpu0 = time.process_time()
     result = WorkerResult()
+    b0 = (batcher.stats.batches, batcher.stats.single_path) if batcher else (0, 0)
 
     async def loop() -> None:
         while True:
@@ -404,6 +423,9 @@ async def _service_worker(
 
     await asyncio.gather(*(loop() for _ in range(tasks)))
     result.cpu_s = time.process_time() - cpu0
+    if batcher is not None:
+        result.batches = batcher.stats.batches - b0[0]
+        result.single_path = batcher.stats.single_path - b0[1]
     if pool is not None:
         await pool.close()
     await engine.dispose()
@@ -492,6 +514,8 @@ def run_service(
         if earns
         else None,
         "client_cpu_cores": sum(r["cpu_s"] for r in results) / seconds,
+        "mean_batch": earns / b if (b := sum(r["batches"] for r in results)) else None,
+        "single_path": sum(r["single_path"] for r in results),
         "machine_busy": (busy1 - busy0) / (total1 - total0),
         "processes": processes,
         "tasks_per_process": split,
@@ -702,8 +726,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=3, help="interleaved rounds; figures are their means"
     )
     ap.add_argument(
-        "--unit", choices=("driver", "sqlalchemy"), default="driver",
-        help="unit of work of the service earns: psycopg's pool (as the app's earn) or SQLAlchemy",
+        "--unit",
+        choices=("batch", "driver", "sqlalchemy"),
+        default="batch",
+        help="how the service earns commit: group commit (ledger.batch, as the app's earn), one "
+        "transaction per earn on psycopg's pool, or one per earn on SQLAlchemy",
     )
     ap.add_argument("--keep", action="store_true", help="do not drop the benchmark database")
     ap.add_argument("--out", type=Path, default=OUT / "earn.json")

@@ -21,16 +21,29 @@ class Settings(BaseSettings):
         default=None,
         description="Any libpq URI (unix sockets via ?host=/dir). Unset: embedded PostgreSQL.",
     )
-    data_dir: Path = Field(default=Path(".data"), description="Where the embedded PostgreSQL lives.")
+    data_dir: Path = Field(
+        default=Path(".data"), description="Where the embedded PostgreSQL lives."
+    )
     database_name: str = Field(default="coalition", description="Database used in embedded mode.")
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=20, ge=0, le=500)
+    earn_batch_max: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="Group commit: at most this many concurrent earns share one transaction.",
+    )
+    earn_batch_in_flight: int = Field(
+        default=2, ge=1, le=64, description="Group commit: earn transactions running at once."
+    )
 
     public_url: str | None = Field(default=None, description="OAuth issuer and base of links.")
     host: str = "127.0.0.1"
     port: int = 8000
     graphql_introspection: bool = False
-    rate_limit_per_second: float = Field(default=200.0, gt=0, description="Per client, per process.")
+    rate_limit_per_second: float = Field(
+        default=200.0, gt=0, description="Per client, per process."
+    )
     rate_limit_burst: float = Field(default=400.0, ge=1)
 
     settlement_currency: str = Field(default="RUB", min_length=3, max_length=3)
@@ -42,12 +55,16 @@ class Settings(BaseSettings):
         default="UTC", description="IANA zone in which settlement days, weeks and months start."
     )
     settlement_close_delay_minutes: int = Field(
-        default=0, ge=0, le=7 * 24 * 60,
+        default=0,
+        ge=0,
+        le=7 * 24 * 60,
         description="`coalition settle` closes a period this long after its end (late events "
         "after the close become adjustments of the next period either way).",
     )
     settle_every_minutes: int = Field(
-        default=0, ge=0, le=24 * 60,
+        default=0,
+        ge=0,
+        le=24 * 60,
         description="`serve` runs `settle` (due periods, expiry, closing) every N minutes; 0: off "
         "(run `coalition settle` from cron instead).",
     )

@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
+from ledger.batch import EarnBatcher
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         # psycopg's own pool for the earn hot path (see core.db.DriverConnection).
         app.state.pool = create_driver_pool(url, max_size=max(2, settings.db_pool_size // 2))
         await app.state.pool.open()
+        app.state.earns = EarnBatcher(
+            app.state.pool,
+            max_batch=settings.earn_batch_max,
+            max_in_flight=settings.earn_batch_in_flight,
+        )
         scheduler = None
         if settings.settle_every_minutes:
             scheduler = asyncio.create_task(
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await scheduler
+            await app.state.earns.drain()
             await app.state.pool.close()
             await app.state.engine.dispose()
 

@@ -394,6 +394,29 @@ def _earn_statement(with_wallet: bool, with_debt: bool) -> Any:
 _EARN = {(w, d): _earn_statement(w, d) for w in (True, False) for d in (True, False)}
 
 
+def earn_digest(
+    *,
+    member_id: uuid.UUID,
+    partner_id: uuid.UUID,
+    points: int,
+    ref: str | None,
+    amount: Decimal | None,
+    currency: str | None,
+    category: str | None,
+    hold_days: int,
+    validity_months: int,
+) -> str:
+    """What tells a replay of an earn from a different earn under the same key."""
+    return request_hash(
+        "earn",
+        {
+            "member": member_id, "partner": partner_id, "points": points, "ref": ref,
+            "amount": amount, "currency": currency, "category": category,
+            "hold_days": hold_days, "validity_months": validity_months,
+        },
+    )
+
+
 async def earn(
     conn: AsyncConnection,
     *,
@@ -418,13 +441,10 @@ async def earn(
     if not 0 <= hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
     at = _at(at)
-    digest = request_hash(
-        "earn",
-        {
-            "member": member_id, "partner": partner_id, "points": points, "ref": ref,
-            "amount": amount, "currency": currency, "category": category,
-            "hold_days": hold_days, "validity_months": validity_months,
-        },
+    digest = earn_digest(
+        member_id=member_id, partner_id=partner_id, points=points, ref=ref, amount=amount,
+        currency=currency, category=category, hold_days=hold_days,
+        validity_months=validity_months,
     )
     claim = await _claim_and_lock(
         conn, actor=actor, op="earn", key=idempotency_key, digest=digest,

@@ -17,6 +17,7 @@ from strawberry.dataloader import DataLoader
 from core.db import DriverConnection, driver_unit_of_work
 from core.settings import Settings
 from gateway.oauth.auth import Principal
+from ledger.batch import EarnBatcher
 from partners import service as partners
 from partners.service import PartnerConfig, PartnerRecord
 
@@ -70,6 +71,7 @@ class Context:
     response: Any
     engine: AsyncEngine
     pool: AsyncConnectionPool
+    earns: EarnBatcher  # group commit for the earn hot path
     settings: Settings
     caches: AppCaches
     principal: Principal | None

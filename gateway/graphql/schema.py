@@ -616,21 +616,19 @@ class Mutation(SettlementMutation):
             if points <= 0:
                 raise DomainValidation("this purchase earns no points", field="amount")
             member_id = await _member_by_card(ctx, input.card_number)
-            async with ctx.driver_unit_of_work() as conn:
-                r = await ledger.earn(
-                    conn,
-                    actor=ctx.actor,
-                    idempotency_key=input.idempotency_key,
-                    member_id=member_id,
-                    partner_id=pid,
-                    points=points,
-                    hold_days=cfg.rule.hold_days,
-                    validity_months=ctx.settings.points_validity_months,
-                    ref=order_ref,
-                    amount=money.amount,
-                    currency=money.currency,
-                    category=category,
-                )
+            r = await ctx.earns.earn(  # group commit: see ledger.batch
+                actor=ctx.actor,
+                idempotency_key=input.idempotency_key,
+                member_id=member_id,
+                partner_id=pid,
+                points=points,
+                hold_days=cfg.rule.hold_days,
+                validity_months=ctx.settings.points_validity_months,
+                ref=order_ref,
+                amount=money.amount,
+                currency=money.currency,
+                category=category,
+            )
             return EarnSuccess(
                 transaction=T.EarnTransaction(
                     id=strawberry.ID(str(r.transaction_id)),

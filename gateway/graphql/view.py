@@ -42,6 +42,7 @@ class _GraphQL(GraphQL):
             response=response,
             engine=state.engine,
             pool=state.pool,
+            earns=state.earns,
             settings=state.settings,
             caches=state.caches,
             principal=request.scope.get("principal"),
