@@ -181,7 +181,9 @@ def create_database(database_url: str | None) -> tuple[str, str, str]:
     return admin, uri, mode
 
 
-async def seed(uri: str, n_members: int, n_partners: int) -> tuple[list[str], list[str]]:
+async def seed(
+    uri: str, n_members: int, n_partners: int, history: int = 0
+) -> tuple[list[str], list[str]]:
     from core.db import create_engine
     from members import service as members
     from partners import service as partners
@@ -214,11 +216,43 @@ async def seed(uri: str, n_members: int, n_partners: int) -> tuple[list[str], li
                 "WITH ORDINALITY AS u(p, n)",
                 {"ps": ps},
             )
+        # A history, as any running coalition has, then statistics: without them, the first
+        # plans of each backend (foreign-key checks included, cached for the connection's life)
+        # are made for empty tables and stay sequential scans while the tables grow.
+        await seed_history(uri, ms, ps, history)
         async with engine.connect() as conn:
             await conn.exec_driver_sql("ANALYZE")
     finally:
         await engine.dispose()
     return [str(m) for m in ms], [str(p) for p in ps]
+
+
+async def seed_history(uri: str, ms: list[Any], ps: list[Any], n: int) -> None:
+    from core.db import create_driver_pool
+    from ledger.batch import EarnBatcher
+
+    if n <= 0:
+        return
+    pool = create_driver_pool(uri, max_size=2)
+    await pool.open(wait=True)
+    try:
+        batcher = EarnBatcher(pool, max_batch=500, max_in_flight=2)
+        rng = random.Random(0)
+        for start in range(0, n, 1000):
+            await asyncio.gather(
+                *(
+                    batcher.earn(
+                        actor="bench-history",
+                        idempotency_key=f"history-{i}",
+                        member_id=rng.choice(ms),
+                        partner_id=rng.choice(ps),
+                        points=rng.randint(1, 1000),
+                    )
+                    for i in range(start, min(n, start + 1000))
+                )
+            )
+    finally:
+        await pool.close()
 
 
 def server_facts(uri: str) -> dict[str, str]:
@@ -717,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", type=int, default=1000)
     ap.add_argument("--partners", type=int, default=100)
     ap.add_argument(
+        "--history", type=int, default=20000, help="earns already in the ledger before measuring"
+    )
+    ap.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default=None, help="default: uvloop if installed"
     )
     ap.add_argument(
@@ -758,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         print(f"database: {mode}, {uri}", flush=True)
-        members, partners = asyncio.run(seed(uri, args.members, args.partners))
+        members, partners = asyncio.run(seed(uri, args.members, args.partners, args.history))
         facts = server_facts(uri)
         if facts["synchronous_commit"] != "on" or facts["fsync"] != "on":
             sync, fsync = facts["synchronous_commit"], facts["fsync"]

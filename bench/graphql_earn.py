@@ -141,6 +141,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--members", type=int, default=2000)
+    ap.add_argument(
+        "--py-spy", type=Path, default=None,
+        help="record the server with py-spy during the earn run (collapsed stacks to this file)",
+    )
     args = ap.parse_args()
 
     admin, uri = create_test_database("coalition_bench_gql")
@@ -205,6 +209,16 @@ def main() -> None:
         ceiling = wrk(
             url, TYPENAME_LUA.format(token=token), args.seconds, args.connections, args.threads
         )
+        spy = None
+        if args.py_spy is not None:  # a profile of the earn run, for finding the next cost
+            spy = subprocess.Popen(
+                [
+                    "py-spy", "record", "--pid", str(server.pid), "--duration",
+                    str(args.seconds), "--format", "raw", "--rate", "200", "--nonblocking",
+                    "--output", str(args.py_spy),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
         earn = wrk(
             url,
             EARN_LUA.format(token=token, cards=cards_lua, seed=2, run="run"),
@@ -212,6 +226,8 @@ def main() -> None:
             args.connections,
             args.threads,
         )
+        if spy is not None:
+            spy.wait(timeout=60)
         with psycopg.connect(uri) as conn:
             after = conn.execute(
                 "SELECT count(*) FROM transactions WHERE kind = 'earn'"

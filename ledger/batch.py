@@ -1,10 +1,10 @@
 """Group commit for earns: concurrent earns share one transaction, each still durable.
 
-An earn is one small transaction whose cost is mostly per-transaction overhead: two statements
-to plan and execute, BEGIN and COMMIT round trips, a trigger invocation, a WAL flush. Under
-load, `EarnBatcher` runs the earns that arrive together as ONE transaction of two set-based
-statements (the same two the single path sends, over arrays), the way TigerBeetle batches
-transfers and PostgreSQL's own `commit_delay` groups flushes:
+An earn is one small transaction whose cost is mostly per-transaction overhead: statements to
+plan and execute, BEGIN and COMMIT round trips, a trigger invocation, a WAL flush. Under load,
+`EarnBatcher` writes the earns that arrive together with ONE set-based statement over arrays,
+sent in autocommit mode (one round trip, one commit), the way TigerBeetle batches transfers and
+PostgreSQL's own `commit_delay` groups flushes:
 
 - No timer and no waiting for company. A request starts a batch at once when fewer than
   `max_in_flight` batches are running; otherwise it joins the next one. Under light load every
@@ -12,14 +12,15 @@ transfers and PostgreSQL's own `commit_delay` groups flushes:
 - Every caller's `await` returns only after the COMMIT that contains its earn: the result is as
   durable as a single-path earn's, and a batch that fails commits nothing.
 - The same rules, enforced by the same database: the idempotency key is claimed by the unique
-  index (keys first, in a fixed order), the members' wallet and debt rows are locked in id
-  order, entries are written by one statement per transaction set and checked zero-sum by the
-  trigger, debt is repaid first (in arrival order when a member earns twice in one batch).
+  index (keys first, in a fixed order) together with the result replays will get, the members'
+  wallet and debt rows are locked in id order, entries are written by one INSERT and checked
+  zero-sum by the trigger.
 - Anything unusual goes to the single path (`ledger.service.earn`, one transaction per earn),
   which gives the exact behaviour and typed errors: a key that already exists (replay or
   conflict), an unknown member or partner, a duplicate order, a second request with the same
-  key or order in the batch, or a batch statement that fails for any reason (the batch rolls
-  back whole and each of its earns is retried alone).
+  key or order in the batch, a member who owes points (debt is repaid first from new earnings:
+  the statement refuses itself under its locks), or a batch statement that fails for any
+  reason (it writes nothing, and each of its earns is retried alone).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from dateutil.relativedelta import relativedelta
 from psycopg_pool import AsyncConnectionPool
 
@@ -43,70 +44,69 @@ from ledger.service import DEFAULT_VALIDITY_MONTHS, EarnResult
 
 log = logging.getLogger(__name__)
 
-# Claim the keys (sorted: two batches never wait on each other's keys in opposite orders), but
-# only for requests whose member and partner exist and whose order has no earn yet; then lock the claimed members' wallet and
-# debt rows in id order (the lock reads `claimed`, so it runs after the claims).
-_CLAIM_AND_LOCK = """
+REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
+
+# ONE autocommit statement per batch (one round trip, one commit):
+# 1. `req`: the requests whose partner and member exist and whose order has no earn yet.
+# 2. `claim`: their idempotency keys, with the result replays will get, sorted (two batches never
+#    wait on each other's keys in opposite orders). A key that exists already is skipped: that
+#    request goes to the single path (replay or conflict); one still in flight is waited for.
+# 3. `locked`: the claimed members' wallet and debt rows, in id order, after the claims.
+# 4. `go`: a member who owes points needs the debt repaid first, which the single path does:
+#    the statement refuses itself (nothing is written) and every earn of the batch runs alone.
+# 5. The transactions, their entries (one INSERT: the trigger checks each transaction sums to
+#    zero and adds to the wallets, already locked) and the lots.
+_EARN_BATCH = """
 WITH req AS (
-    SELECT r.*, p.id AS issuance_id
-    FROM unnest(%(i)s::int[], %(actor)s::text[], %(key)s::text[], %(hash)s::text[],
-                %(member)s::uuid[], %(partner)s::uuid[], %(ref)s::text[])
-         AS r(i, actor, key, hash, member, partner, ref)
+    SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
+    FROM unnest(
+        %(i)s::int[], %(actor)s::text[], %(key)s::text[], %(hash)s::text[], %(member)s::uuid[],
+        %(partner)s::uuid[], %(ref)s::text[], %(tx)s::uuid[], %(points)s::bigint[],
+        %(amount)s::numeric[], %(currency)s::text[], %(category)s::text[],
+        %(at)s::timestamptz[], %(available_at)s::timestamptz[], %(expires_at)s::timestamptz[],
+        %(result)s::text[]
+    ) AS r(i, actor, key, hash, member, partner, ref, tx, points, amount, currency, category,
+           at, available_at, expires_at, result)
     JOIN accounts p ON p.kind = 'issuance' AND p.owner_id = r.partner
-    WHERE EXISTS (SELECT 1 FROM accounts w WHERE w.kind = 'wallet' AND w.owner_id = r.member)
-      AND (r.ref IS NULL OR NOT EXISTS (
-          SELECT 1 FROM transactions t
-          WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref))
+    JOIN accounts w ON w.kind = 'wallet' AND w.owner_id = r.member
+    WHERE r.ref IS NULL OR NOT EXISTS (
+        SELECT 1 FROM transactions t
+        WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref)
 ), claim AS (
-    INSERT INTO idempotency_keys (actor, operation, key, request_hash)
-    SELECT actor, 'earn', key, hash FROM req ORDER BY actor, key
+    INSERT INTO idempotency_keys (actor, operation, key, request_hash, result)
+    SELECT actor, 'earn', key, hash, CAST(result AS jsonb) FROM req ORDER BY actor, key
     ON CONFLICT (actor, operation, key) DO NOTHING
-    RETURNING id, actor, key
-), claimed AS (
-    SELECT req.i, req.member, req.issuance_id, claim.id AS claim_id
-    FROM req JOIN claim ON claim.actor = req.actor AND claim.key = req.key
+    RETURNING actor, key
+), ok AS (
+    SELECT req.* FROM req JOIN claim ON claim.actor = req.actor AND claim.key = req.key
 ), locked AS (
-    SELECT id, kind, owner_id, balance FROM accounts
-    WHERE kind IN ('wallet', 'debt') AND owner_id IN (SELECT member FROM claimed)
+    SELECT id, kind, balance FROM accounts
+    WHERE kind IN ('wallet', 'debt') AND owner_id IN (SELECT member FROM ok)
     ORDER BY id
     FOR UPDATE
-)
-SELECT c.i, c.claim_id, c.issuance_id, w.id AS wallet_id, d.id AS debt_id,
-       d.balance AS debt_balance
-FROM claimed c
-JOIN locked w ON w.owner_id = c.member AND w.kind = 'wallet'
-JOIN locked d ON d.owner_id = c.member AND d.kind = 'debt'
-"""
-
-# The single path's write statement, over arrays: transactions, their entries (one INSERT, so
-# the zero-sum trigger sees each transaction whole), lots, and the results replays will get.
-_WRITE = """
-WITH r AS (
-    SELECT * FROM unnest(
-        %(tx)s::uuid[], %(points)s::bigint[], %(net)s::bigint[], %(repaid)s::bigint[],
-        %(partner)s::uuid[], %(member)s::uuid[], %(ref)s::text[], %(amount)s::numeric[],
-        %(currency)s::text[], %(category)s::text[], %(at)s::timestamptz[], %(actor)s::text[],
-        %(issuance)s::bigint[], %(wallet)s::bigint[], %(debt)s::bigint[],
-        %(available_at)s::timestamptz[], %(expires_at)s::timestamptz[], %(result)s::jsonb[],
-        %(claim)s::bigint[]
-    ) AS r(tx, points, net, repaid, partner, member, ref, amount, currency, category, at, actor,
-           issuance, wallet, debt, available_at, expires_at, result, claim)
+), go AS (
+    SELECT CASE WHEN bool_or(kind = 'debt' AND balance <> 0)
+                THEN ledger_refuse('a member of the batch owes points')
+                ELSE true END AS go
+    FROM locked
+), w AS (
+    SELECT ok.* FROM ok, go WHERE go.go
 ), t AS (
     INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount, currency,
                               category, effective_at, actor)
     SELECT tx, 'earn', points, partner, member, ref, amount, currency, category, at, actor
-    FROM r
+    FROM w
 ), e AS (
     INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
-    SELECT tx, issuance, -points, at, actor FROM r
-    UNION ALL SELECT tx, wallet, net, at, actor FROM r WHERE net > 0
-    UNION ALL SELECT tx, debt, repaid, at, actor FROM r WHERE repaid > 0
+    SELECT tx, issuance_id, -points, at, actor FROM w
+    UNION ALL SELECT tx, wallet_id, points, at, actor FROM w
 ), l AS (
     INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining, earned_at,
                       available_at, expires_at, actor)
-    SELECT member, wallet, partner, tx, points, net, at, available_at, expires_at, actor FROM r
+    SELECT member, wallet_id, partner, tx, points, points, at, available_at, expires_at, actor
+    FROM w
 )
-UPDATE idempotency_keys k SET result = r.result FROM r WHERE k.id = r.claim
+SELECT i FROM w
 """
 
 
@@ -138,7 +138,8 @@ class BatchStats:
     batches: int = 0
     batched_earns: int = 0
     single_path: int = 0  # earns sent to the single path (replays, errors, fallbacks)
-    failed_batches: int = 0
+    failed_batches: int = 0  # a statement error: written by nobody, retried alone
+    refused_batches: int = 0  # a member of the batch owed points: retried alone
     largest_batch: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
 
@@ -271,12 +272,17 @@ class EarnBatcher:
     async def _settle(self, batch: list[_Earn]) -> None:
         try:
             done, alone = await self._write(batch)
-        except Exception:
-            log.warning(
-                "an earn batch of %d failed; retrying each earn alone", len(batch), exc_info=True
-            )
-            self.stats.failed_batches += 1
+        except Exception as exc:
             done, alone = [], batch
+            if isinstance(exc, psycopg.Error) and exc.sqlstate == REFUSED:
+                self.stats.refused_batches += 1  # ledger_refuse(): a member owes points
+            else:
+                log.warning(
+                    "an earn batch of %d failed; retrying each earn alone",
+                    len(batch),
+                    exc_info=True,
+                )
+                self.stats.failed_batches += 1
         else:
             self.stats.batches += 1
             self.stats.batched_earns += len(done)
@@ -287,7 +293,16 @@ class EarnBatcher:
                 request.future.set_result(result)
         if alone:
             self.stats.single_path += len(alone)
-            await asyncio.gather(*(self._alone(r) for r in alone))
+            # A member's earns run one after another, in arrival order (debt is repaid by the
+            # first); different members' run side by side.
+            by_member: dict[uuid.UUID, list[_Earn]] = {}
+            for r in alone:
+                by_member.setdefault(r.member_id, []).append(r)
+            await asyncio.gather(*(self._alone_in_order(rs) for rs in by_member.values()))
+
+    async def _alone_in_order(self, requests: list[_Earn]) -> None:
+        for r in requests:
+            await self._alone(r)
 
     async def _alone(self, request: _Earn) -> None:
         try:
@@ -305,95 +320,44 @@ class EarnBatcher:
     async def _write(
         self, batch: list[_Earn]
     ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
-        """One transaction for the batch: returns the earns it committed and those to run alone."""
-        async with self.pool.connection() as conn, conn.transaction():
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    _CLAIM_AND_LOCK,
-                    {
-                        "i": list(range(len(batch))),
-                        "actor": [r.actor for r in batch],
-                        "key": [r.key for r in batch],
-                        "hash": [r.digest for r in batch],
-                        "member": [r.member_id for r in batch],
-                        "partner": [r.partner_id for r in batch],
-                        "ref": [r.ref for r in batch],
-                    },
+        """One statement, committed on its own, for the batch: returns the earns it committed and
+        those to run alone."""
+        results = []
+        for r in batch:
+            available_at = r.at + timedelta(days=r.hold_days)
+            results.append(
+                EarnResult(
+                    transaction_id=uuid7(),
+                    points=r.points,
+                    status="pending" if available_at > r.at else "available",
+                    available_at=available_at,
+                    expires_at=r.at + relativedelta(months=r.validity_months),
                 )
-                claims = {row[0]: row[1:] for row in await cur.fetchall()}
-                done: list[tuple[_Earn, EarnResult]] = []
-                rows: list[tuple[Any, ...]] = []
-                debts: dict[uuid.UUID, int] = {}
-                for i, r in enumerate(batch):
-                    if i not in claims:
-                        continue
-                    claim_id, issuance_id, wallet_id, debt_id, debt_balance = claims[i]
-                    owed = debts.get(r.member_id, -debt_balance)
-                    repaid = min(r.points, owed)  # a member's debt is repaid first
-                    debts[r.member_id] = owed - repaid
-                    available_at = r.at + timedelta(days=r.hold_days)
-                    result = EarnResult(
-                        transaction_id=uuid7(),
-                        points=r.points,
-                        status="pending" if available_at > r.at else "available",
-                        available_at=available_at,
-                        expires_at=r.at + relativedelta(months=r.validity_months),
-                        debt_repaid=repaid,
-                    )
-                    rows.append(
-                        (
-                            result.transaction_id,
-                            r.points,
-                            r.points - repaid,
-                            repaid,
-                            r.partner_id,
-                            r.member_id,
-                            r.ref,
-                            r.amount,
-                            r.currency,
-                            r.category,
-                            r.at,
-                            r.actor,
-                            issuance_id,
-                            wallet_id,
-                            debt_id,
-                            result.available_at,
-                            result.expires_at,
-                            result.to_json(),
-                            claim_id,
-                        )
-                    )
-                    done.append((r, result))
-                if rows:
-                    await cur.execute(
-                        _WRITE, dict(zip(_WRITE_COLUMNS, _columns(rows), strict=True))
-                    )
-        alone = [r for i, r in enumerate(batch) if i not in claims]
+            )
+        params = {
+            "i": list(range(len(batch))),
+            "actor": [r.actor for r in batch],
+            "key": [r.key for r in batch],
+            "hash": [r.digest for r in batch],
+            "member": [r.member_id for r in batch],
+            "partner": [r.partner_id for r in batch],
+            "ref": [r.ref for r in batch],
+            "tx": [x.transaction_id for x in results],
+            "points": [r.points for r in batch],
+            "amount": [r.amount for r in batch],
+            "currency": [r.currency for r in batch],
+            "category": [r.category for r in batch],
+            "at": [r.at for r in batch],
+            "available_at": [x.available_at for x in results],
+            "expires_at": [x.expires_at for x in results],
+            "result": [x.to_json() for x in results],
+        }
+        async with self.pool.connection() as conn:
+            if not conn.autocommit:  # the statement is its own transaction: no BEGIN, no COMMIT
+                await conn.set_autocommit(True)
+            async with conn.cursor() as cur:
+                await cur.execute(_EARN_BATCH, params)
+                written = {row[0] for row in await cur.fetchall()}
+        done = [(r, results[i]) for i, r in enumerate(batch) if i in written]
+        alone = [r for i, r in enumerate(batch) if i not in written]
         return done, alone
-
-
-_WRITE_COLUMNS = (
-    "tx",
-    "points",
-    "net",
-    "repaid",
-    "partner",
-    "member",
-    "ref",
-    "amount",
-    "currency",
-    "category",
-    "at",
-    "actor",
-    "issuance",
-    "wallet",
-    "debt",
-    "available_at",
-    "expires_at",
-    "result",
-    "claim",
-)
-
-
-def _columns(rows: list[tuple[Any, ...]]) -> Iterator[list[Any]]:
-    return (list(col) for col in zip(*rows, strict=True))

@@ -173,6 +173,7 @@ async def test_debt_is_repaid_in_arrival_order_as_on_the_single_path(
             )
             assert (await ledger.balance(c, member_id=m.id)).debt == 100
     amounts = [30, 50, 40, 10]
+    (bystander,) = await new_members(engine, 1)
     batcher = EarnBatcher(pool, max_batch=64, max_in_flight=1)
     got = await asyncio.gather(
         *(
@@ -180,9 +181,15 @@ async def test_debt_is_repaid_in_arrival_order_as_on_the_single_path(
                 actor="a", idempotency_key=key(), member_id=batched.id, partner_id=p.id, points=n
             )
             for n in amounts
-        )
+        ),
+        batcher.earn(
+            actor="a", idempotency_key=key(), member_id=bystander.id, partner_id=p.id, points=9
+        ),
     )
-    assert batcher.stats.batches == 1 and batcher.stats.largest_batch == 4
+    # The batch saw the debt under its locks, refused itself (writing nothing), and each earn
+    # ran alone, a member's in arrival order.
+    assert batcher.stats.refused_batches == 1 and batcher.stats.single_path == 5
+    assert got.pop().points == 9
     want = []
     async with engine.begin() as c:
         for n in amounts:
@@ -202,6 +209,16 @@ async def test_debt_is_repaid_in_arrival_order_as_on_the_single_path(
         b1 = await ledger.balance(c, member_id=batched.id)
         b2 = await ledger.balance(c, member_id=single.id)
     assert (b1.wallet, b1.debt) == (b2.wallet, b2.debt) == (30, 0)
+    # Debt repaid: the member's next burst is batched again.
+    again = await asyncio.gather(
+        *(
+            batcher.earn(
+                actor="a", idempotency_key=key(), member_id=batched.id, partner_id=p.id, points=1
+            )
+            for _ in range(3)
+        )
+    )
+    assert [r.debt_repaid for r in again] == [0, 0, 0] and batcher.stats.batched_earns == 3
 
 
 async def test_odd_requests_get_exactly_the_single_paths_answers(
