@@ -18,7 +18,9 @@
    reported (all are in the JSON). Each window records the client processes' own CPU time and
    the whole machine's busy time (/proc/stat): client CPU per earn is measured, not guessed.
 5. Counts the SQL statements per earn (SQLAlchemy `before_cursor_execute`) and the protocol
-   round trips per earn, BEGIN and COMMIT included (libpq trace: one ReadyForQuery per trip).
+   round trips per earn, BEGIN and COMMIT included (libpq trace: one ReadyForQuery per trip);
+   and for group commit (`ledger.batch`), statements and round trips per batch, for lone earns
+   and for bursts of 8.
 
 Steps 2-4 run in R interleaved rounds (odd rounds in reverse order), and the figures are the
 means over rounds, so a background load that drifts during the run hits every configuration
@@ -619,6 +621,73 @@ async def count_per_earn(
     }
 
 
+async def count_per_batch(
+    uri: str, members: list[str], partners: list[str], n: int = 50
+) -> dict[str, Any]:
+    """The group-commit path (`--unit batch`): statements and round trips per batch, for lone
+    earns (a batch of one each, the worst case) and for bursts of 8."""
+    import psycopg
+
+    from core.db import create_driver_pool
+    from ledger.batch import EarnBatcher
+
+    pool = create_driver_pool(uri, max_size=1)
+    await pool.open(wait=True)
+    prefix = f"count-batch-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(2)
+    batcher = EarnBatcher(pool, max_in_flight=1)
+    statements = [0]
+    original = psycopg.AsyncCursor.execute
+
+    async def counting(self, query, params=None, **kw):  # type: ignore[no-untyped-def]
+        statements[0] += 1
+        return await original(self, query, params, **kw)
+
+    async def burst(tag: str, size: int) -> None:
+        await asyncio.gather(
+            *(
+                batcher.earn(
+                    actor="count",
+                    idempotency_key=f"{prefix}-{tag}-{j}",
+                    member_id=uuid.UUID(rng.choice(members)),
+                    partner_id=uuid.UUID(rng.choice(partners)),
+                    points=10,
+                )
+                for j in range(size)
+            )
+        )
+
+    out: dict[str, Any] = {}
+    for size in (1, 8):
+        for i in range(4):  # warm-up: the statement prepared
+            await burst(f"warm-{size}-{i}", size)
+        async with pool.connection() as conn:
+            pgconn = conn.pgconn
+        batches0, statements[0] = batcher.stats.batches, 0
+        psycopg.AsyncCursor.execute = counting  # type: ignore[method-assign]
+        try:
+            with tempfile.NamedTemporaryFile("w+", suffix=".trace") as trace:
+                pgconn.trace(trace.fileno())
+                for i in range(n):
+                    await burst(f"{size}-{i}", size)
+                pgconn.untrace()
+                trace.seek(0)
+                lines = trace.read().splitlines()
+        finally:
+            psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+        batches = batcher.stats.batches - batches0
+        ready = sum(1 for ln in lines if "\tReadyForQuery" in ln and ln.split("\t")[1] == "B")
+        out[f"burst_{size}"] = {
+            "earns": n * size,
+            "batches": batches,
+            "sql_statements_per_batch": statements[0] / batches,
+            "round_trips_per_batch": ready / batches,
+            "round_trips_per_earn": ready / (n * size),
+        }
+    await pool.close()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Main
 
@@ -734,6 +803,13 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"{'SQL statements per earn':<40} {counts['sql_statements_per_earn']:5.2f}")
     trips = counts["round_trips_per_earn"]
     print(f"{'round trips per earn':<40} {trips:5.2f}  (BEGIN and COMMIT included)")
+    for name, c in counts.get("group_commit", {}).items():
+        print(
+            f"{'group commit, ' + name.replace('_', ' '):<40} "
+            f"{c['sql_statements_per_batch']:5.2f} statements, "
+            f"{c['round_trips_per_batch']:5.2f} round trips per batch "
+            f"({c['round_trips_per_earn']:.3f} per earn)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -859,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(r)
                 log(label, r)
         counts = asyncio.run(count_per_earn(uri, members, partners))
+        counts["group_commit"] = asyncio.run(count_per_batch(uri, members, partners))
     finally:
         if not args.keep:
             drop_database(admin, uri)

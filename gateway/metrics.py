@@ -63,6 +63,32 @@ class MetricsMiddleware:
             REQUESTS.labels(route, scope["method"], str(status)).inc()
 
 
+_EARN_COUNTERS = (
+    ("batches", "Earn group-commit statements committed by this process."),
+    ("batched_earns", "Earns committed by group-commit statements."),
+    ("single_path", "Earns run alone (replays, errors, members owing points, fallbacks)."),
+    ("refused_batches", "Group-commit statements that refused themselves: a member owed points."),
+    ("failed_batches", "Group-commit statements that failed; their earns were retried alone."),
+)
+
+
+def _earn_batch_lines(request: Request) -> bytes:
+    earns = getattr(request.app.state, "earns", None)
+    if earns is None:
+        return b""
+    lines = []
+    for name, help_text in _EARN_COUNTERS:
+        metric = f"coalition_earn_{name}_total"
+        lines += [
+            f"# HELP {metric} {help_text}",
+            f"# TYPE {metric} counter",
+            f"{metric} {getattr(earns.stats, name)}",
+        ]
+    return ("\n".join(lines) + "\n").encode()
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(REGISTRY) + _earn_batch_lines(request), media_type=CONTENT_TYPE_LATEST
+    )

@@ -63,15 +63,26 @@ DEFAULT_HOLD_TTL = timedelta(minutes=30)
 # Results (also what idempotent replays return: stored as JSON, rebuilt unchanged)
 
 
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # uuid, datetime (isoformat with a space, as before), Decimal
+
+
 @dataclass(frozen=True)
 class _Result:
     replayed: bool = field(default=False, kw_only=True)
 
     def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: JSON-ready values (uuids and datetimes as strings)."""
         # The fields are flat values: read them directly (asdict deep-copies each one, and this
         # runs on every earn).
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "replayed"}
-        return json.dumps(data, default=str)
+        return {
+            f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "replayed"
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, replayed: bool):  # type: ignore[no-untyped-def]
