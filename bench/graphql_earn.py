@@ -107,6 +107,24 @@ def parse_wrk(text: str) -> dict[str, float]:
     }
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (uvicorn workers), from /proc."""
+    total = 0.0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def wrk(url: str, script: str, seconds: int, connections: int, threads: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
@@ -206,9 +224,13 @@ def main() -> None:
             before = conn.execute(
                 "SELECT count(*) FROM transactions WHERE kind = 'earn'"
             ).fetchone()[0]
+        cpu0 = process_cpu_s(server.pid)
         ceiling = wrk(
             url, TYPENAME_LUA.format(token=token), args.seconds, args.connections, args.threads
         )
+        cpu1 = process_cpu_s(server.pid)
+        ceiling["server_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000 / max(1, ceiling["requests"])
+        ceiling["server_cpu_cores"] = (cpu1 - cpu0) / args.seconds
         spy = None
         if args.py_spy is not None:  # a profile of the earn run, for finding the next cost
             spy = subprocess.Popen(
@@ -226,6 +248,9 @@ def main() -> None:
             args.connections,
             args.threads,
         )
+        cpu2 = process_cpu_s(server.pid)
+        earn["server_cpu_ms_per_request"] = (cpu2 - cpu1) * 1000 / max(1, earn["requests"])
+        earn["server_cpu_cores"] = (cpu2 - cpu1) / args.seconds
         if spy is not None:
             spy.wait(timeout=60)
         with psycopg.connect(uri) as conn:
@@ -258,10 +283,14 @@ def main() -> None:
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "graphql_earn.json").write_text(json.dumps(result, indent=2))
-    print(f"{'':18}{'req/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
+    print(
+        f"{'':18}{'req/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}"
+        f"{'server cores':>14}{'CPU ms/req':>12}"
+    )
     for name, r in (("{ __typename }", ceiling), ("earn", earn)):
         print(
             f"{name:18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+            f"{r['server_cpu_cores']:>14.2f}{r['server_cpu_ms_per_request']:>12.3f}"
         )
     print(
         f"earn / ceiling = {result['ratio']}  (goal >= 0.5); earns recorded {after - before} "

@@ -172,6 +172,9 @@ def create_driver_pool(url: str, *, max_size: int = 10) -> AsyncConnectionPool:
         kwargs={
             "prepare_threshold": 2,
             "application_name": os.environ.get("COALITION_APP", "coalition"),
+            # Single statements commit on their own (group-commit earns, lookups); units of
+            # work open their transaction explicitly (`conn.transaction()`).
+            "autocommit": True,
         },
         open=False,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -66,6 +67,12 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             max_batch=settings.earn_batch_max,
             max_in_flight=settings.earn_batch_in_flight,
         )
+        # Everything built so far (schema, pools, caches) lives as long as the process: move it
+        # out of the collector's sight, and collect the young generation less often. Measured:
+        # the GraphQL earn's CPU per request fell from 2.35 to 1.36 ms (bench/RESULTS.md).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         scheduler = None
         if settings.settle_every_minutes:
             scheduler = asyncio.create_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -72,6 +73,17 @@ async def get_by_card(conn: AsyncConnection, *, card_number: str) -> MemberRecor
     if row is None:
         raise MemberNotFound("no member has this card number")
     return MemberRecord(*row)
+
+
+async def ids_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, uuid.UUID]:
+    """Member ids by card number, for many cards in one statement (unknown cards are absent).
+
+    `conn` is a SQLAlchemy connection or a `core.db.DriverConnection`."""
+    rows = await conn.execute(
+        text("SELECT card_number, id FROM members WHERE card_number = ANY(:cards)"),
+        {"cards": list(card_numbers)},
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 async def get_by_email(conn: AsyncConnection, *, email: str) -> MemberRecord | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -18,6 +19,8 @@ from core.db import DriverConnection, driver_unit_of_work
 from core.settings import Settings
 from gateway.oauth.auth import Principal
 from ledger.batch import EarnBatcher
+from members import service as members
+from members.errors import MemberNotFound
 from partners import service as partners
 from partners.service import PartnerConfig, PartnerRecord
 
@@ -47,11 +50,57 @@ class TTLCache:
             self._data.popitem(last=False)
         return value
 
+    def peek(self, key: Any) -> Any:
+        """The cached value, or None when absent or expired."""
+        hit = self._data.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: Any, value: Any) -> None:
+        self._data[key] = (time.monotonic() + self.ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
     def invalidate(self, key: Any = None) -> None:
         if key is None:
             self._data.clear()
         else:
             self._data.pop(key, None)
+
+
+class MemberCards:
+    """Card number -> member id for the whole process, on the earn path.
+
+    Concurrent requests' lookups share ONE query (a DataLoader across requests, on psycopg's
+    pool), and known cards are remembered: a card number never changes hands once issued."""
+
+    def __init__(self, ttl: float = 300.0, maxsize: int = 100_000) -> None:
+        self.cache = TTLCache(ttl=ttl, maxsize=maxsize)
+        self._loader: DataLoader[str, uuid.UUID | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pool: AsyncConnectionPool | None = None
+        self.queries = 0
+
+    async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
+        hit = self.cache.peek(card_number)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        if self._loader is None or self._loop is not loop or self.pool is not pool:
+            self._loop, self.pool = loop, pool
+            self._loader = DataLoader(load_fn=self._load, cache=False, max_batch_size=500)
+        member_id = await self._loader.load(card_number)
+        if member_id is None:
+            raise MemberNotFound("no member has this card number")
+        self.cache.put(card_number, member_id)
+        return member_id
+
+    async def _load(self, cards: list[str]) -> list[uuid.UUID | None]:
+        assert self.pool is not None
+        self.queries += 1
+        async with self.pool.connection() as conn:
+            found = await members.ids_by_cards(DriverConnection(conn), card_numbers=cards)
+        return [found.get(c) for c in cards]
 
 
 @dataclass
@@ -60,7 +109,7 @@ class AppCaches:
 
     partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
     # card number -> member id never changes once issued: cache positive lookups longer.
-    member_by_card: TTLCache = field(default_factory=lambda: TTLCache(ttl=300.0, maxsize=100_000))
+    member_by_card: MemberCards = field(default_factory=MemberCards)
 
 
 @dataclass

@@ -780,11 +780,7 @@ def _hold_id(value: str) -> uuid.UUID:
 
 
 async def _member_by_card(ctx: Context, card_number: str) -> uuid.UUID:
-    async def load() -> uuid.UUID:
-        async with ctx.engine.connect() as conn:
-            return (await members.get_by_card(conn, card_number=card_number)).id
-
-    return await ctx.caches.member_by_card.get(card_number, load)
+    return await ctx.caches.member_by_card.member_id(ctx.pool, card_number)
 
 
 async def _authorize(
