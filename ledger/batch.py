@@ -224,7 +224,9 @@ class EarnBatcher:
         )
         self._pending.append(request)
         self._kick()
-        return await asyncio.shield(request.future)
+        # Not shielded: a caller that goes away leaves its earn to the batch, which commits it
+        # (as a single-path earn whose client disconnects mid-commit); a replay returns it.
+        return await request.future
 
     async def drain(self) -> None:
         """Wait until every batch started so far has finished (for shutdown)."""
