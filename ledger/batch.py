@@ -56,7 +56,8 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 # 4. `go`: a member who owes points needs the debt repaid first, which the single path does:
 #    the statement refuses itself (nothing is written) and every earn of the batch runs alone.
 # 5. The transactions, their entries (one INSERT: the trigger checks each transaction sums to
-#    zero and adds to the wallets, already locked) and the lots.
+#    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
+#    the same instant are spent in the order they were earned (the lot id breaks the tie).
 _EARN_BATCH = """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
@@ -93,7 +94,7 @@ WITH req AS (
     INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount, currency,
                               category, effective_at, actor)
     SELECT tx, 'earn', points, partner, member, ref, amount, currency, category, at, actor
-    FROM w
+    FROM w ORDER BY i
 ), e AS (
     INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
     SELECT tx, issuance_id, -points, at, actor FROM w
@@ -102,7 +103,7 @@ WITH req AS (
     INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining, earned_at,
                       available_at, expires_at, actor)
     SELECT member, wallet_id, partner, tx, points, points, at, available_at, expires_at, actor
-    FROM w
+    FROM w ORDER BY i
 )
 SELECT i FROM w
 """

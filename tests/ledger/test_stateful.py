@@ -56,9 +56,10 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import create_engine
+from core.db import create_driver_pool, create_engine
 from core.errors import DomainError
 from ledger import service as ledger
+from ledger.batch import EarnBatcher
 from ledger.errors import (
     DuplicateOrder,
     HoldNotActive,
@@ -456,6 +457,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.engine: AsyncEngine = self.run(self._engine())
+        self.batcher = self.run(self._batcher())
         self.start = run_start(next(_runs))
         self.model = Model(self.start)
         self.members, self.partners = self.run(self._population())
@@ -465,6 +467,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     async def _engine(self) -> AsyncEngine:
         return create_engine(self.uri, pool_size=1 + N_MEMBERS, max_overflow=0)
+
+    async def _batcher(self) -> EarnBatcher:
+        pool = create_driver_pool(self.uri, max_size=1 + N_MEMBERS)
+        await pool.open(wait=True)
+        return EarnBatcher(pool, max_in_flight=1)
 
     async def _population(self) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         async with self.engine.begin() as conn:
@@ -487,6 +494,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            self.run(self.batcher.pool.close())
             self.run(self.engine.dispose())
         finally:
             self.loop.close()
@@ -598,6 +606,57 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), request=EARN_REQUESTS)
     def earn(self, data: st.DataObject, request: tuple[Any, ...]) -> None:
         self.do_earn(data, request)
+
+    @rule(data=st.data(), requests=st.lists(EARN_REQUESTS, min_size=2, max_size=5))
+    def earns_arriving_together(self, data: st.DataObject, requests: list[tuple[Any, ...]]) -> None:
+        """Earns committed together (`ledger.batch`): each must be what the model says of it
+        when it is applied alone, in arrival order."""
+        calls = []
+        for m, p, points, hold_days, validity_months, ref in requests:
+            actor = self.actor(p)
+            kwargs = {
+                "member_id": self.members[m],
+                "partner_id": self.partners[p],
+                "points": points,
+                "hold_days": hold_days,
+                "validity_months": validity_months,
+                "ref": ref,
+            }
+            calls.append((actor, self.key(data, actor, "earn"), kwargs))
+        batches = self.batcher.stats.batches
+
+        async def together() -> list[Any]:
+            return await asyncio.gather(
+                *(
+                    self.batcher.earn(actor=actor, idempotency_key=key, **kwargs, at=self.model.now)
+                    for actor, key, kwargs in calls
+                ),
+                return_exceptions=True,
+            )
+
+        results = self.run(together())
+        for (actor, key, kwargs), request, result in zip(calls, requests, results, strict=True):
+            try:
+                prediction, error = self.model.earn(*request), None
+            except DomainError as exc:
+                prediction, error = None, exc
+            if isinstance(result, BaseException):
+                assert isinstance(result, DomainError), f"earn {kwargs}: {result!r}"
+                assert error is not None, f"earn {kwargs}: model expected success, got {result!r}"
+                assert type(result) is type(error), f"earn {kwargs}: {error!r} != {result!r}"
+                self.keys.free[(actor, "earn")].append(key)
+                event(f"earn together: {type(result).__name__}")
+                continue
+            assert error is None, f"earn {kwargs}: expected {error!r}, got {result!r}"
+            expected, apply = prediction
+            assert not result.replayed
+            got = {name: getattr(result, name) for name in expected}
+            assert got == expected, f"earn together {kwargs}: expected {expected}, got {got}"
+            apply(result.transaction_id)
+            self.calls.append(Call("earn", ledger.earn, actor, key, kwargs, result))
+            event("earn together: ok")
+        if self.batcher.stats.batches > batches:
+            event("earn together: committed as a batch")
 
     @rule(
         data=st.data(),
