@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from dateutil.relativedelta import relativedelta
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import driver_unit_of_work
@@ -332,7 +331,7 @@ class EarnBatcher:
                     points=r.points,
                     status="pending" if available_at > r.at else "available",
                     available_at=available_at,
-                    expires_at=r.at + relativedelta(months=r.validity_months),
+                    expires_at=service.add_months(r.at, r.validity_months),
                 )
             )
         # The batch travels as one JSON document (one parameter): psycopg's per-element array

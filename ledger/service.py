@@ -24,16 +24,17 @@ Every function takes the caller's connection and never commits: the caller's uni
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
+from calendar import monthrange
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from dateutil.relativedelta import relativedelta
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -80,9 +81,12 @@ class _Result:
         """The stored form: JSON-ready values (uuids and datetimes as strings)."""
         # The fields are flat values: read them directly (asdict deep-copies each one, and this
         # runs on every earn).
-        return {
-            f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "replayed"
-        }
+        return {name: _jsonable(getattr(self, name)) for name in self._stored_fields()}
+
+    @classmethod
+    @functools.cache
+    def _stored_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name != "replayed")
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, replayed: bool):  # type: ignore[no-untyped-def]
@@ -418,14 +422,23 @@ def earn_digest(
     validity_months: int,
 ) -> str:
     """What tells a replay of an earn from a different earn under the same key."""
+    # The values as request_hash would render them (str), so the encoder never calls back.
     return request_hash(
         "earn",
         {
-            "member": member_id, "partner": partner_id, "points": points, "ref": ref,
-            "amount": amount, "currency": currency, "category": category,
-            "hold_days": hold_days, "validity_months": validity_months,
+            "member": str(member_id), "partner": str(partner_id), "points": points, "ref": ref,
+            "amount": None if amount is None else str(amount), "currency": currency,
+            "category": category, "hold_days": hold_days, "validity_months": validity_months,
         },
     )
+
+
+def add_months(at: datetime, months: int) -> datetime:
+    """`at` plus whole months, the day clamped to the month's last (as dateutil's relativedelta,
+    without its generality: this runs on every earn)."""
+    years, month0 = divmod(at.month - 1 + months, 12)
+    year, month = at.year + years, month0 + 1
+    return at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
 
 
 async def earn(
@@ -468,7 +481,7 @@ async def earn(
     net = points - repaid
     tx_id = uuid7()
     available_at = at + timedelta(days=hold_days)
-    expires_at = at + relativedelta(months=validity_months)
+    expires_at = add_months(at, validity_months)
     result = EarnResult(
         transaction_id=tx_id, points=points,
         status="pending" if available_at > at else "available",
