@@ -297,6 +297,7 @@ class RegisterMemberInput:
     name: str = strawberry.field(description="Display name.")
 
 
+@T.plain_input  # the earn path: built without Strawberry's generic per-field conversion
 @strawberry.input(description="Points for a purchase at the calling partner.")
 class EarnInput:
     card_number: str = strawberry.field(description="The member's 16-digit card number.")

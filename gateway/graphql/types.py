@@ -15,6 +15,7 @@ from core.money import Money as DomainMoney
 from partners.service import AgreementRecord, EarnRuleRecord, PartnerRecord
 
 N = TypeVar("N")
+InputT = TypeVar("InputT")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,6 +34,52 @@ class Money:
         return cls(amount=str(amount), currency=currency)
 
 
+def plain_input(cls: type[InputT]) -> type[InputT]:
+    """Build `cls` straight from the coerced input value, through Strawberry's `from_input` hook.
+
+    For inputs made only of plain scalars (str, int, float, bool, optional or not) and nested
+    `plain_input` types: graphql-core has already coerced and checked every value, so what is
+    left is putting them in the dataclass. Strawberry's generic conversion walks each field's
+    type annotations on every request; on the earn path it was the largest single cost of the
+    mutation's own work (bench/RESULTS.md). Anything else (lists, enums, custom scalars, Maybe)
+    is refused when the first value is built.
+    """
+    from strawberry.schema.name_converter import NameConverter
+    from strawberry.types.base import StrawberryOptional
+
+    definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
+    spec: list[tuple[str, str, type | None]] = []
+
+    def fields() -> list[tuple[str, str, type | None]]:
+        if not spec:  # annotations resolve once the module is complete: build on first use
+            names = NameConverter()
+            for f in definition.fields:
+                t = f.type
+                inner = t.of_type if isinstance(t, StrawberryOptional) else t
+                nested = getattr(inner, "__strawberry_definition__", None)
+                if nested is not None and nested.is_input and nested.from_input is not None:
+                    spec.append((names.from_field(f), f.python_name, inner))
+                elif inner in (str, int, float, bool):
+                    spec.append((names.from_field(f), f.python_name, None))
+                else:
+                    raise TypeError(f"{cls.__name__}.{f.python_name} is not a plain input field")
+        return spec
+
+    def from_input(type_: type, value: Any, context: Any) -> Any:
+        kwargs = {}
+        for graphql_name, python_name, nested in fields():
+            if graphql_name in value:
+                v = value[graphql_name]
+                if nested is not None and v is not None:
+                    v = nested.__strawberry_definition__.from_input(nested, v, context)  # type: ignore[attr-defined]
+                kwargs[python_name] = v
+        return type_(**kwargs)
+
+    definition.from_input = from_input
+    return cls
+
+
+@plain_input
 @strawberry.input(
     description="An amount of money: a decimal string with at most the currency's minor-unit digits."
 )
