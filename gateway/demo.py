@@ -18,6 +18,7 @@ from core.clock import utcnow
 from core.settings import Settings
 from ledger import service as ledger
 from members import service as members
+from members.cards import luhn_check_digit
 from members.passwords import hash_password
 from partners import clients
 from partners import service as partners
@@ -118,9 +119,16 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
             actor=OPERATOR_ID,
         )
         people = []
-        for email, name in MEMBERS:
+        for i, (email, name) in enumerate(MEMBERS):
+            # Known card numbers (anna's is 7000000000000005), so the README's calls work as
+            # written.
+            payload = f"70000000000000{i}"
             m = await members.create(
-                conn, email=email, name=name, password_hash=hash_password(DEMO_PASSWORD)
+                conn,
+                email=email,
+                name=name,
+                password_hash=hash_password(DEMO_PASSWORD),
+                card_number=payload + luhn_check_digit(payload),
             )
             report.members[email] = m.card_number
             people.append(m)

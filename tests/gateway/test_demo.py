@@ -19,6 +19,8 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
         assert not await demo.is_empty(engine)
         assert len(report.partners) == 4 and len(report.members) == 5 and report.earns > 50
         assert report.redemptions > 5 and report.periods.closed
+        # The README's earn example uses anna's card.
+        assert report.members["anna@example.com"] == "7000000000000005"
         async with engine.connect() as conn:
             kinds = dict(
                 (
