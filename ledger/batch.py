@@ -112,7 +112,6 @@ SELECT i FROM w
 class _Earn:
     """One caller's earn, validated, waiting for its batch."""
 
-    kwargs: dict[str, Any]  # for the single path
     actor: str
     key: str
     digest: str
@@ -127,6 +126,23 @@ class _Earn:
     hold_days: int
     validity_months: int
     future: asyncio.Future[EarnResult]
+
+    def arguments(self) -> dict[str, Any]:
+        """The same earn, as `ledger.service.earn`'s arguments (for the single path)."""
+        return {
+            "actor": self.actor,
+            "idempotency_key": self.key,
+            "member_id": self.member_id,
+            "partner_id": self.partner_id,
+            "points": self.points,
+            "hold_days": self.hold_days,
+            "validity_months": self.validity_months,
+            "ref": self.ref,
+            "amount": self.amount,
+            "currency": self.currency,
+            "category": self.category,
+            "at": self.at,
+        }
 
 
 @dataclass
@@ -175,25 +191,9 @@ class EarnBatcher:
         at: datetime | None = None,
     ) -> EarnResult:
         """`ledger.service.earn`, committed in a group: same arguments, results and errors."""
-        service._check_points(points)
-        service._check_key(idempotency_key)
-        if not 0 <= hold_days <= 365:
-            raise service.LedgerValidation("hold_days must be between 0 and 365")
-        at = service._at(at)
-        kwargs = {
-            "actor": actor,
-            "idempotency_key": idempotency_key,
-            "member_id": member_id,
-            "partner_id": partner_id,
-            "points": points,
-            "hold_days": hold_days,
-            "validity_months": validity_months,
-            "ref": ref,
-            "amount": amount,
-            "currency": currency,
-            "category": category,
-            "at": at,
-        }
+        at = service.check_earn(
+            points=points, idempotency_key=idempotency_key, hold_days=hold_days, at=at
+        )
         digest = service.earn_digest(
             member_id=member_id,
             partner_id=partner_id,
@@ -206,7 +206,6 @@ class EarnBatcher:
             validity_months=validity_months,
         )
         request = _Earn(
-            kwargs,
             actor,
             idempotency_key,
             digest,
@@ -307,7 +306,7 @@ class EarnBatcher:
     async def _alone(self, request: _Earn) -> None:
         try:
             async with driver_unit_of_work(self.pool) as conn:
-                result = await service.earn(conn, **request.kwargs)
+                result = await service.earn(conn, **request.arguments())
         except BaseException as exc:  # the caller gets exactly what the single path raised
             if not request.future.done():
                 request.future.set_exception(exc)

@@ -409,6 +409,15 @@ def _earn_statement(with_wallet: bool, with_debt: bool) -> Any:
 _EARN = {(w, d): _earn_statement(w, d) for w in (True, False) for d in (True, False)}
 
 
+def check_earn(*, points: Any, idempotency_key: str, hold_days: int, at: datetime | None) -> datetime:
+    """Refuse a malformed earn before anything is written; returns its effective time."""
+    _check_points(points)
+    _check_key(idempotency_key)
+    if not 0 <= hold_days <= 365:
+        raise LedgerValidation("hold_days must be between 0 and 365")
+    return _at(at)
+
+
 def earn_digest(
     *,
     member_id: uuid.UUID,
@@ -460,11 +469,7 @@ async def earn(
     """Credit `points` issued by `partner_id` to a member as a new lot (two statements).
 
     `amount`/`currency`/`category` describe the purchase; one earn per (partner, `ref`)."""
-    _check_points(points)
-    _check_key(idempotency_key)
-    if not 0 <= hold_days <= 365:
-        raise LedgerValidation("hold_days must be between 0 and 365")
-    at = _at(at)
+    at = check_earn(points=points, idempotency_key=idempotency_key, hold_days=hold_days, at=at)
     digest = earn_digest(
         member_id=member_id, partner_id=partner_id, points=points, ref=ref, amount=amount,
         currency=currency, category=category, hold_days=hold_days,
