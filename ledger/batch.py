@@ -191,19 +191,18 @@ class EarnBatcher:
         at: datetime | None = None,
     ) -> EarnResult:
         """`ledger.service.earn`, committed in a group: same arguments, results and errors."""
-        at = service.check_earn(
-            points=points, idempotency_key=idempotency_key, hold_days=hold_days, at=at
-        )
-        digest = service.earn_digest(
+        at, digest = service.check_earn(
+            idempotency_key=idempotency_key,
             member_id=member_id,
             partner_id=partner_id,
             points=points,
+            hold_days=hold_days,
+            validity_months=validity_months,
             ref=ref,
             amount=amount,
             currency=currency,
             category=category,
-            hold_days=hold_days,
-            validity_months=validity_months,
+            at=at,
         )
         request = _Earn(
             actor,

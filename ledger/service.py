@@ -409,13 +409,32 @@ def _earn_statement(with_wallet: bool, with_debt: bool) -> Any:
 _EARN = {(w, d): _earn_statement(w, d) for w in (True, False) for d in (True, False)}
 
 
-def check_earn(*, points: Any, idempotency_key: str, hold_days: int, at: datetime | None) -> datetime:
-    """Refuse a malformed earn before anything is written; returns its effective time."""
+def check_earn(
+    *,
+    idempotency_key: str,
+    member_id: uuid.UUID,
+    partner_id: uuid.UUID,
+    points: Any,
+    hold_days: int,
+    validity_months: int,
+    ref: str | None,
+    amount: Decimal | None,
+    currency: str | None,
+    category: str | None,
+    at: datetime | None,
+) -> tuple[datetime, str]:
+    """Refuse a malformed earn before anything is written; returns its effective time and the
+    digest that tells a replay from a different earn under the same key."""
     _check_points(points)
     _check_key(idempotency_key)
     if not 0 <= hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
-    return _at(at)
+    digest = earn_digest(
+        member_id=member_id, partner_id=partner_id, points=points, ref=ref, amount=amount,
+        currency=currency, category=category, hold_days=hold_days,
+        validity_months=validity_months,
+    )
+    return _at(at), digest
 
 
 def earn_digest(
@@ -469,11 +488,10 @@ async def earn(
     """Credit `points` issued by `partner_id` to a member as a new lot (two statements).
 
     `amount`/`currency`/`category` describe the purchase; one earn per (partner, `ref`)."""
-    at = check_earn(points=points, idempotency_key=idempotency_key, hold_days=hold_days, at=at)
-    digest = earn_digest(
-        member_id=member_id, partner_id=partner_id, points=points, ref=ref, amount=amount,
-        currency=currency, category=category, hold_days=hold_days,
-        validity_months=validity_months,
+    at, digest = check_earn(
+        idempotency_key=idempotency_key, member_id=member_id, partner_id=partner_id,
+        points=points, hold_days=hold_days, validity_months=validity_months, ref=ref,
+        amount=amount, currency=currency, category=category, at=at,
     )
     claim = await _claim_and_lock(
         conn, actor=actor, op="earn", key=idempotency_key, digest=digest,

@@ -571,9 +571,9 @@ class LedgerMachine(RuleBasedStateMachine):
         hold = data.draw(st.sampled_from(holds), label="hold")
         return hold, self.asking_partner(data, hold.partner)
 
-    def do_earn(self, data: st.DataObject | None, request: tuple[Any, ...]) -> None:
+    def earn_kwargs(self, request: tuple[Any, ...]) -> dict[str, Any]:
         m, p, points, hold_days, validity_months, ref = request
-        kwargs = {
+        return {
             "member_id": self.members[m],
             "partner_id": self.partners[p],
             "points": points,
@@ -581,12 +581,15 @@ class LedgerMachine(RuleBasedStateMachine):
             "validity_months": validity_months,
             "ref": ref,
         }
+
+    def do_earn(self, data: st.DataObject | None, request: tuple[Any, ...]) -> None:
+        m, p, points, hold_days, validity_months, ref = request
         result = self.attempt(
             "earn",
             ledger.earn,
             p,
             data,
-            kwargs,
+            self.earn_kwargs(request),
             lambda: self.model.earn(m, p, points, hold_days, validity_months, ref),
         )
         if result is not None and result.debt_repaid:
@@ -612,17 +615,9 @@ class LedgerMachine(RuleBasedStateMachine):
         """Earns committed together (`ledger.batch`): each must be what the model says of it
         when it is applied alone, in arrival order."""
         calls = []
-        for m, p, points, hold_days, validity_months, ref in requests:
-            actor = self.actor(p)
-            kwargs = {
-                "member_id": self.members[m],
-                "partner_id": self.partners[p],
-                "points": points,
-                "hold_days": hold_days,
-                "validity_months": validity_months,
-                "ref": ref,
-            }
-            calls.append((actor, self.key(data, actor, "earn"), kwargs))
+        for request in requests:
+            actor = self.actor(request[1])
+            calls.append((actor, self.key(data, actor, "earn"), self.earn_kwargs(request)))
         batches = self.batcher.stats.batches
 
         async def together() -> list[Any]:
