@@ -405,7 +405,12 @@ async def _service_worker(
     if unit == "batch":
         from ledger.batch import EarnBatcher
 
-        batcher = EarnBatcher(pool, max_in_flight=int(os.environ.get("BENCH_IN_FLIGHT", "2")))
+        batcher = EarnBatcher(
+            pool,
+            max_batch=int(os.environ.get("BENCH_MAX_BATCH", "64")),
+            max_in_flight=int(os.environ.get("BENCH_IN_FLIGHT", "2")),
+            split_at=int(os.environ.get("BENCH_SPLIT_AT", "32")),
+        )
 
     def unit_of_work() -> Any:
         return driver_unit_of_work(pool) if pool is not None else engine.begin()

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     earn_batch_in_flight: int = Field(
         default=2, ge=1, le=64, description="Group commit: earn transactions running at once."
     )
+    earn_batch_split_at: int = Field(
+        default=32,
+        ge=2,
+        le=1000,
+        description="Group commit: from this many waiting earns, starting batches share them.",
+    )
 
     public_url: str | None = Field(default=None, description="OAuth issuer and base of links.")
     host: str = "127.0.0.1"

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             app.state.pool,
             max_batch=settings.earn_batch_max,
             max_in_flight=settings.earn_batch_in_flight,
+            split_at=settings.earn_batch_split_at,
         )
         # Everything built so far (schema, pools, caches) lives as long as the process: move it
         # out of the collector's sight, and collect the young generation less often. Measured:

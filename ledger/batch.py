@@ -8,7 +8,10 @@ PostgreSQL's own `commit_delay` groups flushes:
 
 - No timer and no waiting for company. A request starts a batch at once when fewer than
   `max_in_flight` batches are running; otherwise it joins the next one. Under light load every
-  batch holds one earn; under heavy load batches grow to `max_batch`.
+  batch holds one earn; under heavy load batches grow to `max_batch`. When at least `split_at`
+  earns are waiting and several batches are starting, they share them equally: two statements
+  of 16 run side by side on two connections (and CPUs) where one of 32 would leave a CPU idle
+  (measured in bench/RESULTS.md: below 32 the statement's fixed cost makes splitting a loss).
 - Every caller's `await` returns only after the COMMIT that contains its earn: the result is as
   durable as a single-path earn's, and a batch that fails commits nothing.
 - The same rules, enforced by the same database: the idempotency key is claimed by the unique
@@ -162,13 +165,20 @@ class EarnBatcher:
     """Runs `ledger.service.earn` semantics with group commit over a psycopg pool."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, *, max_batch: int = 64, max_in_flight: int = 2
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        max_batch: int = 64,
+        max_in_flight: int = 2,
+        split_at: int = 32,
     ) -> None:
-        if max_batch < 1 or max_in_flight < 1:
-            raise ValueError("max_batch and max_in_flight must be at least 1")
+        if max_batch < 1 or max_in_flight < 1 or split_at < 2:
+            raise ValueError("max_batch and max_in_flight must be at least 1, split_at 2")
         self.pool = pool
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        self.split_at = split_at
+        self._starting = 0  # batches started that have not taken their earns yet
         self.stats = BatchStats()
         self._pending: list[_Earn] = []
         self._in_flight = 0
@@ -236,28 +246,42 @@ class EarnBatcher:
     def _kick(self) -> None:
         while self._pending and self._in_flight < self.max_in_flight:
             self._in_flight += 1
+            self._starting += 1
             task = asyncio.get_running_loop().create_task(self._run())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         try:
-            batch = self._take()
+            batch = self._take(self._share())
             if batch:
                 await self._settle(batch)
         finally:
             self._in_flight -= 1
             self._kick()
 
-    def _take(self) -> list[_Earn]:
-        """Up to `max_batch` pending earns, at most one per key and per (partner, order)."""
+    def _share(self) -> int:
+        """How many pending earns this starting batch takes: all of them (up to `max_batch`),
+        unless there are at least `split_at` and other batches are starting too; then an equal
+        share, so that large batches run side by side on separate connections (and CPUs)."""
+        starting, self._starting = self._starting, self._starting - 1
+        n = len(self._pending)
+        if n < self.split_at or starting < 2:
+            return self.max_batch
+        share = -(-n // starting)
+        return min(self.max_batch, max(share, self.split_at // 2))
+
+    def _take(self, limit: int | None = None) -> list[_Earn]:
+        """Up to `limit` (default `max_batch`) pending earns, at most one per key and per
+        (partner, order)."""
+        limit = self.max_batch if limit is None else min(limit, self.max_batch)
         batch: list[_Earn] = []
         keys: set[tuple[str, str]] = set()
         orders: set[tuple[uuid.UUID, str]] = set()
         rest: list[_Earn] = []
         for r in self._pending:
             order = (r.partner_id, r.ref) if r.ref is not None else None
-            if len(batch) >= self.max_batch or (r.actor, r.key) in keys or order in orders:
+            if len(batch) >= limit or (r.actor, r.key) in keys or order in orders:
                 rest.append(r)
                 continue
             batch.append(r)

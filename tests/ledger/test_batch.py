@@ -126,6 +126,28 @@ async def test_a_burst_commits_in_batches_with_the_single_paths_results(
     assert tuple(per_tx) == (100, 200, 100)
 
 
+@pytest.mark.parametrize(("split_at", "sizes"), [(32, {32: 2}), (1000, {64: 1})])
+async def test_many_waiting_earns_are_shared_by_the_starting_batches(
+    engine: AsyncEngine, pool: AsyncConnectionPool, split_at: int, sizes: dict[int, int]
+) -> None:
+    p = await new_partner(engine)
+    ms = await new_members(engine, 64)
+    batcher = EarnBatcher(pool, max_batch=64, max_in_flight=2, split_at=split_at)
+    results = await asyncio.gather(
+        *(
+            batcher.earn(
+                actor="c", idempotency_key=key(), member_id=m.id, partner_id=p.id, points=3
+            )
+            for m in ms
+        )
+    )
+    # 64 earns waiting, two batches starting: from `split_at` on they take 32 each (two
+    # statements side by side); below it the first takes them all.
+    assert batcher.stats.sizes == sizes and batcher.stats.single_path == 0
+    assert len({r.transaction_id for r in results}) == 64
+    await assert_invariants(engine)
+
+
 async def test_debt_is_repaid_in_arrival_order_as_on_the_single_path(
     engine: AsyncEngine, pool: AsyncConnectionPool
 ) -> None:
