@@ -151,10 +151,9 @@ class Lot(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    # wallet_id and earn_tx_id are checked per statement by the lots_check trigger (0006).
-    wallet_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
     issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    earn_tx_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    earn_tx_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False))
     points: int = Field(sa_column=Column(BigInteger, nullable=False))
     remaining: int = Field(sa_column=Column(BigInteger, nullable=False))
     reversed: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))

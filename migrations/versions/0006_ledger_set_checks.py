@@ -4,22 +4,22 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-22 16:30:00.000000
 
-The foreign keys of `entries` (transaction, account) and `lots` (earn transaction, wallet) ran one
-referential-integrity query per row and per key, each taking a KEY SHARE row lock (a WAL record
-and, on a partner's issuance account shared by concurrent earns, a multixact). A group-commit
-batch of 16 earns ran 96 of them; profiled under load they were a sixth of the database's CPU.
+The two foreign keys of `entries` (transaction, account) ran one referential-integrity query per
+entry and per key, each taking a KEY SHARE lock on the row it found: for every earn, one on the
+partner's issuance account, the row all of that partner's concurrent earns share (a multixact
+and a WAL record each time). A group-commit batch of 16 earns ran 64 of them.
 
-The same guarantees now come from the statement-level triggers, set-based, once per statement:
+The same guarantee now comes from the statement-level trigger `entries_post`, which already
+checked that each transaction sums to zero and posted the stored balances: it also refuses, in
+the same query, entries whose transaction or account does not exist. What a foreign key also
+prevents, deleting a referenced row, cannot happen: `transactions` is insert-only (0001) and
+`accounts` now refuses DELETE and TRUNCATE (balances still change).
 
-- `entries_post` (already checking that each transaction sums to zero and posting the stored
-  balances) also refuses entries whose transaction or account does not exist;
-- `lots_check` (new) refuses lots whose earn transaction does not exist or whose wallet is not a
-  wallet account;
-- what a foreign key also prevents, deleting a referenced row, cannot happen: `transactions` is
-  insert-only (0001) and `accounts` now refuses DELETE and TRUNCATE (balances still change).
+The balance posting also probes the accounts it posts to by primary key: for small batches the
+planner chose a sequential scan of every account.
 
-The balance posting also probes the accounts it posts to by primary key: the planner's cost
-model chose a sequential scan of all accounts for small batches.
+Measured (server CPU per earn, one connection, batches of 16; bench/RESULTS.md): 106 -> 98 us.
+The foreign keys of `lots` stay: a statement trigger replacing them cost as much as they do.
 """
 
 from collections.abc import Sequence
@@ -79,26 +79,7 @@ BEGIN
 END $$;
 """
 
-_LOTS_CHECK = """
-CREATE FUNCTION ledger_lots_after_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  bad record;
-BEGIN
-  SELECT n.id, n.earn_tx_id, n.wallet_id INTO bad FROM new_lots n
-   WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.id = n.earn_tx_id)
-      OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.wallet_id AND a.kind = 'wallet')
-   LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION 'ledger lot of transaction % names an unknown transaction or wallet %',
-      bad.earn_tx_id, bad.wallet_id USING ERRCODE = 'check_violation';
-  END IF;
-  RETURN NULL;
-END $$;
-
-CREATE TRIGGER lots_check AFTER INSERT ON lots
-  REFERENCING NEW TABLE AS new_lots
-  FOR EACH STATEMENT EXECUTE FUNCTION ledger_lots_after_insert();
-
+_ACCOUNTS_PERMANENT = """
 CREATE FUNCTION ledger_accounts_permanent() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION 'accounts are permanent: the journal refers to them'
@@ -113,20 +94,14 @@ CREATE TRIGGER accounts_permanent BEFORE DELETE OR TRUNCATE ON accounts
 def upgrade() -> None:
     op.drop_constraint("entries_transaction_id_fkey", "entries", type_="foreignkey")
     op.drop_constraint("entries_account_id_fkey", "entries", type_="foreignkey")
-    op.drop_constraint("lots_earn_tx_id_fkey", "lots", type_="foreignkey")
-    op.drop_constraint("lots_wallet_id_fkey", "lots", type_="foreignkey")
     op.execute(_ENTRIES_V2)
-    op.execute(_LOTS_CHECK)
+    op.execute(_ACCOUNTS_PERMANENT)
 
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS accounts_permanent ON accounts")
     op.execute("DROP FUNCTION IF EXISTS ledger_accounts_permanent()")
-    op.execute("DROP TRIGGER IF EXISTS lots_check ON lots")
-    op.execute("DROP FUNCTION IF EXISTS ledger_lots_after_insert()")
     op.execute(_ENTRIES_V1)
-    op.create_foreign_key("lots_wallet_id_fkey", "lots", "accounts", ["wallet_id"], ["id"])
-    op.create_foreign_key("lots_earn_tx_id_fkey", "lots", "transactions", ["earn_tx_id"], ["id"])
     op.create_foreign_key("entries_account_id_fkey", "entries", "accounts", ["account_id"], ["id"])
     op.create_foreign_key(
         "entries_transaction_id_fkey", "entries", "transactions", ["transaction_id"], ["id"]
