@@ -850,10 +850,19 @@ def main(argv: list[str] | None = None) -> int:
         help="how the service earns commit: group commit (ledger.batch, as the app's earn), one "
         "transaction per earn on psycopg's pool, or one per earn on SQLAlchemy",
     )
+    ap.add_argument(
+        "--batch",
+        default="64:2:32",
+        help="group commit settings MAX:IN_FLIGHT:SPLIT_AT (as EARN_BATCH_MAX, "
+        "EARN_BATCH_IN_FLIGHT, EARN_BATCH_SPLIT_AT; the app's defaults)",
+    )
     ap.add_argument("--keep", action="store_true", help="do not drop the benchmark database")
     ap.add_argument("--out", type=Path, default=OUT / "earn.json")
     args = ap.parse_args(argv)
     os.environ["BENCH_UNIT"] = args.unit  # read by the spawned service workers
+    batch_max, in_flight, split_at = args.batch.split(":")
+    os.environ["BENCH_MAX_BATCH"], os.environ["BENCH_IN_FLIGHT"] = batch_max, in_flight
+    os.environ["BENCH_SPLIT_AT"] = split_at
 
     if args.loop is None:
         try:
