@@ -120,7 +120,6 @@ class Entry(SQLModel, table=True):
         CheckConstraint("amount <> 0", name="ck_entries_nonzero"),
         Index("ix_entries_account", "account_id", "id"),
         Index("ix_entries_transaction", "transaction_id"),
-        Index("ix_entries_effective_at", "effective_at"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
