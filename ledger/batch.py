@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 
 # ONE autocommit statement per batch (one round trip, one commit):
-# 1. `req`: the requests whose partner and member exist and whose order has no earn yet.
+# 1. `req`: the requests whose partner and member exist and whose order has no earn yet. The
+#    `OFFSET 0`s keep each lookup one index probe per earn: without them the generic plan read
+#    every partner's issuance account per batch, or hashed all earns for the order check.
 # 2. `claim`: their idempotency keys, with the result replays will get, sorted (two batches never
 #    wait on each other's keys in opposite orders). A key that exists already is skipped: that
 #    request goes to the single path (replay or conflict); one still in flight is waited for.
@@ -68,11 +70,13 @@ WITH req AS (
         points bigint, amount numeric, currency text, category text, at timestamptz,
         available_at timestamptz, expires_at timestamptz, result jsonb
     )
-    JOIN accounts p ON p.kind = 'issuance' AND p.owner_id = r.partner
-    JOIN accounts w ON w.kind = 'wallet' AND w.owner_id = r.member
+    JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
+                  OFFSET 0) p ON true
+    JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'wallet' AND owner_id = r.member
+                  OFFSET 0) w ON true
     WHERE r.ref IS NULL OR NOT EXISTS (
         SELECT 1 FROM transactions t
-        WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref)
+        WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref OFFSET 0)
 ), claim AS (
     INSERT INTO idempotency_keys (actor, operation, key, request_hash, result)
     SELECT actor, 'earn', key, hash, result FROM req ORDER BY actor, key
