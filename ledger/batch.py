@@ -275,10 +275,8 @@ class EarnBatcher:
         share = -(-n // starting)
         return min(self.max_batch, max(share, self.split_at // 2))
 
-    def _take(self, limit: int | None = None) -> list[_Earn]:
-        """Up to `limit` (default `max_batch`) pending earns, at most one per key and per
-        (partner, order)."""
-        limit = self.max_batch if limit is None else min(limit, self.max_batch)
+    def _take(self, limit: int) -> list[_Earn]:
+        """Up to `limit` pending earns, at most one per key and per (partner, order)."""
         batch: list[_Earn] = []
         keys: set[tuple[str, str]] = set()
         orders: set[tuple[uuid.UUID, str]] = set()
@@ -382,15 +380,7 @@ class EarnBatcher:
                     "at": r.at,
                     "available_at": x.available_at,
                     "expires_at": x.expires_at,
-                    # What a replay gets: EarnResult's stored form (`from_json` reads it back).
-                    "result": {
-                        "transaction_id": x.transaction_id,
-                        "points": x.points,
-                        "status": x.status,
-                        "available_at": x.available_at,
-                        "expires_at": x.expires_at,
-                        "debt_repaid": x.debt_repaid,
-                    },
+                    "result": x.stored_values(),  # what a replay gets back (`from_json`)
                 }
                 for i, (r, x) in enumerate(zip(batch, results, strict=True))
             ]

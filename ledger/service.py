@@ -79,9 +79,14 @@ class _Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: JSON-ready values (uuids and datetimes as strings)."""
+        return {name: _jsonable(value) for name, value in self.stored_values().items()}
+
+    def stored_values(self) -> dict[str, Any]:
+        """The stored fields with their own values (for an encoder that writes uuids and
+        datetimes itself, as orjson in ledger.batch)."""
         # The fields are flat values: read them directly (asdict deep-copies each one, and this
         # runs on every earn).
-        return {name: _jsonable(getattr(self, name)) for name in self._stored_fields()}
+        return {name: getattr(self, name) for name in self._stored_fields()}
 
     @classmethod
     @functools.cache
