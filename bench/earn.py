@@ -1,6 +1,6 @@
 """Earn throughput: durable single earns at the service layer vs pgbench, same database, same run.
 
-    python -m bench.earn [--seconds N] [--concurrency C] [--database-url URL]
+    python -m bench.earn [--seconds N] [--concurrency 8,16,32,64] [--database-url URL]
                          [--processes auto|1,2] [--rounds R]
 
 1. Creates a fresh, migrated database (`--database-url` / `DATABASE_URL`: on that server; else the
@@ -8,24 +8,33 @@
 2. pgbench runs the equivalent durable SQL transaction on its own tables in that database:
    BEGIN; INSERT one transfer row; INSERT two entry rows; COMMIT (prepared statements,
    synchronous_commit as the server has it, checked to be `on`), C clients for N seconds.
-3. Diagnostic: pgbench sending the service's own two earn statements (the text is taken from
-   ledger.service; uuids come from lookup subselects), BEGIN/COMMIT around them. That is what the
-   ledger's SQL costs the server: the ceiling for any client, however fast.
-4. The service layer: `ledger.earn` in its own `engine.begin()` unit of work per earn (a durable
-   commit each), random members, C concurrent workers split over P OS processes (one Python
-   process saturates a core long before PostgreSQL does). Once with the earns spread over all
-   partners, once with one hot partner, for every P tried; the P with the best spread figure is
-   reported (all are in the JSON). Each window records the client processes' own CPU time and
-   the whole machine's busy time (/proc/stat): client CPU per earn is measured, not guessed.
+3. Diagnostic, at the lowest concurrency: pgbench sending the service's own two single-path earn
+   statements (the text is taken from ledger.service; uuids come from lookup subselects),
+   BEGIN/COMMIT around them: what the single path's SQL costs the server.
+4. The service layer: durable single earns, C concurrent callers split over P OS processes (one
+   Python process saturates a core long before PostgreSQL does; auto: one per core), each
+   caller awaiting its own earn before sending the next. By default through
+   `ledger.batch.EarnBatcher`, as the gateway's earn (group commit: each await returns after
+   the COMMIT holding that earn); `--unit driver|sqlalchemy`: one transaction per earn. Once
+   with the earns spread over all partners, once with one hot partner. Each window records the
+   client processes' own CPU time, the whole machine's busy time (/proc/stat) and the earns per
+   group commit.
 5. Counts the SQL statements per earn (SQLAlchemy `before_cursor_execute`) and the protocol
    round trips per earn, BEGIN and COMMIT included (libpq trace: one ReadyForQuery per trip);
-   and for group commit (`ledger.batch`), statements and round trips per batch, for lone earns
-   and for bursts of 8.
+   and for group commit, statements and round trips per batch, for lone earns and for bursts
+   of 8.
 
-Steps 2-4 run in R interleaved rounds (odd rounds in reverse order), and the figures are the
-means over rounds, so a background load that drifts during the run hits every configuration
-alike; every round's figure is kept. Prints a table, writes bench/out/earn.json; the figures and
-commands are recorded in bench/RESULTS.md. Not a test: nothing asserts, the goals are ratios.
+Steps 2-4 run at every concurrency in `--concurrency`, in R interleaved rounds (odd rounds in
+reverse order), and the figures are the means over rounds, so a background load that drifts
+during the run hits every configuration alike; every round's figure is kept.
+
+The verdict compares throughput as throughput is compared: each side at the concurrency where
+it sustains the most earns (its peak over the levels measured), pgbench's peak against the
+service's, per round and on the means. The ratios at each equal concurrency are printed beside
+it: at low concurrency a closed loop of C callers measures latency more than capacity (the
+service's group commit needs callers to share a commit). Prints a table, writes
+bench/out/earn.json; the figures and commands are recorded in bench/RESULTS.md. Not a test:
+nothing asserts, the goals are ratios.
 """
 
 from __future__ import annotations
@@ -739,6 +748,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[key] = {
             "key": key,
             "kind": first["kind"],
+            "concurrency": first["concurrency"],
             "processes": first.get("processes"),
             "partners": first.get("partners"),
             "tps": mean("tps"),
@@ -747,6 +757,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "latency_p99_ms": mean("latency_p99_ms"),
             "machine_busy": mean("machine_busy"),
             "client_cpu_ms_per_earn": mean("client_cpu_ms_per_earn"),
+            "mean_batch": mean("mean_batch"),
             "errors": sum(r.get("errors") or 0 for r in rs),
             "command": first.get("command"),
         }
@@ -757,60 +768,178 @@ def by_round(runs: list[dict[str, Any]], key: str, rnd: int) -> float:
     return next(r["tps"] for r in runs if r["key"] == key and r["round"] == rnd)
 
 
-def print_summary(report: dict[str, Any]) -> None:
-    rep, ratios, counts = report["reported"], report["ratios"], report["per_earn"]
-    ceiling = rep["pgbench_service_sql"]
-    rounds = report["settings"]["rounds"]
-    rows = [("pgbench, equivalent SQL transaction", rep["pgbench"])]
-    if ceiling:
-        rows.append(("pgbench, the service's two statements", ceiling))
-    for label, key in (
-        ("service, %d partners", "service_spread"),
-        ("service, 1 hot partner", "service_hot"),
-    ):
-        r = rep[key]
-        label = label % r["partners"] if "%d" in label else label
-        rows.append((f"{label} ({r['processes']} proc)", r))
-    print()
-    print(f"{'measure':<46} {'earns/s':>9} {'avg ms':>7} {'p99 ms':>7} {'busy':>5} {'cli ms':>6}")
-    for label, r in rows:
-        p99 = r.get("latency_p99_ms")
-        cli = r.get("client_cpu_ms_per_earn")
-        print(
-            f"{label:<46} {r['tps']:>9.1f} {r['latency_avg_ms']:>7.2f} "
-            f"{p99 if p99 is not None else float('nan'):>7.2f} {r['machine_busy']:>5.0%} "
-            f"{cli if cli is not None else float('nan'):>6.2f}"
+def verdicts(
+    runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], rounds: int
+) -> dict[str, Any]:
+    """The goals' ratios, at each concurrency and peak against peak.
+
+    At one concurrency: the service (with its best process count) against pgbench with as many
+    clients. Peak against peak: each side at the concurrency where it moves the most earns
+    (the throughput of a system is what it sustains at saturation); per round too, each side's
+    best window of that round."""
+    levels = sorted({v["concurrency"] for v in summary.values()})
+
+    def best_service(c: int, hot: bool) -> dict[str, Any]:
+        return max(
+            (
+                v
+                for v in summary.values()
+                if v["kind"] == "service" and v["concurrency"] == c and (v["partners"] == 1) == hot
+            ),
+            key=lambda v: v["tps"],
         )
-    print(f"(means of {rounds} round(s); busy: whole machine CPU in the window;")
-    print(" cli ms: the service processes' own CPU per earn)")
+
+    at: dict[str, Any] = {}
+    for c in levels:
+        pg = summary[f"pgbench/{c}/0/False"]
+        spread = best_service(c, hot=False)
+        # The hot run with the same process count as the reported spread run.
+        hot = summary[f"service/{c}/{spread['processes']}/True"]
+        ratios = {
+            "service_spread_vs_pgbench": spread["tps"] / pg["tps"],
+            "service_hot_vs_pgbench": hot["tps"] / pg["tps"],
+            "hot_vs_spread": hot["tps"] / spread["tps"],
+        }
+        ceiling = summary.get(f"pgbench_service_sql/{c}/0/False")
+        if ceiling:
+            ratios["service_sql_via_pgbench_vs_pgbench"] = ceiling["tps"] / pg["tps"]
+        per_round = {
+            name: [
+                round(by_round(runs, a, rnd) / by_round(runs, b, rnd), 3)
+                for rnd in range(1, rounds + 1)
+            ]
+            for name, a, b in (
+                ("service_spread_vs_pgbench", spread["key"], pg["key"]),
+                ("service_hot_vs_pgbench", hot["key"], pg["key"]),
+                ("hot_vs_spread", hot["key"], spread["key"]),
+            )
+        }
+        at[str(c)] = {
+            "pgbench": pg,
+            "pgbench_service_sql": ceiling,
+            "service_spread": spread,
+            "service_hot": hot,
+            "ratios": ratios,
+            "ratios_per_round": per_round,
+        }
+
+    def peak(name: str) -> dict[str, Any]:
+        return max((at[str(c)][name] for c in levels), key=lambda v: v["tps"])
+
+    pg_peak, spread_peak, hot_peak = peak("pgbench"), peak("service_spread"), peak("service_hot")
+
+    def round_peak(name: str, rnd: int) -> float:
+        return max(by_round(runs, at[str(c)][name]["key"], rnd) for c in levels)
+
+    peak_rounds = {
+        name: [round(round_peak(a, rnd) / round_peak(b, rnd), 3) for rnd in range(1, rounds + 1)]
+        for name, a, b in (
+            ("service_spread_vs_pgbench", "service_spread", "pgbench"),
+            ("service_hot_vs_pgbench", "service_hot", "pgbench"),
+            ("hot_vs_spread", "service_hot", "service_spread"),
+        )
+    }
+    return {
+        "concurrency_levels": levels,
+        "at_concurrency": at,
+        "peak": {
+            "pgbench": pg_peak,
+            "service_spread": spread_peak,
+            "service_hot": hot_peak,
+            "ratios": {
+                "service_spread_vs_pgbench": spread_peak["tps"] / pg_peak["tps"],
+                "service_hot_vs_pgbench": hot_peak["tps"] / pg_peak["tps"],
+                "hot_vs_spread": hot_peak["tps"] / spread_peak["tps"],
+            },
+            "ratios_per_round": peak_rounds,
+        },
+    }
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    v, counts, goals = report["verdicts"], report["per_earn"], report["goals"]
+    rounds = report["settings"]["rounds"]
     print()
-    goals = report["goals"]
-    n = rep["service_spread"]["partners"]
+    print(
+        f"{'measure':<40} {'C':>4} {'earns/s':>9} {'avg ms':>7} {'p99 ms':>7} {'busy':>5} "
+        f"{'cli ms':>6} {'batch':>5}"
+    )
+    for c in v["concurrency_levels"]:
+        at = v["at_concurrency"][str(c)]
+        rows = [("pgbench, equivalent SQL transaction", at["pgbench"])]
+        if at["pgbench_service_sql"]:
+            rows.append(("pgbench, the service's two statements", at["pgbench_service_sql"]))
+        for label, key in (
+            ("service, %d partners", "service_spread"),
+            ("service, 1 hot partner", "service_hot"),
+        ):
+            r = at[key]
+            label = label % r["partners"] if "%d" in label else label
+            rows.append((f"{label} ({r['processes']} proc)", r))
+        for label, r in rows:
+
+            def num(name: str, r: dict[str, Any] = r) -> float:
+                x = r.get(name)
+                return float("nan") if x is None else x
+
+            print(
+                f"{label:<40} {c:>4} {r['tps']:>9.1f} {r['latency_avg_ms']:>7.2f} "
+                f"{num('latency_p99_ms'):>7.2f} {r['machine_busy']:>5.0%} "
+                f"{num('client_cpu_ms_per_earn'):>6.2f} {num('mean_batch'):>5.1f}"
+            )
+    print(f"(means of {rounds} round(s); busy: whole machine CPU in the window;")
+    print(" cli ms: the service processes' own CPU per earn; batch: earns per group commit)")
+    print()
+
+    def line(label: str, value: float, goal: float | None, per_round: list[float]) -> None:
+        verdict = (
+            "" if goal is None else f"  goal >= {goal}: " + ("meets" if value >= goal else "BELOW")
+        )
+        rounds_text = ", ".join(f"{x:.2f}" for x in per_round)
+        print(f"{label:<44} {value:5.2f}{verdict}  (rounds: {rounds_text})")
+
+    peak = v["peak"]
+    n = peak["service_spread"]["partners"]
+    print(
+        f"peak throughput: pgbench {peak['pgbench']['tps']:.0f}/s at C={peak['pgbench']['concurrency']}; "
+        f"service {peak['service_spread']['tps']:.0f}/s ({n} partners) at "
+        f"C={peak['service_spread']['concurrency']}, {peak['service_hot']['tps']:.0f}/s "
+        f"(1 hot partner) at C={peak['service_hot']['concurrency']}"
+    )
     for label, key, goal in (
         (
-            f"service ({n} partners) / pgbench",
+            f"service ({n} partners) / pgbench, peaks",
             "service_spread_vs_pgbench",
             goals["service_vs_pgbench"],
         ),
         (
-            "service (1 hot partner) / pgbench",
+            "service (1 hot partner) / pgbench, peaks",
             "service_hot_vs_pgbench",
             goals["service_vs_pgbench"],
         ),
-        (f"1 hot partner / {n} partners", "hot_vs_spread", goals["hot_vs_spread"]),
+        (f"1 hot partner / {n} partners, peaks", "hot_vs_spread", goals["hot_vs_spread"]),
     ):
-        verdict = "meets" if ratios[key] >= goal else "BELOW"
-        spread = ", ".join(f"{x:.2f}" for x in report["ratios_per_round"][key])
-        print(f"{label:<40} {ratios[key]:5.2f}  goal >= {goal}: {verdict}  (rounds: {spread})")
-    if "service_sql_via_pgbench_vs_pgbench" in ratios:
-        value = ratios["service_sql_via_pgbench_vs_pgbench"]
-        print(f"{'service SQL via pgbench / pgbench':<40} {value:5.2f}  (server-side ceiling)")
-    print(f"{'SQL statements per earn':<40} {counts['sql_statements_per_earn']:5.2f}")
+        line(label, peak["ratios"][key], goal, peak["ratios_per_round"][key])
+    print("at equal concurrency (the same number of clients on both sides):")
+    for c in v["concurrency_levels"]:
+        at = v["at_concurrency"][str(c)]
+        for label, key in (
+            (f"  C={c}: service ({n} partners) / pgbench", "service_spread_vs_pgbench"),
+            (f"  C={c}: service (1 hot partner) / pgbench", "service_hot_vs_pgbench"),
+            (f"  C={c}: 1 hot partner / {n} partners", "hot_vs_spread"),
+        ):
+            line(label, at["ratios"][key], None, at["ratios_per_round"][key])
+        if "service_sql_via_pgbench_vs_pgbench" in at["ratios"]:
+            value = at["ratios"]["service_sql_via_pgbench_vs_pgbench"]
+            print(
+                f"{f'  C={c}: service SQL via pgbench / pgbench':<44} {value:5.2f}  (server-side ceiling)"
+            )
+    print(f"{'SQL statements per earn':<44} {counts['sql_statements_per_earn']:5.2f}")
     trips = counts["round_trips_per_earn"]
-    print(f"{'round trips per earn':<40} {trips:5.2f}  (BEGIN and COMMIT included)")
+    print(f"{'round trips per earn':<44} {trips:5.2f}  (BEGIN and COMMIT included)")
     for name, c in counts.get("group_commit", {}).items():
         print(
-            f"{'group commit, ' + name.replace('_', ' '):<40} "
+            f"{'group commit, ' + name.replace('_', ' '):<44} "
             f"{c['sql_statements_per_batch']:5.2f} statements, "
             f"{c['round_trips_per_batch']:5.2f} round trips per batch "
             f"({c['round_trips_per_earn']:.3f} per earn)"
@@ -820,14 +949,19 @@ def print_summary(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.earn", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=10, help="length of each measured window")
-    ap.add_argument("--concurrency", type=int, default=8, help="concurrent clients (both sides)")
+    ap.add_argument(
+        "--concurrency",
+        default="8,16,32,64",
+        help="concurrent clients on both sides, comma-separated for several (each gets its own "
+        "windows; the verdict compares each side's peak)",
+    )
     ap.add_argument(
         "--database-url", default=None, help="server to use (default: DATABASE_URL, else embedded)"
     )
     ap.add_argument(
         "--processes",
         default="auto",
-        help="service worker processes, comma-separated to try several (auto: 1 and nproc)",
+        help="service worker processes, comma-separated to try several (auto: one per core)",
     )
     ap.add_argument("--members", type=int, default=1000)
     ap.add_argument("--partners", type=int, default=100)
@@ -863,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_max, in_flight, split_at = args.batch.split(":")
     os.environ["BENCH_MAX_BATCH"], os.environ["BENCH_IN_FLIGHT"] = batch_max, in_flight
     os.environ["BENCH_SPLIT_AT"] = split_at
+    levels = sorted({max(1, int(x)) for x in args.concurrency.split(",")})
 
     if args.loop is None:
         try:
@@ -873,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
             args.loop = "asyncio"
     nproc = os.cpu_count() or 1
     if args.processes == "auto":
-        plist = sorted({1, min(nproc, args.concurrency)})
+        plist = [nproc]
     else:
         plist = sorted({max(1, int(x)) for x in args.processes.split(",")})
     command = "python -m bench.earn " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -904,30 +1039,37 @@ def main(argv: list[str] | None = None) -> int:
             extra = f", errors {r['errors']}" if "errors" in r else ""
             if r.get("client_cpu_ms_per_earn"):
                 extra += f", client CPU {r['client_cpu_ms_per_earn']:.2f} ms/earn"
+            if r.get("mean_batch"):
+                extra += f", batch {r['mean_batch']:.1f}"
             print(
-                f"  {label:<40} {r['tps']:9.1f} /s  avg {r['latency_avg_ms']:.2f} ms"
+                f"  {label:<44} {r['tps']:9.1f} /s  avg {r['latency_avg_ms']:.2f} ms"
                 f"  machine busy {r['machine_busy']:.0%}{extra}",
                 flush=True,
             )
 
         # One round: every configuration once; odd rounds in reverse order (ABBA), so a
-        # drifting background load hits every configuration alike.
-        plan = [("pgbench", 0, False), ("pgbench_service_sql", 0, False)]
-        plan += [("service", p, hot) for p in plist for hot in (False, True)]
+        # drifting background load hits every configuration alike. The diagnostic (pgbench
+        # sending the service's own statements) runs at the lowest concurrency only.
+        plan: list[tuple[str, int, int, bool]] = []
+        for c in levels:
+            plan.append(("pgbench", c, 0, False))
+            if c == levels[0]:
+                plan.append(("pgbench_service_sql", c, 0, False))
+            plan += [("service", c, p, hot) for p in plist for hot in (False, True)]
         print(
             f"measuring: {args.rounds} round(s) of {len(plan)} windows of {args.seconds} s,"
-            f" concurrency {args.concurrency}",
+            f" concurrency {', '.join(map(str, levels))}",
             flush=True,
         )
         for rnd in range(args.rounds):
             print(f" round {rnd + 1}", flush=True)
-            for kind, p, hot in plan if rnd % 2 == 0 else reversed(plan):
+            for kind, c, p, hot in plan if rnd % 2 == 0 else reversed(plan):
                 if kind == "pgbench":
-                    r = run_pgbench(pgbench, uri, script, args.concurrency, args.seconds)
+                    r = run_pgbench(pgbench, uri, script, c, args.seconds)
                     label = "pgbench, equivalent SQL"
                 elif kind == "pgbench_service_sql":
                     try:
-                        r = run_pgbench(pgbench, uri, ceiling, args.concurrency, args.seconds)
+                        r = run_pgbench(pgbench, uri, ceiling, c, args.seconds)
                     except RuntimeError as exc:  # diagnostic only: the SQL may have moved on
                         print(f"  pgbench, the service's SQL: FAILED\n{str(exc)[-600:]}")
                         continue
@@ -939,15 +1081,15 @@ def main(argv: list[str] | None = None) -> int:
                         members,
                         partners,
                         hot=hot,
-                        concurrency=args.concurrency,
+                        concurrency=c,
                         processes=p,
                         seconds=args.seconds,
                         loop_kind=args.loop,
                     )
                     label = f"service, {r['partners']} partner(s), {r['processes']} proc"
-                r.update(kind=kind, round=rnd + 1, key=f"{kind}/{p}/{hot}")
+                r.update(kind=kind, concurrency=c, round=rnd + 1, key=f"{kind}/{c}/{p}/{hot}")
                 runs.append(r)
-                log(label, r)
+                log(f"C={c:<3} {label}", r)
         counts = asyncio.run(count_per_earn(uri, members, partners))
         counts["group_commit"] = asyncio.run(count_per_batch(uri, members, partners))
     finally:
@@ -955,33 +1097,6 @@ def main(argv: list[str] | None = None) -> int:
             drop_database(admin, uri)
 
     summary = summarize(runs)
-    best_p = max(
-        (v for v in summary.values() if v["kind"] == "service" and v["partners"] > 1),
-        key=lambda v: v["tps"],
-    )["processes"]
-    pg = summary["pgbench/0/False"]
-    ceiling_run = summary.get("pgbench_service_sql/0/False")
-    spread = summary[f"service/{best_p}/False"]
-    hot = summary[f"service/{best_p}/True"]
-    ratios = {
-        "service_spread_vs_pgbench": spread["tps"] / pg["tps"],
-        "service_hot_vs_pgbench": hot["tps"] / pg["tps"],
-        "hot_vs_spread": hot["tps"] / spread["tps"],
-    }
-    per_round = {
-        name: [
-            round(by_round(runs, a, rnd) / by_round(runs, b, rnd), 3)
-            for rnd in range(1, args.rounds + 1)
-        ]
-        for name, a, b in (
-            ("service_spread_vs_pgbench", spread["key"], pg["key"]),
-            ("service_hot_vs_pgbench", hot["key"], pg["key"]),
-            ("hot_vs_spread", hot["key"], spread["key"]),
-        )
-    }
-    if ceiling_run:
-        ratios["service_sql_via_pgbench_vs_pgbench"] = ceiling_run["tps"] / pg["tps"]
-        ratios["service_spread_vs_service_sql_via_pgbench"] = spread["tps"] / ceiling_run["tps"]
     report = {
         "command": command,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
@@ -990,12 +1105,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": os.getloadavg(),
         "settings": {
             "seconds": args.seconds,
-            "concurrency": args.concurrency,
+            "concurrency": levels,
             "members": args.members,
             "partners": args.partners,
             "rounds": args.rounds,
             "processes_tried": plist,
-            "processes_reported": best_p,
+            "batch": args.batch,
         },
         "machine": machine(mode, facts, pgbench, args.loop),
         "pgbench_script": pgbench_script,
@@ -1003,15 +1118,8 @@ def main(argv: list[str] | None = None) -> int:
         "pgbench_service_sql_script": ceiling_text,
         "runs": runs,
         "summary": summary,
-        "reported": {
-            "pgbench": pg,
-            "pgbench_service_sql": ceiling_run,
-            "service_spread": spread,
-            "service_hot": hot,
-        },
-        "ratios_per_round": per_round,
+        "verdicts": verdicts(runs, summary, args.rounds),
         "per_earn": counts,
-        "ratios": ratios,
         "goals": {
             "service_vs_pgbench": GOAL_VS_PGBENCH,
             "hot_vs_spread": GOAL_HOT_VS_SPREAD,
