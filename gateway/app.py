@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     from gateway.graphql.context import AppCaches
     from gateway.graphql.schema import build_schema
-    from gateway.graphql.view import GraphQLEndpoint
+    from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
     from gateway.metrics import MetricsMiddleware, metrics
     from gateway.settlement_http import routes as settlement_routes
 
@@ -110,6 +112,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         *oauth_routes(),
         *settlement_routes(),
     ]
+    if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
+        graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")
+        routes.append(Mount(STATIC_GRAPHIQL, graphiql_assets, name="graphiql"))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
     app.state.settings = settings
     app.state.caches = AppCaches()

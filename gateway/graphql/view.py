@@ -3,11 +3,13 @@ Strawberry's ASGI view."""
 
 from __future__ import annotations
 
+import functools
 import time
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -20,7 +22,33 @@ from gateway.oauth.auth import AuthError, Principal, authenticate, authenticate_
 MAX_BODY_BYTES = 64 * 1024
 
 
+GRAPHIQL_PAGE = Path(__file__).with_name("graphiql.html")
+STATIC_GRAPHIQL = "/static/graphiql"  # where gateway.app mounts gateway/static/graphiql
+NO_IDE = (
+    'POST GraphQL queries here (JSON body {"query": ...}, Authorization: Bearer <token>); '
+    "GraphiQL, in a browser at this URL, is on when GRAPHQL_INTROSPECTION=1"
+)
+
+
+@functools.cache
+def _graphiql_html() -> str:
+    return GRAPHIQL_PAGE.read_text(encoding="utf-8")
+
+
 class _GraphQL(GraphQL):
+    def __init__(self, schema: Any, *, graphiql: bool) -> None:
+        # With its IDE off Strawberry answers a browser's GET with a bare 404: keep it on and
+        # let render_graphql_ide decide (GraphiQL, or what to do instead).
+        super().__init__(schema, graphql_ide="graphiql")
+        self.graphiql = graphiql
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL with its assets from this app (no CDN); when off, where queries go."""
+        if not self.graphiql:
+            return _error(404, "NOT_FOUND", NO_IDE)
+        static = request.scope.get("root_path", "") + STATIC_GRAPHIQL
+        return HTMLResponse(_graphiql_html().replace("{{ static }}", static))
+
     async def on_ws_connect(self, context: Context) -> Any:
         """Browsers cannot set headers on a websocket: the token may come in the
         `connection_init` payload instead ({"Authorization": "Bearer ..."})."""
@@ -83,7 +111,7 @@ class GraphQLEndpoint:
     """ASGI app for /graphql (HTTP and websocket)."""
 
     def __init__(self, schema: Any, *, rate: float, burst: float, graphql_ide: bool) -> None:
-        self.view: ASGIApp = _GraphQL(schema, graphql_ide="graphiql" if graphql_ide else None)
+        self.view: ASGIApp = _GraphQL(schema, graphiql=graphql_ide)
         self.limiter = TokenBucket(rate, burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
