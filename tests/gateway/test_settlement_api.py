@@ -347,6 +347,10 @@ async def _the_bound(client, engine, url, period, p, other) -> None:
                 {"period": period, "partner": p.id},
             )
         ).scalar_one() == 2
+    refused = await gql(  # GraphQL uploads count against the same bound
+        client, RECONCILE, {"input": {"periodId": period, "csv": small.decode()}}, p.token
+    )
+    assert refused["reconcileStatement"]["__typename"] == "LimitExceededError"
     r = await client.post(url, content=small, headers={"Authorization": f"Bearer {other.token}"})
     assert r.status_code == 201
 
