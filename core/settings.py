@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         "(run `coalition settle` from cron instead).",
     )
     operator_name: str = Field(default="Coalition operator", description="Shown on statements.")
+    reconciliation_max_per_period: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Most reconciliation reports a partner may store for one period; uploads "
+        "beyond are refused (LIMIT_EXCEEDED), so repeated uploads cannot grow the database "
+        "without bound.",
+    )
 
     points_validity_months: int = Field(default=36, ge=1, le=1200)
     hold_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)

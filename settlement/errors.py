@@ -45,3 +45,10 @@ class ReconciliationFileError(DomainError):
 
 class ReconciliationNotFound(DomainError):
     code = ErrorCode.NOT_FOUND
+
+
+class ReconciliationLimitExceeded(DomainError):
+    """The partner already has the most reports a period may keep
+    (`RECONCILIATION_MAX_PER_PERIOD`); nothing was stored."""
+
+    code = ErrorCode.LIMIT_EXCEEDED

@@ -6,14 +6,19 @@ what a finance team files: parties, period, line items (points x unit price at e
 in force), the rounded charge and reimbursement, the net and who pays whom, adjustments,
 breakage, and the seal of a closed period. An open period's PDF is marked DRAFT.
 
-Reads the ledger's transactions and the agreements in set-based SQL (see settlement.service).
+Reads the ledger's transactions and the agreements in set-based SQL (see settlement.service);
+the database reads run on the event loop, the CSV writing and the PDF rendering (CPU) in a
+worker thread. Every CSV goes through `write_csv`, which neutralises spreadsheet formulas.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import threading
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -43,6 +48,45 @@ CSV_COLUMNS = (
     "effective_at",
     "transaction_id",
     "adjusts_period_id",
+)
+
+
+# OWASP's rule against CSV (formula) injection: a text cell starting with one of these is
+# prefixed with a single quote, so a spreadsheet shows it as text instead of evaluating it.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell made safe for spreadsheets: text that could start a formula gets a leading `'`.
+
+    Only `str` cells are text: every numeric column (points, amounts, prices) is handed to the
+    writers as int or Decimal, never as a string, so a negative net such as -12.50 stays a
+    number a spreadsheet can add up, while an order reference or a partner name that merely
+    looks like `-5` or `=1+1` (text the partner chose) is neutralised."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text (RFC 4180, CRLF) of a header and rows, every cell through `csv_cell`; the one
+    writer of every CSV the app produces (run it off the loop: it is CPU work)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([csv_cell(c) for c in header])
+    w.writerows([csv_cell(c) for c in row] for row in rows)
+    return buf.getvalue()
+
+
+LIABILITY_COLUMNS = (
+    "as_of",
+    "period_id",
+    "issuer_id",
+    "issuer",
+    "points",
+    "issue_price",
+    "value",
+    "currency",
 )
 
 
@@ -88,13 +132,20 @@ async def statement_csv(
 ) -> str:
     """A partner's statement as CSV: one line per ledger event, then the totals."""
     period, st = await _statement_of(conn, period_id, partner_id)
+    events = (
+        await conn.execute(_events_sql(period, grouped=False), _params(period, partner_id))
+    ).all()
+    return await asyncio.to_thread(_statement_rows_csv, period, st, events)
+
+
+def _statement_rows_csv(
+    period: settlement.Period, st: settlement.Statement | None, events: list[Any]
+) -> str:
     cur = period.currency
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
-    for r in await conn.execute(_events_sql(period, grouped=False), _params(period, partner_id)):
+    rows: list[list[Any]] = []
+    for r in events:
         exact = Decimal(r.points) * (r.price or Decimal(0))
-        w.writerow(
+        rows.append(
             [
                 "adjustment" if r.adjusts else "event",
                 r.ref or "",
@@ -121,7 +172,7 @@ async def statement_csv(
             ("breakage", st.breakage_points, st.breakage_value.amount),
             ("adjustments", st.adjustment_count, st.adjustment_net.amount),
         ]:
-            w.writerow(
+            rows.append(
                 [
                     "total",
                     "",
@@ -136,7 +187,7 @@ async def statement_csv(
                     "",
                 ]
             )
-    return buf.getvalue()
+    return write_csv(CSV_COLUMNS, rows)
 
 
 async def liability_csv(
@@ -148,39 +199,34 @@ async def liability_csv(
     ids = list({x.issuer_id for x in now_lines} | {x.issuer_id for s in snapshots for x in s.lines})
     names = {p.id: p.name for p in await partners.get_many(conn, ids=ids) if p is not None}
     cur = get_settings().settlement_currency
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(
-        ["as_of", "period_id", "issuer_id", "issuer", "points", "issue_price", "value", "currency"]
-    )
-    for x in now_lines:
-        w.writerow(
-            [
-                x.as_of.isoformat(),
-                "",
-                x.issuer_id,
-                names.get(x.issuer_id, ""),
-                x.points,
-                x.issue_price if x.issue_price is not None else "",
-                x.value.amount,
-                cur,
-            ]
-        )
-    for s in snapshots:
-        for x in s.lines:
-            w.writerow(
-                [
-                    s.period_end.isoformat(),
-                    s.period_id,
-                    x.issuer_id,
-                    names.get(x.issuer_id, ""),
-                    x.points,
-                    x.issue_price if x.issue_price is not None else "",
-                    x.value.amount,
-                    x.value.currency,
-                ]
-            )
-    return buf.getvalue()
+    rows: list[list[Any]] = [
+        [
+            x.as_of.isoformat(),
+            "",
+            x.issuer_id,
+            names.get(x.issuer_id, ""),
+            x.points,
+            x.issue_price if x.issue_price is not None else "",
+            x.value.amount,
+            cur,
+        ]
+        for x in now_lines
+    ]
+    rows += [
+        [
+            s.period_end.isoformat(),
+            s.period_id,
+            x.issuer_id,
+            names.get(x.issuer_id, ""),
+            x.points,
+            x.issue_price if x.issue_price is not None else "",
+            x.value.amount,
+            x.value.currency,
+        ]
+        for s in snapshots
+        for x in s.lines
+    ]
+    return await asyncio.to_thread(write_csv, LIABILITY_COLUMNS, rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,23 +243,27 @@ _FONT_CANDIDATES = [
 ]
 
 
+_FONT_LOCK = threading.Lock()  # PDFs render in worker threads: register the fonts once
+
+
 def _fonts() -> tuple[str, str]:
     """DejaVu Sans (Cyrillic and the rest) when installed, else reportlab's own Vera (Latin)."""
     from reportlab import rl_config
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFont
 
-    if "CoalitionSans" in pdfmetrics.getRegisteredFontNames():
-        return "CoalitionSans", "CoalitionSans-Bold"
-    pairs = list(_FONT_CANDIDATES)
-    for d in rl_config.TTFSearchPath:
-        pairs.append((str(Path(d) / "Vera.ttf"), str(Path(d) / "VeraBd.ttf")))
-    for regular, bold in pairs:
-        if Path(regular).is_file() and Path(bold).is_file():
-            pdfmetrics.registerFont(TTFont("CoalitionSans", regular))
-            pdfmetrics.registerFont(TTFont("CoalitionSans-Bold", bold))
+    with _FONT_LOCK:
+        if "CoalitionSans" in pdfmetrics.getRegisteredFontNames():
             return "CoalitionSans", "CoalitionSans-Bold"
-    return "Helvetica", "Helvetica-Bold"
+        pairs = list(_FONT_CANDIDATES)
+        for d in rl_config.TTFSearchPath:
+            pairs.append((str(Path(d) / "Vera.ttf"), str(Path(d) / "VeraBd.ttf")))
+        for regular, bold in pairs:
+            if Path(regular).is_file() and Path(bold).is_file():
+                pdfmetrics.registerFont(TTFont("CoalitionSans", regular))
+                pdfmetrics.registerFont(TTFont("CoalitionSans-Bold", bold))
+                return "CoalitionSans", "CoalitionSans-Bold"
+        return "Helvetica", "Helvetica-Bold"
 
 
 def _money(amount: Decimal, cur: str) -> str:
@@ -272,7 +322,51 @@ async def statement_pdf(
     partner_id: uuid.UUID,
     operator_name: str | None = None,
 ) -> bytes:
-    """A partner's statement as a PDF invoice."""
+    """A partner's statement as a PDF invoice: the reads here, the rendering in a worker thread
+    (reportlab takes tens of milliseconds of CPU per statement, which would stall the loop)."""
+    period, st = await _statement_of(conn, period_id, partner_id)
+    if period is None:  # pragma: no cover - get_period raises
+        raise PeriodNotFound(str(period_id))
+    partner = await partners.get(conn, partner_id=partner_id)
+    groups = (
+        await conn.execute(_events_sql(period, grouped=True), _params(period, partner_id))
+    ).all()
+    adjustments = await settlement.adjustments(conn, period_id=period_id, partner_id=partner_id)
+    adjusted: dict[uuid.UUID, Any] = {}
+    if adjustments:
+        adjusted = {
+            r.id: r
+            for r in await conn.execute(
+                text(
+                    "SELECT id, period_start, period_end FROM settlement_periods "
+                    "WHERE id = ANY(:ids)"
+                ),
+                {"ids": list({a.adjusts_period_id for a in adjustments})},
+            )
+        }
+    return await asyncio.to_thread(
+        render_statement_pdf,
+        period=period,
+        statement=st,
+        partner=partner,
+        operator=operator_name or get_settings().operator_name,
+        groups=groups,
+        adjustments=adjustments,
+        adjusted=adjusted,
+    )
+
+
+def render_statement_pdf(
+    *,
+    period: settlement.Period,
+    statement: settlement.Statement | None,
+    partner: Any,
+    operator: str,
+    groups: list[Any],
+    adjustments: list[Any],
+    adjusted: dict[uuid.UUID, Any],
+) -> bytes:
+    """Render a statement PDF from what `statement_pdf` read (pure CPU: runs off the loop)."""
     from reportlab.lib import colors
     from reportlab.lib.enums import TA_RIGHT
     from reportlab.lib.pagesizes import A4
@@ -287,16 +381,9 @@ async def statement_pdf(
         TableStyle,
     )
 
-    period, st = await _statement_of(conn, period_id, partner_id)
-    if period is None:  # pragma: no cover - get_period raises
-        raise PeriodNotFound(str(period_id))
-    partner = await partners.get(conn, partner_id=partner_id)
-    operator = operator_name or get_settings().operator_name
+    st = statement
+    partner_id = partner.id
     cur = period.currency
-    groups = (
-        await conn.execute(_events_sql(period, grouped=True), _params(period, partner_id))
-    ).all()
-    adjustments = await settlement.adjustments(conn, period_id=period_id, partner_id=partner_id)
     regular, bold = _fonts()
 
     base = ParagraphStyle("base", fontName=regular, fontSize=9, leading=12)
@@ -552,16 +639,6 @@ async def statement_pdf(
         story += [Paragraph("Points", h2), t]
 
     if adjustments:
-        adjusted = {
-            r.id: r
-            for r in await conn.execute(
-                text(
-                    "SELECT id, period_start, period_end FROM settlement_periods "
-                    "WHERE id = ANY(:ids)"
-                ),
-                {"ids": list({a.adjusts_period_id for a in adjustments})},
-            )
-        }
         arows = [
             [
                 Paragraph(h, strong)

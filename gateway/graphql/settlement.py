@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC as _UTC
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -308,6 +309,27 @@ class ReconciliationLine:
     file_amount: T.Money | None = strawberry.field(description="Amount in the partner's file.")
     ledger_amount: T.Money | None = strawberry.field(description="Amount in the ledger.")
     file_lines: list[int] = strawberry.field(description="Line numbers in the file.")
+    seq: int = strawberry.field(description="Position of the line in the report, from 1.")
+
+    @classmethod
+    def of(cls, x: reconciliation.ReconciliationLine) -> ReconciliationLine:
+        """The GraphQL view of a report line."""
+        return cls(
+            status=x.status,
+            order_ref=x.order_ref,
+            kind=x.kind,
+            file_points=x.file_points,
+            ledger_points=x.ledger_points,
+            file_amount=_money(x.file_amount),
+            ledger_amount=_money(x.ledger_amount),
+            file_lines=list(x.file_lines),
+            seq=x.seq,
+        )
+
+
+# A report can hold 100,000 lines (HTTP uploads): `lines` answers at most this many, the rest is
+# read page by page (`linePage`). Any file that fits the GraphQL body cap stays below it.
+MAX_UNPAGED_LINES = 5000
 
 
 @strawberry.type(description="A partner's record of a period matched against the ledger.")
@@ -322,12 +344,82 @@ class ReconciliationReport:
     missing_in_ledger: int = strawberry.field(description="In the file, not in the ledger.")
     missing_in_file: int = strawberry.field(description="In the ledger, not in the file.")
     created_at: datetime = strawberry.field(description="When it was submitted.")
-    lines: list[ReconciliationLine] = strawberry.field(
-        description="Every line that is not matched (and the matched ones)."
+    preloaded: strawberry.Private[list[reconciliation.ReconciliationLine] | None] = None
+
+    @strawberry.field(
+        description="Every line, in report order (the matched ones too); refused (VALIDATION) "
+        f"for a report of more than {MAX_UNPAGED_LINES:,} lines: page through it with linePage."
     )
+    async def lines(self, info: strawberry.Info) -> list[ReconciliationLine]:
+        total = self.matched + self.mismatched + self.missing_in_ledger + self.missing_in_file
+        if total > MAX_UNPAGED_LINES:
+            raise GraphQLError(
+                f"this report has {total:,} lines, more than {MAX_UNPAGED_LINES:,}: "
+                "page through them with linePage",
+                extensions={"code": "VALIDATION"},
+            )
+        found = self.preloaded
+        if found is None:
+            async with info.context.engine.connect() as conn:
+                found = (
+                    await reconciliation.get_report(conn, reconciliation_id=uuid.UUID(self.id))
+                ).lines
+        return [ReconciliationLine.of(x) for x in found]
+
+    @strawberry.field(
+        description="One page of the lines in report order (Relay connection), optionally only "
+        "those of some statuses."
+    )
+    async def line_page(
+        self,
+        info: strawberry.Info,
+        first: Annotated[
+            int,
+            strawberry.argument(description=f"Lines per page, 1 to {reconciliation.PAGE_MAX}."),
+        ] = reconciliation.PAGE_DEFAULT,
+        after: Annotated[
+            str | None, strawberry.argument(description="endCursor of the previous page.")
+        ] = None,
+        status: Annotated[
+            list[str] | None,
+            strawberry.argument(
+                description="Only lines of these statuses (matched, mismatched, "
+                "missing_in_ledger, missing_in_file); all when omitted."
+            ),
+        ] = None,
+    ) -> T.Connection[ReconciliationLine]:
+        try:
+            cursor = T.decode_cursor(after)
+            async with info.context.engine.connect() as conn:
+                lines, next_after = await reconciliation.lines_page(
+                    conn,
+                    reconciliation_id=uuid.UUID(self.id),
+                    statuses=status,
+                    after=cursor,
+                    limit=first,
+                )
+        except DomainError as exc:
+            raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
+        edges = [
+            T.Edge(cursor=T.encode_cursor(x.seq), node=ReconciliationLine.of(x)) for x in lines
+        ]
+        return T.Connection(
+            edges=edges,
+            page_info=T.PageInfo(
+                has_next_page=next_after is not None,
+                has_previous_page=cursor is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
 
     @classmethod
-    def of(cls, r: reconciliation.ReconciliationReport) -> ReconciliationReport:
+    def of(
+        cls,
+        r: reconciliation.ReconciliationReport,
+        lines: list[reconciliation.ReconciliationLine] | None = None,
+    ) -> ReconciliationReport:
+        """The report; `lines` when already in memory (else `lines` reads them when asked)."""
         return cls(
             id=strawberry.ID(str(r.id)),
             period_id=strawberry.ID(str(r.period_id)),
@@ -339,19 +431,7 @@ class ReconciliationReport:
             missing_in_ledger=r.missing_in_ledger,
             missing_in_file=r.missing_in_file,
             created_at=r.created_at,
-            lines=[
-                ReconciliationLine(
-                    status=x.status,
-                    order_ref=x.order_ref,
-                    kind=x.kind,
-                    file_points=x.file_points,
-                    ledger_points=x.ledger_points,
-                    file_amount=_money(x.file_amount),
-                    ledger_amount=_money(x.ledger_amount),
-                    file_lines=list(x.file_lines),
-                )
-                for x in r.lines
-            ],
+            preloaded=lines,
         )
 
 
@@ -443,7 +523,9 @@ class SettlementQuery:
             return None
         async with info.context.engine.connect() as conn:
             try:
-                r = await reconciliation.get_report(conn, reconciliation_id=rid, partner_id=viewer)
+                r = await reconciliation.get_report(
+                    conn, reconciliation_id=rid, partner_id=viewer, with_lines=False
+                )
             except DomainError:
                 return None
         return ReconciliationReport.of(r)
@@ -565,7 +647,8 @@ class SettlementMutation:
                     data=input.csv,
                     actor=ctx.actor,
                     filename=input.filename,
+                    max_per_period=ctx.settings.reconciliation_max_per_period,
                 )
         except DomainError as exc:
             return E.to_graphql(exc)
-        return ReconcileStatementSuccess(report=ReconciliationReport.of(report))
+        return ReconcileStatementSuccess(report=ReconciliationReport.of(report, report.lines))

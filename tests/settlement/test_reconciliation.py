@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 
+from core.errors import ValidationError
 from core.money import Money
 from settlement import reconciliation
 from settlement import service as settlement
-from settlement.errors import ReconciliationFileError, ReconciliationNotFound
+from settlement.errors import (
+    ReconciliationFileError,
+    ReconciliationLimitExceeded,
+    ReconciliationNotFound,
+)
 from tests.settlement.helpers import coalition, earn, redeem, return_points, reverse
 
 MAR = datetime(2024, 3, 1, tzinfo=UTC)
@@ -180,3 +186,97 @@ def test_size_limits() -> None:
     ]
     with pytest.raises(ReconciliationFileError, match="line 2: amount"):
         reconciliation.parse("order_ref,kind,points,amount\na,earn,1,0.5\n", currency="JPY")
+
+
+async def _count(sengine, table: str) -> int:
+    async with sengine.connect() as conn:
+        return (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+
+
+async def test_uploads_per_partner_and_period_are_bounded(sengine) -> None:
+    period, a, b = await _march(sengine)
+    for _ in range(2):
+        async with sengine.begin() as conn:
+            await reconciliation.reconcile(
+                conn, period_id=period.id, partner_id=a, data=GOOD, actor="a", max_per_period=2
+            )
+    reports, lines = (
+        await _count(sengine, "settlement_reconciliations"),
+        await _count(sengine, "settlement_reconciliation_lines"),
+    )
+    with pytest.raises(ReconciliationLimitExceeded) as err:
+        async with sengine.begin() as conn:
+            await reconciliation.reconcile(
+                conn, period_id=period.id, partner_id=a, data=GOOD, actor="a", max_per_period=2
+            )
+    assert err.value.code == "LIMIT_EXCEEDED" and err.value.details == {"limit": 2, "stored": 2}
+    assert await _count(sengine, "settlement_reconciliations") == reports
+    assert await _count(sengine, "settlement_reconciliation_lines") == lines
+    async with sengine.begin() as conn:  # another partner of the same period has its own bound
+        await reconciliation.reconcile(
+            conn, period_id=period.id, partner_id=b, data=GOOD, actor="b", max_per_period=2
+        )
+
+
+def _many(n: int) -> str:
+    """n lines the ledger does not have (no header)."""
+    return "".join(f"x-{i},earn,{i + 1},0.{i % 10}0\n" for i in range(n))
+
+
+async def test_lines_page_returns_every_line_once(sengine) -> None:
+    period, a, _ = await _march(sengine)
+    async with sengine.begin() as conn:
+        rep = await reconciliation.reconcile(
+            conn, period_id=period.id, partner_id=a, data=GOOD + _many(250), actor="a"
+        )
+    assert [x.seq for x in rep.lines] == list(range(1, 258))  # 7 of GOOD, 250 more
+    async with sengine.connect() as conn:
+        seen, after = [], None
+        while True:
+            page, after = await reconciliation.lines_page(
+                conn, reconciliation_id=rep.id, after=after, limit=7
+            )
+            assert 1 <= len(page) <= 7
+            seen += page
+            if after is None:
+                break
+        assert seen == rep.lines  # each line exactly once, in report order
+        only, after = await reconciliation.lines_page(
+            conn, reconciliation_id=rep.id, statuses=["mismatched", "missing_in_file"]
+        )
+        assert after is None
+        assert [x.status for x in only] == ["mismatched", "mismatched", "missing_in_file"]
+        default, after = await reconciliation.lines_page(conn, reconciliation_id=rep.id)
+        assert len(default) == reconciliation.PAGE_DEFAULT and after == default[-1].seq
+        for bad in (
+            {"limit": reconciliation.PAGE_MAX + 1},
+            {"limit": 0},
+            {"after": -1},
+            {"after": 99999999999999999999999},
+            {"statuses": ["nope"]},
+        ):
+            with pytest.raises(ValidationError):
+                await reconciliation.lines_page(conn, reconciliation_id=rep.id, **bad)
+        header = await reconciliation.get_report(conn, reconciliation_id=rep.id, with_lines=False)
+        assert header.lines == [] and header.missing_in_ledger == 251
+
+
+async def test_parsing_and_matching_run_off_the_event_loop(sengine, monkeypatch) -> None:
+    period, a, _ = await _march(sengine)
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def spy(fn):
+        def wrapper(*args, **kwargs):
+            seen.append(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(reconciliation, "parse", spy(reconciliation.parse))
+    monkeypatch.setattr(reconciliation, "_compare", spy(reconciliation._compare))
+    async with sengine.begin() as conn:
+        rep = await reconciliation.reconcile(
+            conn, period_id=period.id, partner_id=a, data=GOOD, actor="a"
+        )
+    assert rep.matched == 3 and len(seen) == 2 and loop_thread not in seen
