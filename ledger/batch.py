@@ -66,7 +66,7 @@ _EARN_BATCH = """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
-        i int, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
+        i int, space text, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
         points bigint, amount numeric, currency text, category text, at timestamptz,
         available_at timestamptz, expires_at timestamptz, result jsonb
     )
@@ -78,12 +78,12 @@ WITH req AS (
         SELECT 1 FROM transactions t
         WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref OFFSET 0)
 ), claim AS (
-    INSERT INTO idempotency_keys (actor, operation, key, request_hash, result)
-    SELECT actor, 'earn', key, hash, result FROM req ORDER BY actor, key
-    ON CONFLICT (actor, operation, key) DO NOTHING
-    RETURNING actor, key
+    INSERT INTO idempotency_keys (key_space, actor, operation, key, request_hash, result)
+    SELECT space, actor, 'earn', key, hash, result FROM req ORDER BY space, key
+    ON CONFLICT (key_space, operation, key) DO NOTHING
+    RETURNING key_space, key
 ), ok AS (
-    SELECT req.* FROM req JOIN claim ON claim.actor = req.actor AND claim.key = req.key
+    SELECT req.* FROM req JOIN claim ON claim.key_space = req.space AND claim.key = req.key
 ), locked AS (
     SELECT id, kind, balance FROM accounts
     WHERE kind IN ('wallet', 'debt') AND owner_id IN (SELECT member FROM ok)
@@ -120,6 +120,7 @@ class _Earn:
     """One caller's earn, validated, waiting for its batch."""
 
     actor: str
+    space: str  # the key space (ledger.service: the partner's, for a partner's clients)
     key: str
     digest: str
     member_id: uuid.UUID
@@ -138,6 +139,8 @@ class _Earn:
         """The same earn, as `ledger.service.earn`'s arguments (for the single path)."""
         return {
             "actor": self.actor,
+            "key_space": self.space,
+            "digest": self.digest,
             "idempotency_key": self.key,
             "member_id": self.member_id,
             "partner_id": self.partner_id,
@@ -203,6 +206,8 @@ class EarnBatcher:
         currency: str | None = None,
         category: str | None = None,
         at: datetime | None = None,
+        key_space: str | None = None,
+        digest: str | None = None,
     ) -> EarnResult:
         """`ledger.service.earn`, committed in a group: same arguments, results and errors."""
         at, digest = service.check_earn(
@@ -217,9 +222,11 @@ class EarnBatcher:
             currency=currency,
             category=category,
             at=at,
+            digest=digest,
         )
         request = _Earn(
             actor,
+            key_space or actor,
             idempotency_key,
             digest,
             member_id,
@@ -283,11 +290,11 @@ class EarnBatcher:
         rest: list[_Earn] = []
         for r in self._pending:
             order = (r.partner_id, r.ref) if r.ref is not None else None
-            if len(batch) >= limit or (r.actor, r.key) in keys or order in orders:
+            if len(batch) >= limit or (r.space, r.key) in keys or order in orders:
                 rest.append(r)
                 continue
             batch.append(r)
-            keys.add((r.actor, r.key))
+            keys.add((r.space, r.key))
             if order is not None:
                 orders.add(order)
         self._pending = rest
@@ -366,6 +373,7 @@ class EarnBatcher:
             [
                 {
                     "i": i,
+                    "space": r.space,
                     "actor": r.actor,
                     "key": r.key,
                     "hash": r.digest,

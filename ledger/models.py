@@ -247,13 +247,17 @@ class HoldAllocation(SQLModel, table=True):
 
 
 class IdempotencyKey(SQLModel, table=True):
-    """A client's idempotency key for one operation: the request's hash and its result."""
+    """An idempotency key for one operation, unique in its key space (a partner's, shared by all
+    of its OAuth clients; a member's; the operator's): the request's hash and its result."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("actor", "operation", "key", name="uq_idempotency_actor_op_key"),)
+    __table_args__ = (
+        UniqueConstraint("key_space", "operation", "key", name="uq_idempotency_space_op_key"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    actor: str = Field(sa_column=Column(Text, nullable=False))
+    key_space: str = Field(sa_column=Column(Text, nullable=False))
+    actor: str = Field(sa_column=Column(Text, nullable=False))  # the client that claimed it
     operation: str = Field(sa_column=Column(Text, nullable=False))
     key: str = Field(sa_column=Column(Text, nullable=False))
     request_hash: str = Field(sa_column=Column(Text, nullable=False))

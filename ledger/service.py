@@ -10,8 +10,10 @@ Rules (DOMAIN.md "Ledger"):
 - Holds: authorize reserves points from lots (lots.remaining drops, wallet balance does not);
   capture posts up to the hold and releases the rest; void/expiry releases everything.
   So: wallet balance = sum(lots.remaining) + points reserved by active holds.
-- Idempotency: (actor, operation, key) is unique in the database. The key is claimed first in
-  the transaction; a concurrent request with the same key waits on the unique index until the
+- Idempotency: (key space, operation, key) is unique in the database. A key space is whose keys
+  they are: a partner's (all of its OAuth clients share it), a member's, the operator's
+  (`partner_key_space` etc.); it defaults to the actor. The actor (the client) is recorded
+  beside the key. The key is claimed first in the transaction; a concurrent request with the same key waits on the unique index until the
   first one commits (then replays its stored result) or rolls back (then runs itself).
   Failures store nothing: the key stays free and a retry runs again.
 
@@ -182,6 +184,34 @@ def request_hash(operation: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def client_digest(operation: str, *values: str | None) -> str:
+    """The digest of what a client sent (never what the server derived from it): each value
+    length-prefixed, so that no two requests run together; cheaper than JSON on the earn path.
+    Migration 0007 computes the same digest in SQL: keep the two in step."""
+    raw = ",".join([operation, *("-" if v is None else f"{len(v)}:{v}" for v in values)])
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def earn_request_digest(
+    *, card_number: str, amount: Decimal, currency: str, category: str | None, ref: str
+) -> str:
+    """An earn request as the partner sent it (the amount at the ledger's scale, 4 places)."""
+    return client_digest("earn", card_number, f"{amount:.4f}", currency, category, ref)
+
+
+def partner_key_space(partner_id: uuid.UUID) -> str:
+    """The idempotency key space of a partner: every one of its OAuth clients uses it."""
+    return f"partner:{partner_id}"
+
+
+def member_key_space(member_id: uuid.UUID) -> str:
+    """The idempotency key space of a member (whichever app they call through)."""
+    return f"member:{member_id}"
+
+
+OPERATOR_KEY_SPACE = "operator"
+
+
 def _check_points(points: Any, what: str = "points") -> int:
     if isinstance(points, bool) or not isinstance(points, int):
         raise LedgerValidation(f"{what} must be a whole number")
@@ -209,12 +239,16 @@ def _at(at: datetime | None) -> datetime:
 
 _REPLAY = text(
     "SELECT request_hash, result FROM idempotency_keys "
-    "WHERE actor = :actor AND operation = :op AND key = :key"
+    "WHERE key_space = :space AND operation = :op AND key = :key"
 )
 
 
-async def _replay(conn: AsyncConnection, actor: str, op: str, key: str, digest: str) -> dict[str, Any]:
-    row = (await conn.execute(_REPLAY, {"actor": actor, "op": op, "key": key})).one()
+async def _replay(conn: AsyncConnection, space: str, op: str, key: str, digest: str) -> dict[str, Any]:
+    row = (await conn.execute(_REPLAY, {"space": space, "op": op, "key": key})).one()
+    return _replayed(row, op, key, digest)
+
+
+def _replayed(row: Any, op: str, key: str, digest: str) -> dict[str, Any]:
     if row.request_hash != digest:
         raise IdempotencyConflict(
             f"idempotency key {key!r} was already used for a different {op} request"
@@ -222,14 +256,29 @@ async def _replay(conn: AsyncConnection, actor: str, op: str, key: str, digest: 
     return row.result  # type: ignore[no-any-return]
 
 
+async def stored_result(
+    conn: AsyncConnection, *, key_space: str, operation: str, key: str, digest: str
+) -> dict[str, Any] | None:
+    """The stored result of an earlier request under this key (None: the key is unused).
+
+    For a request the current rules would refuse: its replay still gets the original result.
+    A different request under the key is a conflict."""
+    row = (
+        await conn.execute(_REPLAY, {"space": key_space, "op": operation, "key": key})
+    ).one_or_none()
+    if row is None or row.result is None:
+        return None
+    return _replayed(row, operation, key, digest)
+
+
 # Claim the key, then (only if claimed: LATERAL makes the lock wait for the claim) lock the
 # member's wallet and debt rows in id order. Zero rows: the key exists already -> replay.
 _CLAIM_AND_LOCK = text(
     """
     WITH claim AS (
-        INSERT INTO idempotency_keys (actor, operation, key, request_hash)
-        VALUES (:actor, :op, :key, :hash)
-        ON CONFLICT (actor, operation, key) DO NOTHING
+        INSERT INTO idempotency_keys (key_space, actor, operation, key, request_hash)
+        VALUES (:space, :actor, :op, :key, :hash)
+        ON CONFLICT (key_space, operation, key) DO NOTHING
         RETURNING id
     )
     SELECT claim.id AS claim_id,
@@ -263,6 +312,7 @@ async def _claim_and_lock(
     conn: AsyncConnection,
     *,
     actor: str,
+    space: str | None,
     op: str,
     key: str,
     digest: str,
@@ -271,17 +321,18 @@ async def _claim_and_lock(
     partner_kind: str = AccountKind.ISSUANCE,
 ) -> _Claim | dict[str, Any]:
     """Claim the idempotency key and lock the member; a dict means: replay this result."""
+    space = space or actor
     row = (
         await conn.execute(
             _CLAIM_AND_LOCK,
             {
-                "actor": actor, "op": op, "key": key, "hash": digest, "member": member_id,
-                "partner": partner_id, "partner_kind": partner_kind,
+                "space": space, "actor": actor, "op": op, "key": key, "hash": digest,
+                "member": member_id, "partner": partner_id, "partner_kind": partner_kind,
             },
         )
     ).one_or_none()
     if row is None:
-        return await _replay(conn, actor, op, key, digest)
+        return await _replay(conn, space, op, key, digest)
     if row.wallet_id is None:
         raise MemberNotFound(f"member {member_id} not found")
     if partner_id is not None and row.partner_account_id is None:
@@ -292,24 +343,33 @@ async def _claim_and_lock(
 _STORE_RESULT = "UPDATE idempotency_keys SET result = CAST(:result AS jsonb) WHERE id = :claim"
 
 _CLAIM = text(
-    "INSERT INTO idempotency_keys (actor, operation, key, request_hash) "
-    "VALUES (:actor, :op, :key, :hash) ON CONFLICT (actor, operation, key) DO NOTHING RETURNING id"
+    "INSERT INTO idempotency_keys (key_space, actor, operation, key, request_hash) "
+    "VALUES (:space, :actor, :op, :key, :hash) "
+    "ON CONFLICT (key_space, operation, key) DO NOTHING RETURNING id"
 )
 
 
 async def claim_key(
-    conn: AsyncConnection, *, actor: str, operation: str, key: str, payload: dict[str, Any]
+    conn: AsyncConnection,
+    *,
+    actor: str,
+    operation: str,
+    key: str,
+    payload: dict[str, Any],
+    key_space: str | None = None,
 ) -> int | dict[str, Any]:
     """Claim an idempotency key for a composite use case (before any other lock).
 
     Returns the claim id to pass to `store_key_result`, or the stored result of the original
-    request (a dict) when this is a replay; a different request under the key is a conflict."""
+    request (a dict) when this is a replay; a different request under the key is a conflict.
+    `payload` is what the client sent, nothing derived from it."""
     _check_key(key)
     digest = request_hash(operation, payload)
-    params = {"actor": actor, "op": operation, "key": key, "hash": digest}
+    space = key_space or actor
+    params = {"space": space, "actor": actor, "op": operation, "key": key, "hash": digest}
     claim_id = (await conn.execute(_CLAIM, params)).scalar_one_or_none()
     if claim_id is None:
-        return await _replay(conn, actor, operation, key, digest)
+        return await _replay(conn, space, operation, key, digest)
     return int(claim_id)
 
 
@@ -427,13 +487,18 @@ def check_earn(
     currency: str | None,
     category: str | None,
     at: datetime | None,
+    digest: str | None = None,
 ) -> tuple[datetime, str]:
     """Refuse a malformed earn before anything is written; returns its effective time and the
-    digest that tells a replay from a different earn under the same key."""
+    digest that tells a replay from a different earn under the same key: `digest` when the
+    caller gives one (the client's request: see `earn_request_digest`), else one of the
+    arguments."""
     _check_points(points)
     _check_key(idempotency_key)
     if not 0 <= hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
+    if digest is not None:
+        return _at(at), digest
     digest = earn_digest(
         member_id=member_id, partner_id=partner_id, points=points, ref=ref, amount=amount,
         currency=currency, category=category, hold_days=hold_days,
@@ -489,17 +554,21 @@ async def earn(
     currency: str | None = None,
     category: str | None = None,
     at: datetime | None = None,
+    key_space: str | None = None,
+    digest: str | None = None,
 ) -> EarnResult:
     """Credit `points` issued by `partner_id` to a member as a new lot (two statements).
 
-    `amount`/`currency`/`category` describe the purchase; one earn per (partner, `ref`)."""
+    `amount`/`currency`/`category` describe the purchase; one earn per (partner, `ref`).
+    The key is `key_space`'s (default: the actor's); `digest` is the client's request (default:
+    the arguments), so that a replay gets the original result whatever was derived since."""
     at, digest = check_earn(
         idempotency_key=idempotency_key, member_id=member_id, partner_id=partner_id,
         points=points, hold_days=hold_days, validity_months=validity_months, ref=ref,
-        amount=amount, currency=currency, category=category, at=at,
+        amount=amount, currency=currency, category=category, at=at, digest=digest,
     )
     claim = await _claim_and_lock(
-        conn, actor=actor, op="earn", key=idempotency_key, digest=digest,
+        conn, actor=actor, space=key_space, op="earn", key=idempotency_key, digest=digest,
         member_id=member_id, partner_id=partner_id,
     )
     if isinstance(claim, dict):
@@ -586,6 +655,7 @@ async def authorize(
     ttl: timedelta = DEFAULT_HOLD_TTL,
     hold_id: uuid.UUID | None = None,
     at: datetime | None = None,
+    key_space: str | None = None,
 ) -> HoldResult:
     """Reserve `points` of a member's available points for `partner_id` until `at + ttl`."""
     _check_points(points)
@@ -599,7 +669,7 @@ async def authorize(
         },
     )
     claim = await _claim_and_lock(
-        conn, actor=actor, op="authorize", key=idempotency_key, digest=digest,
+        conn, actor=actor, space=key_space, op="authorize", key=idempotency_key, digest=digest,
         member_id=member_id, partner_id=partner_id, partner_kind=AccountKind.REDEMPTION,
     )
     if isinstance(claim, dict):
@@ -674,6 +744,11 @@ _CAPTURE = text(
 )
 
 
+def capture_digest(hold_id: uuid.UUID, points: int) -> str:
+    """A capture request as the partner sent it."""
+    return request_hash("capture", {"hold": hold_id, "points": points})
+
+
 async def capture(
     conn: AsyncConnection,
     *,
@@ -683,15 +758,16 @@ async def capture(
     hold_id: uuid.UUID,
     points: int,
     at: datetime | None = None,
+    key_space: str | None = None,
 ) -> CaptureResult:
     """Post up to the held points to the partner's redemption account; release the rest."""
     _check_points(points)
     _check_key(idempotency_key)
     at = _at(at)
     member_id = await _hold_member(conn, hold_id, partner_id)
-    digest = request_hash("capture", {"hold": hold_id, "points": points})
+    digest = capture_digest(hold_id, points)
     claim = await _claim_and_lock(
-        conn, actor=actor, op="capture", key=idempotency_key, digest=digest,
+        conn, actor=actor, space=key_space, op="capture", key=idempotency_key, digest=digest,
         member_id=member_id, partner_id=partner_id, partner_kind=AccountKind.REDEMPTION,
     )
     if isinstance(claim, dict):
@@ -745,6 +821,7 @@ async def void(
     partner_id: uuid.UUID,
     hold_id: uuid.UUID,
     at: datetime | None = None,
+    key_space: str | None = None,
 ) -> VoidResult:
     """Release a live hold: its points are spendable again, in their original lots."""
     _check_key(idempotency_key)
@@ -752,7 +829,8 @@ async def void(
     member_id = await _hold_member(conn, hold_id, partner_id)
     digest = request_hash("void", {"hold": hold_id})
     claim = await _claim_and_lock(
-        conn, actor=actor, op="void", key=idempotency_key, digest=digest, member_id=member_id
+        conn, actor=actor, space=key_space, op="void", key=idempotency_key, digest=digest,
+        member_id=member_id,
     )
     if isinstance(claim, dict):
         return VoidResult.from_json(claim, replayed=True)
@@ -831,6 +909,7 @@ async def reverse_earn(
     points: int,
     ref: str | None = None,
     at: datetime | None = None,
+    key_space: str | None = None,
 ) -> ReversalResult:
     """Take back `points` of an earn (a refund): the wallet never goes negative; the
     shortfall becomes the member's debt, repaid by later earnings."""
@@ -842,7 +921,7 @@ async def reverse_earn(
         raise TransactionNotFound(f"earn {earn_transaction_id} not found")
     digest = request_hash("reverse", {"earn": earn_transaction_id, "points": points, "ref": ref})
     claim = await _claim_and_lock(
-        conn, actor=actor, op="reverse", key=idempotency_key, digest=digest,
+        conn, actor=actor, space=key_space, op="reverse", key=idempotency_key, digest=digest,
         member_id=lot.member_id, partner_id=partner_id,
     )
     if isinstance(claim, dict):
@@ -915,6 +994,7 @@ async def return_points(
     points: int,
     ref: str | None = None,
     at: datetime | None = None,
+    key_space: str | None = None,
 ) -> ReturnResult:
     """Give captured points back to the member (a refund of a purchase paid with points),
     into the lots they came from, with their original expiry."""
@@ -924,7 +1004,7 @@ async def return_points(
     member_id = await _hold_member(conn, hold_id, partner_id)
     digest = request_hash("return", {"hold": hold_id, "points": points, "ref": ref})
     claim = await _claim_and_lock(
-        conn, actor=actor, op="return", key=idempotency_key, digest=digest,
+        conn, actor=actor, space=key_space, op="return", key=idempotency_key, digest=digest,
         member_id=member_id, partner_id=partner_id, partner_kind=AccountKind.REDEMPTION,
     )
     if isinstance(claim, dict):

@@ -17,6 +17,13 @@ class RuleMissing(DomainError):
     code = ErrorCode.VALIDATION
 
 
+class NoAgreement(DomainError):
+    """The partner has no agreement in force at the event's time: it may not issue or accept
+    points (nobody would pay for them)."""
+
+    code = ErrorCode.NO_AGREEMENT
+
+
 class ClientNotFound(DomainError):
     """No OAuth client has this id (or it cannot be changed that way)."""
 

@@ -47,7 +47,9 @@ async def refund(
     amount: Money,
     idempotency_key: str,
 ) -> RefundResult:
-    """Refund `amount` of the partner's order `order_ref` (full or partial)."""
+    """Refund `amount` of the partner's order `order_ref` (full or partial). Idempotency keys
+    are the partner's (whichever of its clients sends the retry); the digest covers what the
+    partner sent (order, amount), not the points derived from it."""
     if not order_ref or len(order_ref) > 200:
         raise ValidationError("orderRef must be 1..200 characters")
     if not idempotency_key or len(idempotency_key) > ledger.MAX_KEY_LENGTH:
@@ -140,6 +142,7 @@ async def refund(
                 conn,
                 actor=actor,
                 idempotency_key=f"refund:{idempotency_key}",
+                key_space=ledger.partner_key_space(partner_id),
                 partner_id=partner_id,
                 earn_transaction_id=earn.id,
                 points=reversed_pts,
@@ -155,6 +158,7 @@ async def refund(
                 conn,
                 actor=actor,
                 idempotency_key=f"refund:{idempotency_key}:{i}",
+                key_space=ledger.partner_key_space(partner_id),
                 partner_id=partner_id,
                 hold_id=hold.id,
                 points=back,

@@ -16,7 +16,7 @@ from core.clock import utcnow
 from core.errors import ValidationError
 from core.ids import uuid7
 from ledger import service as ledger
-from partners.errors import PartnerNotFound
+from partners.errors import NoAgreement, PartnerNotFound
 
 
 @dataclass(frozen=True)
@@ -242,17 +242,30 @@ class PartnerConfig:
 
     partner: PartnerRecord
     rule: EarnRuleRecord | None
+    # The earliest `effective_from` of the partner's agreements (None: it has none). Agreements
+    # are never deleted, so one is in force at any time from this on; a cached value can only
+    # miss an agreement recorded since, never admit an event it should refuse.
+    agreement_from: datetime | None = None
+
+    def require_agreement(self, at: datetime) -> None:
+        """Refuse an event at `at` (an earn, a redemption) unless an agreement is in force then."""
+        if self.agreement_from is None or self.agreement_from > at:
+            raise NoAgreement(
+                "this partner has no agreement in force: it can neither issue nor accept points"
+            )
 
 
 async def get_config(conn: AsyncConnection, *, partner_id: uuid.UUID) -> PartnerConfig:
-    """A partner with its earn rule in force."""
+    """A partner with its earn rule in force and the start of its first agreement."""
     row = (
         await conn.execute(
             text(
                 """
                 SELECT p.id, p.name, p.category, p.currency, p.hold_days,
                        r.base_rate, r.category_rates, r.hold_days AS rule_hold_days,
-                       r.max_redeem_share, r.max_points_per_transaction, r.recorded_at
+                       r.max_redeem_share, r.max_points_per_transaction, r.recorded_at,
+                       (SELECT min(effective_from) FROM agreements WHERE partner_id = p.id)
+                           AS agreement_from
                 FROM partners p
                 LEFT JOIN LATERAL (
                     SELECT * FROM earn_rules WHERE partner_id = p.id
@@ -275,7 +288,7 @@ async def get_config(conn: AsyncConnection, *, partner_id: uuid.UUID) -> Partner
             hold_days=row.rule_hold_days, max_redeem_share=row.max_redeem_share,
             max_points_per_transaction=row.max_points_per_transaction, recorded_at=row.recorded_at,
         )
-    return PartnerConfig(partner, rule)
+    return PartnerConfig(partner, rule, row.agreement_from)
 
 
 async def list_partners(conn: AsyncConnection, *, limit: int = 100) -> list[PartnerRecord]:

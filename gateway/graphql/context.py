@@ -18,6 +18,7 @@ from strawberry.dataloader import DataLoader
 from core.db import DriverConnection, driver_unit_of_work
 from core.settings import Settings
 from gateway.oauth.auth import Principal
+from ledger import service as ledger
 from ledger.batch import EarnBatcher
 from members import service as members
 from members.errors import MemberNotFound
@@ -139,6 +140,21 @@ class Context:
     def actor(self) -> str:
         """The identity written on every row this request causes: the OAuth client."""
         return self.principal.client_id if self.principal else "anonymous"
+
+    @property
+    def key_space(self) -> str:
+        """Whose idempotency keys this request's are: the partner's (all of its OAuth clients
+        share them), the member's, or the operator's; never the client's alone."""
+        p = self.principal
+        if p is None:
+            return "anonymous"
+        if p.kind == "partner" and p.partner_id is not None:
+            return ledger.partner_key_space(p.partner_id)
+        if p.kind == "member" and p.member_id is not None:
+            return ledger.member_key_space(p.member_id)
+        if p.kind == "operator":
+            return ledger.OPERATOR_KEY_SPACE
+        return p.client_id
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncConnection]:

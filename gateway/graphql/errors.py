@@ -62,6 +62,14 @@ class LimitExceededError(Error):
 
 
 @strawberry.type(
+    description="The partner has no agreement in force at the event's time (none yet, or one "
+    "effective only later): it can neither issue nor accept points. Nothing changed."
+)
+class NoAgreementError(Error):
+    pass
+
+
+@strawberry.type(
     description="The input is not acceptable (wrong amount, currency, format, range...)."
 )
 class ValidationError(Error):
@@ -92,6 +100,7 @@ ERROR_TYPES = (
     ValidationError,
     NotFoundError,
     ForbiddenError,
+    NoAgreementError,
 )
 
 _BY_CODE: dict[str, type[Error]] = {
@@ -101,6 +110,7 @@ _BY_CODE: dict[str, type[Error]] = {
     ErrorCode.INVALID_REDEMPTION_CODE: InvalidRedemptionCodeError,
     ErrorCode.HOLD_NOT_ACTIVE: HoldNotActiveError,
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
+    ErrorCode.NO_AGREEMENT: NoAgreementError,
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NOT_FOUND: NotFoundError,
     ErrorCode.HOLD_NOT_FOUND: NotFoundError,

@@ -28,6 +28,7 @@ from strawberry.extensions import (
 )
 from strawberry.permission import BasePermission
 
+from core.clock import utcnow
 from core.errors import DomainError
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
@@ -508,6 +509,7 @@ class Mutation(SettlementMutation):
                     currency=ctx.settings.settlement_currency,
                     actor=ctx.actor,
                 )
+            ctx.caches.partner_config.invalidate(pid)  # the earn path reads agreements from it
             return SetAgreementSuccess(agreement=T.Agreement.of(a))
 
         return await guarded(info, "operator", work)
@@ -611,14 +613,35 @@ class Mutation(SettlementMutation):
             cfg = await ctx.partner_config(pid)
             if money.currency != cfg.partner.currency:
                 raise DomainValidation(f"amount must be in {cfg.partner.currency}", field="amount")
-            if cfg.rule is None:
-                raise DomainValidation("this partner has no earn rule yet")
-            points = cfg.rule.points_for(money.amount, category)
-            if points <= 0:
-                raise DomainValidation("this purchase earns no points", field="amount")
+            # What the partner sent, nothing derived from it: a retry replays the original
+            # result whatever the partner's rules have become since.
+            digest = ledger.earn_request_digest(
+                card_number=input.card_number,
+                amount=money.amount,
+                currency=money.currency,
+                category=category,
+                ref=order_ref,
+            )
+            at = utcnow()
+            try:
+                cfg.require_agreement(at)  # from the cached config: no round trip
+                if cfg.rule is None:
+                    raise DomainValidation("this partner has no earn rule yet")
+                points = cfg.rule.points_for(money.amount, category)
+                if points <= 0:
+                    raise DomainValidation("this purchase earns no points", field="amount")
+            except DomainError:
+                # Refused under the terms in force now; the retry of an earlier earn is not.
+                replay = await _earn_replay(ctx, input.idempotency_key, digest)
+                if replay is None:
+                    raise
+                return _earned(replay)
             member_id = await _member_by_card(ctx, input.card_number)
             r = await ctx.earns.earn(  # group commit: see ledger.batch
                 actor=ctx.actor,
+                key_space=ctx.key_space,
+                digest=digest,
+                at=at,
                 idempotency_key=input.idempotency_key,
                 member_id=member_id,
                 partner_id=pid,
@@ -630,16 +653,7 @@ class Mutation(SettlementMutation):
                 currency=money.currency,
                 category=category,
             )
-            return EarnSuccess(
-                transaction=T.EarnTransaction(
-                    id=strawberry.ID(str(r.transaction_id)),
-                    points=r.points,
-                    status=r.status,
-                    available_at=r.available_at,
-                    expires_at=r.expires_at,
-                ),
-                replayed=r.replayed,
-            )
+            return _earned(r)
 
         return await guarded(info, "points:earn", work, kind="partner")
 
@@ -693,14 +707,19 @@ class Mutation(SettlementMutation):
     ) -> CaptureRedemptionResult:
         async def work(ctx: Context) -> CaptureRedemptionSuccess:
             assert ctx.principal is not None and ctx.principal.partner_id is not None
+            at = utcnow()
+            # Points are accepted only under an agreement in force at the capture.
+            (await ctx.partner_config(ctx.principal.partner_id)).require_agreement(at)
             async with ctx.unit_of_work() as conn:
                 r = await ledger.capture(
                     conn,
                     actor=ctx.actor,
+                    key_space=ctx.key_space,
                     idempotency_key=input.idempotency_key,
                     partner_id=ctx.principal.partner_id,
                     hold_id=_hold_id(input.hold_id),
                     points=input.points,
+                    at=at,
                 )
             return CaptureRedemptionSuccess(
                 transaction=T.PointsTransaction(
@@ -722,6 +741,7 @@ class Mutation(SettlementMutation):
                 r = await ledger.void(
                     conn,
                     actor=ctx.actor,
+                    key_space=ctx.key_space,
                     idempotency_key=input.idempotency_key,
                     partner_id=ctx.principal.partner_id,
                     hold_id=_hold_id(input.hold_id),
@@ -773,6 +793,28 @@ class Mutation(SettlementMutation):
         return await guarded(info, "member", work, kind="member")
 
 
+def _earned(r: ledger.EarnResult) -> EarnSuccess:
+    return EarnSuccess(
+        transaction=T.EarnTransaction(
+            id=strawberry.ID(str(r.transaction_id)),
+            points=r.points,
+            status=r.status,
+            available_at=r.available_at,
+            expires_at=r.expires_at,
+        ),
+        replayed=r.replayed,
+    )
+
+
+async def _earn_replay(ctx: Context, key: str, digest: str) -> ledger.EarnResult | None:
+    """The original result of an earn under this key and request, if there was one."""
+    async with ctx.engine.connect() as conn:
+        stored = await ledger.stored_result(
+            conn, key_space=ctx.key_space, operation="earn", key=key, digest=digest
+        )
+    return None if stored is None else ledger.EarnResult.from_json(stored, replayed=True)
+
+
 def _hold_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
@@ -798,16 +840,8 @@ async def _authorize(
         raise DomainValidation(
             f"purchaseAmount must be in {cfg.partner.currency}", field="purchaseAmount"
         )
-    share = cfg.rule.max_redeem_share if cfg.rule else Decimal(1)
-    # Points are worth POINT_VALUE each in the settlement currency; a partner's bill in another
-    # currency is outside this check (single-currency coalitions are the norm).
-    max_points = int(
-        (money.amount * share / ctx.settings.point_value).to_integral_value(ROUND_FLOOR)
-    )
-    if input.points > max_points:
-        raise member_codes.CodeLimitExceeded(
-            f"at most {max_points} points may pay this bill ({share:%} of it)"
-        )
+    at = utcnow()
+    # What the partner sent, nothing derived from it (see the earn).
     payload = {
         "code": member_codes.normalise(input.redemption_code),
         "points": input.points,
@@ -822,12 +856,26 @@ async def _authorize(
             claim = await ledger.claim_key(
                 conn,
                 actor=ctx.actor,
+                key_space=ctx.key_space,
                 operation="authorizeRedemption",
                 key=input.idempotency_key,
                 payload=payload,
             )
             if isinstance(claim, dict):
                 return AuthorizeRedemptionSuccess(hold=_hold_from_json(claim), replayed=True)
+            # The partner's terms in force now; checked after the replay, which answers as the
+            # original did whatever they have become since.
+            cfg.require_agreement(at)
+            share = cfg.rule.max_redeem_share if cfg.rule else Decimal(1)
+            # Points are worth POINT_VALUE each in the settlement currency; a partner's bill in
+            # another currency is outside this check (single-currency coalitions are the norm).
+            max_points = int(
+                (money.amount * share / ctx.settings.point_value).to_integral_value(ROUND_FLOOR)
+            )
+            if input.points > max_points:
+                raise member_codes.CodeLimitExceeded(
+                    f"at most {max_points} points may pay this bill ({share:%} of it)"
+                )
             hold_id = uuid7()
             code = await member_codes.consume(
                 conn,
@@ -839,6 +887,8 @@ async def _authorize(
             h = await ledger.authorize(
                 conn,
                 actor=ctx.actor,
+                key_space=ctx.key_space,
+                at=at,
                 idempotency_key=input.idempotency_key,
                 member_id=code.member_id,
                 partner_id=partner_id,

@@ -19,7 +19,13 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from tests.gateway import oauth_helpers as oh
-from tests.gateway.gql_helpers import CREATE_CLIENT, CREATE_PARTNER, REGISTER, SET_EARN_RULE
+from tests.gateway.gql_helpers import (
+    CREATE_CLIENT,
+    CREATE_PARTNER,
+    REGISTER,
+    SET_AGREEMENT,
+    SET_EARN_RULE,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 schema = schemathesis.graphql.from_path(ROOT / "schema.graphql")
@@ -125,6 +131,19 @@ def tokens(live_server: str, db_uri: str) -> dict[str, str | None]:
                 )
             )["createPartner"]["partner"]["id"]
             await q(SET_EARN_RULE, {"input": {"partnerId": pid, "baseRate": "1"}}, op)
+            # An agreement in force, or every earn and redemption is refused before the ledger.
+            await q(
+                SET_AGREEMENT,
+                {
+                    "input": {
+                        "partnerId": pid,
+                        "issuePrice": "1",
+                        "redemptionPrice": "1",
+                        "effectiveFrom": "2020-01-01T00:00:00Z",
+                    }
+                },
+                op,
+            )
             cl = (
                 await q(
                     CREATE_CLIENT,

@@ -446,3 +446,66 @@ async def test_batchers_in_two_processes_with_spends_never_deadlock(
         wallets = sum([(await ledger.balance(c, member_id=m.id)).wallet for m in ms])
     await assert_invariants(engine)
     assert wallets == 4 * 1000 + 200  # holds keep their points in the wallet until capture
+
+
+async def test_a_key_space_is_shared_by_its_actors_in_the_batch_and_alone(
+    engine: AsyncEngine, pool: AsyncConnectionPool
+) -> None:
+    """Two clients of one partner share its key space on both paths; the digest the caller
+    gives (the client's request) decides replay or conflict, whatever points it derived."""
+    p = await new_partner(engine, "Spaces")
+    (m,) = await new_members(engine, 1)
+    space = ledger.partner_key_space(p.id)
+    batcher = EarnBatcher(pool, max_batch=16, max_in_flight=2)
+
+    def request(actor: str, k: str, points: int, digest: str, ref: str) -> dict[str, Any]:
+        return {
+            "actor": actor,
+            "key_space": space,
+            "digest": digest,
+            "idempotency_key": k,
+            "member_id": m.id,
+            "partner_id": p.id,
+            "points": points,
+            "ref": ref,
+        }
+
+    k1, k2 = key(), key()
+    # Same key, same request, two clients, in one burst: one earn, the other replays it.
+    first, second = await asyncio.gather(
+        batcher.earn(**request("till-1", k1, 10, "d1", "S-1")),
+        batcher.earn(**request("till-2", k1, 99, "d1", "S-1")),
+    )
+    assert first.transaction_id == second.transaction_id and first.points == second.points == 10
+    assert [first.replayed, second.replayed].count(True) == 1
+    # Through the batch, then retried on the single path by the other client, after the
+    # derived points and hold days changed: the original result.
+    original = await batcher.earn(**request("till-1", k2, 20, "d2", "S-2"))
+    assert not original.replayed
+    async with engine.begin() as c:
+        again = await ledger.earn(c, **request("till-2", k2, 40, "d2", "S-2"), hold_days=9)
+        assert again.replayed and again == ledger.EarnResult(
+            **{**original.stored_values(), "replayed": True}
+        )
+        with pytest.raises(IdempotencyConflict):
+            await ledger.earn(c, **request("till-2", k2, 20, "other", "S-2"))
+    retried = await batcher.earn(**request("till-2", k2, 40, "d2", "S-2"))
+    assert retried.replayed and retried.transaction_id == original.transaction_id
+    async with engine.connect() as c:
+        rows = (
+            await c.execute(
+                text("SELECT key_space, actor FROM idempotency_keys WHERE key = ANY(:k)"),
+                {"k": [k1, k2]},
+            )
+        ).all()
+    assert sorted(rows) == [(space, "till-1"), (space, "till-1")]  # who claimed it, kept
+    # Another partner's key space is its own.
+    q = await new_partner(engine, "Other space")
+    other = await batcher.earn(
+        **{
+            **request("till-9", k2, 5, "d2", "S-2"),
+            "partner_id": q.id,
+            "key_space": ledger.partner_key_space(q.id),
+        }
+    )
+    assert not other.replayed and other.transaction_id != original.transaction_id
