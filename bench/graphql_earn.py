@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -76,6 +77,16 @@ async def seed(uri: str, members: int) -> tuple[str, str, list[str]]:
             base_rate="0.1",
             category_rates={"fuel": "0.2"},
             hold_days=0,
+            actor="bench",
+        )
+        # No point is issued without an agreement in force (issue 9, item 1).
+        await partners.set_agreement(
+            conn,
+            partner_id=p.id,
+            issue_price="0.01",
+            redemption_price="0.01",
+            effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+            currency="RUB",
             actor="bench",
         )
         creds = await clients.create_partner_client(conn, partner_id=p.id, scopes=["points:earn"])
