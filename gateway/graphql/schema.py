@@ -815,8 +815,10 @@ async def _authorize(
         "currency": money.currency,
         "ref": order_ref,
     }
-    async with ctx.engine.connect() as conn:
-        await member_codes.check_throttle(conn, actor=ctx.actor)
+    # Counted (and committed) before the code is looked at: a burst cannot outrun the throttle.
+    async with ctx.engine.begin() as conn:
+        attempt = await member_codes.begin_attempt(conn, actor=ctx.actor, partner_id=partner_id)
+    valid: bool | None = None  # what the code turned out to be (None: not decided by it)
     try:
         async with ctx.unit_of_work() as conn:
             claim = await ledger.claim_key(
@@ -856,19 +858,15 @@ async def _authorize(
                 "status": h.status,
             }
             await ledger.store_key_result(conn, claim_id=claim, result=result)
+        valid = True
     except member_codes.InvalidRedemptionCode:
-        await _audit(ctx, partner_id, success=False, reason="invalid code")
+        valid = False
         raise
-    await _audit(ctx, partner_id, success=True, reason=None)
+    finally:
+        # Its own transaction: the audit of a refused code must survive the refusal's rollback.
+        async with ctx.engine.begin() as conn:
+            await member_codes.finish_attempt(conn, attempt_id=attempt, success=valid)
     return AuthorizeRedemptionSuccess(hold=_hold_from_json(result), replayed=False)
-
-
-async def _audit(ctx: Context, partner_id: uuid.UUID, *, success: bool, reason: str | None) -> None:
-    # Its own transaction: the audit of a refused code must survive the refusal's rollback.
-    async with ctx.engine.begin() as conn:
-        await member_codes.record_attempt(
-            conn, actor=ctx.actor, partner_id=partner_id, success=success, reason=reason
-        )
 
 
 def _hold_from_json(data: dict[str, Any]) -> T.Hold:
