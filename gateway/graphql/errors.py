@@ -101,6 +101,7 @@ _BY_CODE: dict[str, type[Error]] = {
     ErrorCode.INVALID_REDEMPTION_CODE: InvalidRedemptionCodeError,
     ErrorCode.HOLD_NOT_ACTIVE: HoldNotActiveError,
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
+    ErrorCode.RATE_LIMITED: LimitExceededError,
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NOT_FOUND: NotFoundError,
     ErrorCode.HOLD_NOT_FOUND: NotFoundError,

@@ -28,13 +28,14 @@ from strawberry.extensions import (
 )
 from strawberry.permission import BasePermission
 
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
 from gateway.graphql.context import Context, guarded
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
+from gateway.ratelimit import REGISTER, hashing, rate_limits
 from ledger import service as ledger
 from ledger.errors import HoldNotFound
 from members import codes as member_codes
@@ -573,6 +574,13 @@ class Mutation(SettlementMutation):
         self, info: strawberry.Info, input: RegisterMemberInput
     ) -> RegisterMemberResult:
         ctx: Context = info.context
+        limits = rate_limits(ctx.request)
+        retry_after = limits.hit(REGISTER, f"ip:{limits.client_ip(ctx.request)}")
+        if retry_after is not None:
+            return E.LimitExceededError(
+                code=ErrorCode.RATE_LIMITED.value,
+                message=f"too many registrations from this address: retry in {retry_after} s",
+            )
         try:
             email = _text(input.email, "email", 254).lower()
             if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
@@ -580,8 +588,8 @@ class Mutation(SettlementMutation):
             if not 8 <= len(input.password) <= 256:
                 raise DomainValidation("password must be 8..256 characters", field="password")
             name = _text(input.name, "name")
-            # argon2 is deliberately slow: off the event loop.
-            password_hash = await asyncio.to_thread(passwords.hash_password, input.password)
+            # argon2 is deliberately slow: off the event loop, within the hashing budget.
+            password_hash = await hashing(ctx.request, passwords.hash_password, input.password)
             async with ctx.unit_of_work() as conn:
                 m = await members.create(conn, email=email, name=name, password_hash=password_hash)
         except DomainError as exc:
