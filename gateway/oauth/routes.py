@@ -33,6 +33,7 @@ from members import passwords
 from partners.clients import ALL_SCOPES
 
 MAX_FIELDS = 50
+NO_MEMBER_SIGN_IN = "This application is not registered for member sign-in."
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,11 @@ async def authorize(request: Request) -> Response:
     except OAuth2Error as error:
         if error.redirect_uri:  # the client and its redirect URI are known: tell the client
             return server.handle_error_response(oreq, error)
+        client = unit.clients.get(oreq.payload.client_id or "")
+        if client is None or "authorization_code" not in client.record.grant_types:
+            # An unknown id and a client that cannot sign members in (a partner's) look alike:
+            # the page must not tell which client ids exist.
+            return _html(pages.error_page(NO_MEMBER_SIGN_IN), 400)
         return _html(pages.error_page(error.description or error.error or "invalid request"), 400)
     key = await state.csrf_key(engine)
     if request.method != "POST":  # GET (and HEAD) show the form

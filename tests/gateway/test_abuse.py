@@ -353,6 +353,18 @@ async def test_unknown_client_and_wrong_secret_get_the_same_answer(client, engin
     }
 
 
+async def test_the_login_page_does_not_tell_which_client_ids_exist(client, engine):
+    _, creds = await oh.make_partner_client(engine)
+    unknown = "pc_" + secrets.token_urlsafe(16)
+    for extra in ("", "&redirect_uri=http://elsewhere.example/cb"):
+        pages = [
+            await client.get(f"/oauth/authorize?response_type=code&client_id={cid}&state=s{extra}")
+            for cid in (creds.client_id, unknown)
+        ]
+        assert pages[0].status_code == pages[1].status_code == 400
+        assert pages[0].content == pages[1].content
+
+
 async def test_an_unknown_client_costs_a_dummy_argon2_check(client, monkeypatch):
     calls: list[str] = []
 
