@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -48,9 +49,37 @@ class Settings(BaseSettings):
     port: int = 8000
     graphql_introspection: bool = False
     rate_limit_per_second: float = Field(
-        default=200.0, gt=0, description="Per client, per process."
+        default=200.0,
+        gt=0,
+        description="/graphql requests per caller (member, OAuth client, or IP when anonymous), "
+        "per process.",
     )
     rate_limit_burst: float = Field(default=400.0, ge=1)
+    rate_limit_oauth_client: str = Field(
+        default="60/minute",
+        description="/oauth/* requests per client id named in Basic credentials, per process.",
+    )
+    rate_limit_oauth_ip: str = Field(
+        default="300/minute", description="/oauth/* requests per client IP, per process."
+    )
+    rate_limit_settlement: str = Field(
+        default="60/minute", description="/settlement/* requests per caller, per process."
+    )
+    rate_limit_register: str = Field(
+        default="20/hour", description="registerMember calls per client IP, per process."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For is "
+        "believed; empty: none (the peer address is the client).",
+    )
+    password_hash_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="argon2 hashes/verifications running at once (each takes a core for tens "
+        "of ms): keeps a flood of logins or token requests from starving the event loop.",
+    )
 
     settlement_currency: str = Field(default="RUB", min_length=3, max_length=3)
     point_value: Decimal = Field(default=Decimal("1.00"), gt=0)
@@ -91,6 +120,32 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: str) -> str:
         return v.upper()
+
+    @field_validator(
+        "rate_limit_oauth_client",
+        "rate_limit_oauth_ip",
+        "rate_limit_settlement",
+        "rate_limit_register",
+    )
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(v)
+        except ValueError:
+            raise ValueError(f"not a rate limit such as '60/minute': {v!r}") from None
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR: {part!r}") from None
+        return v
 
     @field_validator("settlement_timezone")
     @classmethod

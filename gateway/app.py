@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
+from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
 
 log = logging.getLogger(__name__)
@@ -100,8 +102,6 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     graphql = GraphQLEndpoint(
         build_schema(introspection=settings.graphql_introspection),
-        rate=settings.rate_limit_per_second,
-        burst=settings.rate_limit_burst,
         graphql_ide=settings.graphql_introspection,
     )
     routes: list[Route | WebSocketRoute | Mount] = [
@@ -118,4 +118,6 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
     app.state.settings = settings
     app.state.caches = AppCaches()
+    app.state.rate_limits = RateLimits(settings)
+    app.state.hash_limiter = anyio.CapacityLimiter(settings.password_hash_threads)
     return app

@@ -56,7 +56,9 @@ def serve(
             host=host or settings.host,
             port=settings.port,
             log_level="info",
-            proxy_headers=True,
+            # X-Forwarded-For is read by the app, from TRUSTED_PROXIES only (gateway.ratelimit);
+            # uvicorn's own rule would believe it from any loopback peer.
+            proxy_headers=False,
         )
     finally:
         stop_embedded()

@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from core.errors import DomainError, ErrorCode
 from gateway.oauth.auth import AuthError, Principal, authenticate
+from gateway.ratelimit import per_caller
 from settlement import exports, reconciliation
 from settlement.reconciliation import MAX_BYTES
 
@@ -284,13 +285,13 @@ def routes() -> list[Route]:
     return [
         Route(
             "/settlement/periods/{period_id}/statements/{partner_id}.{fmt:str}",
-            statement_file,
+            per_caller(statement_file),
             methods=["GET"],
         ),
-        Route("/settlement/liability.csv", liability_file, methods=["GET"]),
+        Route("/settlement/liability.csv", per_caller(liability_file), methods=["GET"]),
         Route(
             "/settlement/periods/{period_id}/reconciliations",
-            upload_reconciliation,
+            per_caller(upload_reconciliation),
             methods=["POST"],
         ),
         Route(

@@ -2,12 +2,13 @@
 
 A code is 12 digits (typed at a till or shown as a QR), single-use, short-lived, optionally
 capped and bound to one partner. Only its SHA-256 is stored. Presentations are audited and a
-partner client that keeps presenting bad codes is throttled (see `check_throttle`).
+partner client that keeps presenting bad codes is throttled (see `begin_attempt`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode, ValidationError
 from core.ids import uuid7
+
+log = logging.getLogger(__name__)
 
 CODE_TTL = timedelta(minutes=10)
 CODE_DIGITS = 12
@@ -156,15 +159,50 @@ async def record_attempt(
     )
 
 
-async def check_throttle(conn: AsyncConnection, *, actor: str) -> None:
-    """Refuse a client that presented too many bad codes recently (guessing)."""
+async def begin_attempt(conn: AsyncConnection, *, actor: str, partner_id: uuid.UUID | None) -> int:
+    """Count a presentation of a code as a failure before the code is looked at, or refuse it
+    if the client presented too many bad codes recently (guessing). Commit `conn` at once.
+
+    The count and the insert run under a transaction-scoped advisory lock per client, so a
+    burst of concurrent presentations is counted one by one: at most THROTTLE_FAILURES are
+    checked. `finish_attempt` then records the outcome (a valid code stops counting).
+    """
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"code-throttle:{actor}"},
+    )
+    now = utcnow()
     failures = (
         await conn.execute(
             text(
                 "SELECT count(*) FROM code_attempts WHERE actor = :a AND NOT success AND at > :since"
             ),
-            {"a": actor, "since": utcnow() - THROTTLE_WINDOW},
+            {"a": actor, "since": now - THROTTLE_WINDOW},
         )
     ).scalar_one()
     if failures >= THROTTLE_FAILURES:
+        log.warning("redemption-code throttle: %r refused after %d bad codes", actor, failures)
         raise CodeLimitExceeded("too many invalid redemption codes: try again later")
+    return int(
+        (
+            await conn.execute(
+                text(
+                    "INSERT INTO code_attempts (actor, partner_id, at, success, reason) "
+                    "VALUES (:a, :p, :at, false, 'pending') RETURNING id"
+                ),
+                {"a": actor, "p": partner_id, "at": now},
+            )
+        ).scalar_one()
+    )
+
+
+async def finish_attempt(conn: AsyncConnection, *, attempt_id: int, success: bool | None) -> None:
+    """Record an attempt's outcome: the code was valid (True), invalid (False), or the request
+    ended before the code decided anything (None: the attempt is forgotten)."""
+    if success is None:
+        await conn.execute(text("DELETE FROM code_attempts WHERE id = :id"), {"id": attempt_id})
+        return
+    await conn.execute(
+        text("UPDATE code_attempts SET success = :s, reason = :r WHERE id = :id"),
+        {"s": success, "r": None if success else "invalid code", "id": attempt_id},
+    )

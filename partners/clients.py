@@ -8,10 +8,12 @@ authorization server asks this module who a client is and whether a secret is ri
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -113,6 +115,17 @@ def _matches(secret_hash: str | None, secret: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash("not a secret: equalizes the time of unknown client ids")
+
+
+def verify_unknown(secret: str) -> bool:
+    """Spend the time of a real check for a client id that does not exist; always False."""
+    _matches(_dummy_hash(), secret)
+    return False
+
+
 def verify_secret(client: ClientRecord, secret: str, *, at: datetime | None = None) -> bool:
     """True if `secret` is the client's secret, or its previous one within the grace period.
 
@@ -166,6 +179,7 @@ async def _insert(
     _check_explicit(client_id, client_secret)
     client_id = client_id or new_client_id(kind)
     client_secret = client_secret or new_client_secret()
+    secret_hash = await asyncio.to_thread(hash_secret, client_secret)  # argon2: off the loop
     row = (
         await conn.execute(
             text(
@@ -180,7 +194,7 @@ async def _insert(
                 "pid": partner_id,
                 "name": name,
                 "scopes": list(scopes),
-                "hash": hash_secret(client_secret),
+                "hash": secret_hash,
             },
         )
     ).one_or_none()
@@ -281,6 +295,7 @@ async def rotate_secret(
         raise ValidationError(f"grace must be between 0 and {MAX_GRACE.days} days")
     at = at or clock.utcnow()
     secret = new_client_secret()
+    secret_hash = await asyncio.to_thread(hash_secret, secret)  # argon2: off the loop
     row = (
         await conn.execute(
             text(
@@ -289,7 +304,7 @@ async def rotate_secret(
                 "secret_rotated_at = :at "
                 "WHERE client_id = :id AND kind <> 'app' AND disabled_at IS NULL RETURNING scopes"
             ),
-            {"id": client_id, "hash": hash_secret(secret), "expires": at + grace, "at": at},
+            {"id": client_id, "hash": secret_hash, "expires": at + grace, "at": at},
         )
     ).one_or_none()
     if row is None:

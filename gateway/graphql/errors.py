@@ -111,6 +111,7 @@ _BY_CODE: dict[str, type[Error]] = {
     ErrorCode.HOLD_NOT_ACTIVE: HoldNotActiveError,
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
     ErrorCode.NO_AGREEMENT: NoAgreementError,
+    ErrorCode.RATE_LIMITED: LimitExceededError,
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NOT_FOUND: NotFoundError,
     ErrorCode.HOLD_NOT_FOUND: NotFoundError,

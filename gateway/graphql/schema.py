@@ -29,13 +29,14 @@ from strawberry.extensions import (
 from strawberry.permission import BasePermission
 
 from core.clock import utcnow
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
 from gateway.graphql.context import Context, guarded
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
+from gateway.ratelimit import REGISTER, hashing, rate_limits
 from ledger import service as ledger
 from ledger.errors import HoldNotFound
 from members import codes as member_codes
@@ -575,6 +576,13 @@ class Mutation(SettlementMutation):
         self, info: strawberry.Info, input: RegisterMemberInput
     ) -> RegisterMemberResult:
         ctx: Context = info.context
+        limits = rate_limits(ctx.request)
+        retry_after = limits.hit(REGISTER, f"ip:{limits.client_ip(ctx.request)}")
+        if retry_after is not None:
+            return E.LimitExceededError(
+                code=ErrorCode.RATE_LIMITED.value,
+                message=f"too many registrations from this address: retry in {retry_after} s",
+            )
         try:
             email = _text(input.email, "email", 254).lower()
             if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
@@ -582,8 +590,8 @@ class Mutation(SettlementMutation):
             if not 8 <= len(input.password) <= 256:
                 raise DomainValidation("password must be 8..256 characters", field="password")
             name = _text(input.name, "name")
-            # argon2 is deliberately slow: off the event loop.
-            password_hash = await asyncio.to_thread(passwords.hash_password, input.password)
+            # argon2 is deliberately slow: off the event loop, within the hashing budget.
+            password_hash = await hashing(ctx.request, passwords.hash_password, input.password)
             async with ctx.unit_of_work() as conn:
                 m = await members.create(conn, email=email, name=name, password_hash=password_hash)
         except DomainError as exc:
@@ -849,8 +857,10 @@ async def _authorize(
         "currency": money.currency,
         "ref": order_ref,
     }
-    async with ctx.engine.connect() as conn:
-        await member_codes.check_throttle(conn, actor=ctx.actor)
+    # Counted (and committed) before the code is looked at: a burst cannot outrun the throttle.
+    async with ctx.engine.begin() as conn:
+        attempt = await member_codes.begin_attempt(conn, actor=ctx.actor, partner_id=partner_id)
+    valid: bool | None = None  # what the code turned out to be (None: not decided by it)
     try:
         async with ctx.unit_of_work() as conn:
             claim = await ledger.claim_key(
@@ -906,19 +916,15 @@ async def _authorize(
                 "status": h.status,
             }
             await ledger.store_key_result(conn, claim_id=claim, result=result)
+        valid = True
     except member_codes.InvalidRedemptionCode:
-        await _audit(ctx, partner_id, success=False, reason="invalid code")
+        valid = False
         raise
-    await _audit(ctx, partner_id, success=True, reason=None)
+    finally:
+        # Its own transaction: the audit of a refused code must survive the refusal's rollback.
+        async with ctx.engine.begin() as conn:
+            await member_codes.finish_attempt(conn, attempt_id=attempt, success=valid)
     return AuthorizeRedemptionSuccess(hold=_hold_from_json(result), replayed=False)
-
-
-async def _audit(ctx: Context, partner_id: uuid.UUID, *, success: bool, reason: str | None) -> None:
-    # Its own transaction: the audit of a refused code must survive the refusal's rollback.
-    async with ctx.engine.begin() as conn:
-        await member_codes.record_attempt(
-            conn, actor=ctx.actor, partner_id=partner_id, success=success, reason=reason
-        )
 
 
 def _hold_from_json(data: dict[str, Any]) -> T.Hold:

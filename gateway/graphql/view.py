@@ -1,10 +1,9 @@
-"""The /graphql endpoint: authentication, body cap and per-client rate limit in front of
+"""The /graphql endpoint: authentication, body cap and per-caller rate limit in front of
 Strawberry's ASGI view."""
 
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from strawberry.types.unset import UNSET
 
 from gateway.graphql.context import Context
 from gateway.oauth.auth import AuthError, Principal, authenticate, authenticate_token
+from gateway.ratelimit import GRAPHQL, caller_key, rate_limits
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -77,26 +77,6 @@ class _GraphQL(GraphQL):
         )
 
 
-class TokenBucket:
-    """Per-client request budget in this process: `rate` per second, bursts up to `burst`."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 100_000:  # forget idle clients
-            self._buckets.clear()
-        return True
-
-
 def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -110,9 +90,8 @@ def _error(
 class GraphQLEndpoint:
     """ASGI app for /graphql (HTTP and websocket)."""
 
-    def __init__(self, schema: Any, *, rate: float, burst: float, graphql_ide: bool) -> None:
+    def __init__(self, schema: Any, *, graphql_ide: bool) -> None:
         self.view: ASGIApp = _GraphQL(schema, graphiql=graphql_ide)
-        self.limiter = TokenBucket(rate, burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -137,11 +116,16 @@ class GraphQLEndpoint:
             return
         scope["principal"] = principal
         if scope["type"] == "http":
-            client = scope.get("client") or ("unknown", 0)
-            key = principal.client_id if principal else f"ip:{client[0]}"
-            if not self.limiter.allow(key):
+            # Each member, partner client and anonymous IP has its own bucket.
+            limits = rate_limits(request)
+            key = caller_key(principal, limits.client_ip(request) if principal is None else "")
+            retry_after = limits.hit(GRAPHQL, key)
+            if retry_after is not None:
                 await _error(
-                    429, "RATE_LIMITED", "too many requests: slow down", {"Retry-After": "1"}
+                    429,
+                    "RATE_LIMITED",
+                    "too many requests: slow down",
+                    {"Retry-After": str(retry_after)},
                 )(scope, receive, send)
                 return
             length = dict(scope.get("headers") or []).get(b"content-length")

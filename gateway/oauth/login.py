@@ -5,11 +5,13 @@ HttpOnly cookie and the form carries HMAC(key, nonce); a POST must bring both, m
 key is a server secret shared by all processes (`oauth_server_secrets`), so a cookie planted by
 a sibling subdomain is useless without it.
 
-Throttling: failures are counted in the database (so every process sees them) per email and
-per client IP, in a fixed window. Past the limit, logins for that email (or from that IP) are
-refused until the window ends, before any password is checked. Per-email locking lets someone
-who knows an email lock its owner out for a while; it is the price of stopping password
-guessing against one account from many addresses.
+Throttling: attempts are counted in the database (so every process sees them) per email and
+per client IP, in a fixed window. Each attempt is counted, in its own committed statement
+(INSERT ... ON CONFLICT DO UPDATE ... RETURNING, atomic per key), before its password is
+checked; a success takes it back. Past the limit, logins for that email (or from that IP) are
+refused until the window ends without checking any password, however many arrive at once.
+Per-email locking lets someone who knows an email lock its owner out for a while; it is the
+price of stopping password guessing against one account from many addresses.
 """
 
 from __future__ import annotations
@@ -74,33 +76,39 @@ class Lockout:
         return max(1, math.ceil(self.retry_after.total_seconds() / 60))
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A counted login attempt: `refused` if over a limit (check no password), else the
+    lockout a failure of this attempt triggers (`locks_on_failure`), if it is the last allowed."""
+
+    refused: Lockout | None
+    locks_on_failure: Lockout | None
+
+
 def _lockout(
-    found: dict[str, store.Failures], limits: dict[str, int], now: datetime
+    found: dict[str, store.Failures], limits: dict[str, int], now: datetime, *, beyond: int = 0
 ) -> Lockout | None:
-    ends = [f.window_started_at + WINDOW for k, f in found.items() if f.failures >= limits[k]]
+    ends = [
+        f.window_started_at + WINDOW for k, f in found.items() if f.failures >= limits[k] + beyond
+    ]
     ends = [e for e in ends if e > now]
     return Lockout(max(ends) - now) if ends else None
 
 
-async def lockout(
+async def begin_attempt(
     conn: AsyncConnection, *, email: str, ip: str | None, now: datetime
-) -> Lockout | None:
-    """The lockout in force for this email or IP, if any."""
-    limits = throttle_keys(email, ip)
-    found = await store.login_failures(conn, keys=list(limits), now=now, window=WINDOW)
-    return _lockout(found, limits, now)
-
-
-async def record_failure(
-    conn: AsyncConnection, *, email: str, ip: str | None, now: datetime
-) -> Lockout | None:
-    """Count a failed login; returns the lockout it triggers, if any."""
+) -> Attempt:
+    """Count a login attempt against its email and IP, before any password is checked (commit
+    `conn` before checking: that is what makes concurrent attempts see each other)."""
     limits = throttle_keys(email, ip)
     found = await store.record_login_failure(conn, keys=list(limits), now=now, window=WINDOW)
-    return _lockout(found, limits, now)
+    refused = _lockout(found, limits, now, beyond=1)
+    return Attempt(refused, None if refused else _lockout(found, limits, now))
 
 
-async def record_success(conn: AsyncConnection, *, email: str) -> None:
-    """A successful login clears the email's count (never the IP's: one valid account must not
-    reset the guessing budget of an address)."""
+async def record_success(conn: AsyncConnection, *, email: str, ip: str | None = None) -> None:
+    """A successful login clears the email's count, and takes its own attempt back from the
+    IP's (never more: one valid account must not reset the guessing budget of an address)."""
     await store.clear_login_failures(conn, keys=[f"email:{email.strip().lower()}"])
+    if ip:
+        await store.uncount_login_failure(conn, key=f"ip:{ip}")

@@ -8,10 +8,10 @@ Each handler follows server.py's prefetch / decide / apply split.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InsecureTransportError, OAuth2Error, scope_to_list
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -23,13 +23,19 @@ from gateway.oauth.server import (
     OAuthServer,
     StarletteOAuth2Request,
     Unit,
+    is_clean,
+    parse_basic,
     transport_allowed,
 )
 from gateway.oauth.state import OAuthState, oauth_state
+from gateway.ratelimit import OAUTH_CLIENT, OAUTH_IP, hashing, limited, rate_limits
 from members import passwords
 from partners.clients import ALL_SCOPES
 
 MAX_FIELDS = 50
+NO_MEMBER_SIGN_IN = "This application is not registered for member sign-in."
+
+log = logging.getLogger(__name__)
 
 
 def metadata(issuer: str) -> dict[str, Any]:
@@ -86,7 +92,7 @@ async def token(request: Request) -> Response:
         await unit.prefetch_clients(conn, oreq)
         await unit.prefetch_grant(conn, oreq)
     unit.signing_key = await state.keys.signing_key(engine)
-    response = await run_in_threadpool(server.create_token_response, oreq)
+    response = await hashing(request, server.create_token_response, oreq)
     return await unit.finish(engine, response, refuse=lambda d: server.refuse(oreq, d))
 
 
@@ -100,7 +106,7 @@ async def _token_endpoint(request: Request, name: str) -> Response:
         await unit.prefetch_clients(conn, oreq)
         if token_value:
             await unit.prefetch_token(conn, engine, token_value)
-    response = await run_in_threadpool(server.create_endpoint_response, name, oreq)
+    response = await hashing(request, server.create_endpoint_response, name, oreq)
     return await unit.finish(engine, response, refuse=lambda d: server.refuse(oreq, d))
 
 
@@ -165,6 +171,11 @@ async def authorize(request: Request) -> Response:
     except OAuth2Error as error:
         if error.redirect_uri:  # the client and its redirect URI are known: tell the client
             return server.handle_error_response(oreq, error)
+        client = unit.clients.get(oreq.payload.client_id or "")
+        if client is None or "authorization_code" not in client.record.grant_types:
+            # An unknown id and a client that cannot sign members in (a partner's) look alike:
+            # the page must not tell which client ids exist.
+            return _html(pages.error_page(NO_MEMBER_SIGN_IN), 400)
         return _html(pages.error_page(error.description or error.error or "invalid request"), 400)
     key = await state.csrf_key(engine)
     if request.method != "POST":  # GET (and HEAD) show the form
@@ -186,29 +197,50 @@ async def authorize(request: Request) -> Response:
 
     email = (fields.get("email") or "").strip()
     password = fields.get("password") or ""
-    if not email or not password or len(email) > 320 or len(password) > 1024:
+    if (
+        not email
+        or not password
+        or len(email) > 320
+        or len(password) > 1024
+        or not is_clean(email)
+        or not is_clean(password)
+    ):
         return await _login_form(
             request,
             state,
             key,
             grant,
-            email=email[:320],
+            email=email[:320] if is_clean(email) else "",
             status=400,
             error="Enter your email and password.",
         )
-    ip = request.client.host if request.client else None
-    async with engine.connect() as conn:
-        locked = await login.lockout(conn, email=email, ip=ip, now=unit.now)
-        credentials = None if locked else await passwords.get_credentials(conn, email=email)
+    ip = rate_limits(request).client_ip(request)
+    # The attempt is counted (and committed) before the password is checked: concurrent
+    # attempts cannot all pass a check made before any of them was counted.
+    async with engine.begin() as conn:
+        attempt = await login.begin_attempt(conn, email=email, ip=ip, now=unit.now)
+    locked = attempt.refused
     if locked is None:
+        async with engine.connect() as conn:
+            credentials = await passwords.get_credentials(conn, email=email)
         member_id, password_hash = credentials or (None, None)
-        ok = await run_in_threadpool(passwords.verify_password, password_hash, password)
+        ok = await hashing(request, passwords.verify_password, password_hash, password)
         if ok and member_id is not None and password_hash is not None:
             return await _signed_in(
-                engine, unit, server, oreq, grant, member_id, email, password, password_hash
+                request,
+                engine,
+                unit,
+                server,
+                oreq,
+                grant,
+                member_id,
+                email,
+                ip,
+                password,
+                password_hash,
             )
-        async with engine.begin() as conn:
-            locked = await login.record_failure(conn, email=email, ip=ip, now=unit.now)
+        log.info("failed sign-in for %r from %s", email, ip)
+        locked = attempt.locks_on_failure
         if locked is None:
             return await _login_form(
                 request,
@@ -219,6 +251,7 @@ async def authorize(request: Request) -> Response:
                 status=401,
                 error="Incorrect email or password.",
             )
+    log.warning("sign-in locked for %r from %s for %s", email, ip, locked.retry_after)
     return await _login_form(
         request,
         state,
@@ -235,6 +268,7 @@ async def authorize(request: Request) -> Response:
 
 
 async def _signed_in(
+    request: Request,
     engine: Any,
     unit: Unit,
     server: OAuthServer,
@@ -242,6 +276,7 @@ async def _signed_in(
     grant: Any,
     member_id: Any,
     email: str,
+    ip: str,
     password: str,
     password_hash: str,
 ) -> Response:
@@ -250,11 +285,11 @@ async def _signed_in(
     )
 
     async def clear_failures(conn: Any) -> None:
-        await login.record_success(conn, email=email)
+        await login.record_success(conn, email=email, ip=ip)
 
     unit.ops.append(clear_failures)
     if passwords.needs_rehash(password_hash):
-        new_hash = await run_in_threadpool(passwords.hash_password, password)
+        new_hash = await hashing(request, passwords.hash_password, password)
 
         async def rehash(conn: Any) -> None:
             await passwords.set_password_hash(conn, member_id=member_id, password_hash=new_hash)
@@ -276,13 +311,37 @@ async def jwks(request: Request) -> JSONResponse:
     return JSONResponse(keys, headers={"Cache-Control": "public, max-age=60"})
 
 
+async def _limit_keys(request: Request) -> list[tuple[str, str]]:
+    """/oauth/* counts against the client IP, and the client id of Basic credentials when sent.
+    (A client id in the form is not a key: the member app's is shared by every member.)"""
+    keys = [(OAUTH_IP, f"ip:{rate_limits(request).client_ip(request)}")]
+    basic = parse_basic(request.headers)
+    if basic is not None:
+        keys.append((OAUTH_CLIENT, f"client:{basic[0]}"))
+    return keys
+
+
+def _too_many(retry_after: int) -> Response:
+    return JSONResponse(
+        {
+            "error": "rate_limited",
+            "error_description": f"Too many requests: retry in {retry_after} s.",
+        },
+        status_code=429,
+    )
+
+
 def routes() -> list[BaseRoute]:
     """The authorization server's routes, for `create_app`."""
+
+    def limit(endpoint: Any) -> Any:
+        return limited(endpoint, _limit_keys, _too_many)
+
     return [
-        Route("/oauth/token", token, methods=["POST"]),
-        Route("/oauth/authorize", authorize, methods=["GET", "POST"]),
-        Route("/oauth/introspect", introspect, methods=["POST"]),
-        Route("/oauth/revoke", revoke, methods=["POST"]),
+        Route("/oauth/token", limit(token), methods=["POST"]),
+        Route("/oauth/authorize", limit(authorize), methods=["GET", "POST"]),
+        Route("/oauth/introspect", limit(introspect), methods=["POST"]),
+        Route("/oauth/revoke", limit(revoke), methods=["POST"]),
         Route("/.well-known/oauth-authorization-server", server_metadata, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
     ]

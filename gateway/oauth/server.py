@@ -70,6 +70,10 @@ from partners.clients import ALL_SCOPES, OPERATOR_SCOPE, ClientRecord
 log = logging.getLogger(__name__)
 
 CODE_TTL = timedelta(minutes=5)
+MAX_CLIENT_ID = 128
+# One answer for an unknown client id, a wrong secret and a wrong method: the error must not
+# tell which client ids exist (and an unknown id costs a dummy argon2 check, as a real one).
+CLIENT_AUTH_FAILED = "Client authentication failed."
 REFRESH_TOKEN_TTL = timedelta(days=30)
 
 
@@ -90,6 +94,12 @@ def transport_allowed(url: str, issuer: str) -> bool:
     `http://` issuer has opted out of TLS (development, tests, a private demo network); one that
     publishes `https://` gets authlib's rule."""
     return is_secure_transport(url) or not issuer.startswith("https://")
+
+
+def is_clean(value: str) -> bool:
+    """False for text PostgreSQL cannot store or UTF-8 cannot encode (NUL, lone surrogates):
+    such a client id or e-mail is refused before it reaches the database."""
+    return "\x00" not in value and not any("\ud800" <= ch <= "\udfff" for ch in value)
 
 
 def parse_basic(headers: Any) -> tuple[str, str] | None:
@@ -355,6 +365,9 @@ class Unit:
             ids.append(request.payload.client_id)
         for client_id in ids:
             if client_id not in self.clients:
+                if not is_clean(client_id) or len(client_id) > MAX_CLIENT_ID:
+                    self.clients[client_id] = None  # no such client can exist
+                    continue
                 record = await clients.get(conn, client_id=client_id)
                 self.clients[client_id] = (
                     Client(record, issuer=self.issuer, now=self.now) if record else None
@@ -597,10 +610,19 @@ def authenticate_client_secret_basic(
     client_id, secret = credentials
     client = query_client(client_id)
     if client is None:
-        raise InvalidClientError(
-            status_code=401, description="The client does not exist on this server."
-        )
+        clients.verify_unknown(secret)  # the time of a real check
+        return None
     return client if client.check_client_secret(secret) else None
+
+
+def authenticate_none(
+    query_client: Callable[[str], Client | None], request: OAuth2Request
+) -> Client | None:
+    """authlib's `none` method (public clients), without its "does not exist" answer."""
+    client_id = request.payload.client_id
+    if client_id and not request.payload.data.get("client_secret"):
+        return query_client(client_id)
+    return None
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -688,6 +710,7 @@ class OAuthServer(AuthorizationServer):
         self.unit = unit
         self.register_token_generator("default", AccessTokenGenerator(unit))
         self.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
+        self.register_client_auth_method("none", authenticate_none)
         self.register_grant(ClientCredentialsGrant)
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
         self.register_grant(RefreshTokenGrant)
@@ -696,6 +719,18 @@ class OAuthServer(AuthorizationServer):
 
     def query_client(self, client_id: str) -> Client | None:
         return self.unit.query_client(client_id)
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> Client:
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as error:
+            basic = parse_basic(request.headers)
+            client_id = basic[0] if basic else request.payload.client_id
+            log.info("client authentication failed at %s for client %r", endpoint, client_id)
+            error.description = CLIENT_AUTH_FAILED
+            raise
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         self.unit.save_token(token, request)

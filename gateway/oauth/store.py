@@ -261,7 +261,8 @@ async def login_failures(
 async def record_login_failure(
     conn: AsyncConnection, *, keys: list[str], now: datetime, window: timedelta
 ) -> dict[str, Failures]:
-    """Count one failure against each key (a new window starts once the old one is over)."""
+    """Count one failure (or attempt) against each key, atomically per key (a new window starts
+    once the old one is over); returns the counts including this one."""
     rows = await conn.execute(
         text(
             "INSERT INTO oauth_login_failures AS f "
@@ -277,6 +278,17 @@ async def record_login_failure(
         {"keys": sorted(keys), "now": now, "since": now - window},
     )
     return {k: Failures(n, started) for k, n, started in rows}
+
+
+async def uncount_login_failure(conn: AsyncConnection, *, key: str) -> None:
+    """Take one counted attempt back (it succeeded)."""
+    await conn.execute(
+        text(
+            "UPDATE oauth_login_failures SET failures = failures - 1 "
+            "WHERE key = :key AND failures > 0"
+        ),
+        {"key": key},
+    )
 
 
 async def clear_login_failures(conn: AsyncConnection, *, keys: list[str]) -> None:

@@ -47,6 +47,9 @@ def live_server(db_uri: str) -> Iterator[str]:
         "DATABASE_URL": db_uri,
         "PUBLIC_URL": oh.BASE_URL,  # the helpers build redirect URIs on it "RATE_LIMIT_PER_SECOND": "100000",
         "RATE_LIMIT_BURST": "100000",
+        "RATE_LIMIT_OAUTH_IP": "1000000/minute",
+        "RATE_LIMIT_OAUTH_CLIENT": "1000000/minute",
+        "RATE_LIMIT_REGISTER": "1000000/hour",
         "COALITION_APP": "schemathesis",
     }
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"coalition-schemathesis-{port}.log", "w+b")
