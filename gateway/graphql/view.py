@@ -3,11 +3,14 @@ Strawberry's ASGI view."""
 
 from __future__ import annotations
 
+import json
 import time
+from http import HTTPStatus
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -21,6 +24,27 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 class _GraphQL(GraphQL):
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Strawberry's refusals of a request (malformed body, wrong method or content type)
+        as JSON errors with their 4xx status, like every other error of this endpoint."""
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if isinstance(request, WebSocket):
+                raise
+            return _refusal(exc.status_code, exc.reason)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """The body (and GET's `variables`, `extensions`) must be a JSON object: anything else,
+        or bytes that are not JSON at all, is a 400, never an error further on."""
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
+        if not isinstance(value, dict):
+            raise HTTPException(400, "Expected a JSON object")
+        return value
+
     async def on_ws_connect(self, context: Context) -> Any:
         """Browsers cannot set headers on a websocket: the token may come in the
         `connection_init` payload instead ({"Authorization": "Bearer ..."})."""
@@ -77,6 +101,19 @@ def _error(
         status_code=status,
         headers=headers,
     )
+
+
+def _refusal(status: int, message: str) -> Response:
+    # ensure_ascii: the message may quote the request (an operation name), lone surrogates too.
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": _code(status)}}]}
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+def _code(status: int) -> str:
+    try:
+        return HTTPStatus(status).name
+    except ValueError:
+        return "BAD_REQUEST"
 
 
 class GraphQLEndpoint:

@@ -391,6 +391,63 @@ async def test_a_bad_earn_does_not_fail_the_batch_of_the_good_ones(client, world
 
 
 # ---------------------------------------------------------------------------------------------
+# Item 16: a body that is not a GraphQL request is a 400 with a JSON error
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"null", "application/json"),
+        (b'"str"', "application/json"),
+        (b"5", "application/json"),
+        (b"true", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'["{ __typename }"]', "application/json"),
+        (b"[]", "application/json"),
+        (b"{bad", "application/json"),
+        (b"", "application/json"),
+        (b"\xff\xfe\xfa", "application/json"),  # not UTF-8
+        (b"[" * 20_000 + b"]" * 20_000, "application/json"),  # nested past the parser's depth
+        (b'{"query": 5}', "application/json"),
+        (b'{"query": ["{ __typename }"]}', "application/json"),
+        (b'{"variables": {}}', "application/json"),
+        (b'{"query": "{ __typename }", "variables": 5}', "application/json"),
+        (b'{"query": "{ __typename }", "variables": [1]}', "application/json"),
+        (b'{"query": "{ __typename }", "variables": "x"}', "application/json"),
+        (b'{"query": "{ __typename }", "extensions": 5}', "application/json"),
+        (b'{"query": "{ __typename }", "operationName": "\\ud800"}', "application/json"),
+        (b'{"query": "{ __typename }"}', "text/plain"),
+        (b'{"query": "{ __typename }"}', "application/x-www-form-urlencoded"),
+        (b'{"query": "{ __typename }"}', ""),
+    ],
+)
+async def test_a_body_that_is_not_a_graphql_request_is_a_400_with_a_json_error(
+    app, body, content_type
+):
+    # Without a token (none is needed to get this far); exceptions surface as a 500 here.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url=BASE_URL
+    ) as c:
+        r = await c.post("/graphql", content=body, headers={"content-type": content_type})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    error = r.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_REQUEST" and error["message"]
+
+
+async def test_get_variables_that_are_not_an_object_are_a_400(app):
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url=BASE_URL
+    ) as c:
+        r = await c.get(
+            "/graphql",
+            params={"query": "{ __typename }", "variables": "5"},
+            headers={"accept": "application/json"},
+        )
+    assert r.status_code == 400 and r.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+# ---------------------------------------------------------------------------------------------
 # Item 18: date-times that are no instant within range
 
 SET_AGREEMENT_Q = mutation("setAgreement", "SetAgreementInput")
