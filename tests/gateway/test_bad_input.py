@@ -5,6 +5,7 @@ Each is refused as VALIDATION (or a 400 with a JSON error), and nothing is writt
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from dataclasses import dataclass
@@ -445,6 +446,63 @@ async def test_get_variables_that_are_not_an_object_are_a_400(app):
             headers={"accept": "application/json"},
         )
     assert r.status_code == 400 and r.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 17: forged cursors
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+FORGED_CURSORS = {
+    "huge": b64(b"k:99999999999999999999999"),
+    "past int64": b64(b"k:9223372036854775808"),
+    "negative": b64(b"k:-5"),
+    "wrong prefix": b64(b"x:5"),
+    "no prefix": b64(b"5"),
+    "empty value": b64(b"k:"),
+    "not a number": b64(b"k:five"),
+    "spaces": b64(b"k: 5"),
+    "underscores": b64(b"k:1_000"),
+    "other digits": b64("k:\u0665".encode()),  # ARABIC-INDIC DIGIT FIVE: int() takes it
+    "not UTF-8": b64(b"k:\xff\xfe"),
+    "not base64": "!!!not-base64!!!",
+    "not ASCII": "é" * 8,
+    "too long": b64(b"k:" + b"1" * 100),
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+@pytest.mark.parametrize(
+    ("query", "caller"),
+    [
+        ("query($c: String) { settlementPeriods(after: $c) { edges { cursor } } }", "op"),
+        ("query($c: String) { me { activity(after: $c) { edges { cursor } } } }", "member"),
+    ],
+    ids=["settlementPeriods", "me.activity"],
+)
+async def test_a_forged_cursor_is_a_validation_error(client, world, query, caller, cursor):
+    r = await client.post(
+        "/graphql",
+        json={"query": query, "variables": {"c": cursor}},
+        headers={"Authorization": f"Bearer {token_of(world, caller)}"},
+    )
+    assert r.status_code == 200
+    errors = r.json()["errors"]
+    assert errors[0]["extensions"]["code"] == "VALIDATION", errors
+    assert errors[0]["message"] == "malformed cursor"
+
+
+async def test_the_largest_cursors_are_accepted(client, world):
+    """Bounds, not a ban: the int64 maximum pages activity; year 9999 pages periods."""
+    me = "query($c: String) { me { activity(after: $c) { edges { cursor } } } }"
+    d = await gql(client, me, {"c": b64(b"k:9223372036854775807")}, world.member.token)
+    assert d["me"]["activity"]["edges"] is not None
+    periods = "query($c: String) { settlementPeriods(after: $c) { edges { cursor } } }"
+    d = await gql(client, periods, {"c": b64(b"k:253402214400000000")}, world.op)
+    assert d["settlementPeriods"]["edges"] is not None
 
 
 # ---------------------------------------------------------------------------------------------
