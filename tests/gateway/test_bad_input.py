@@ -338,19 +338,37 @@ async def test_a_nul_or_lone_surrogate_in_a_query_argument_is_a_validation_error
     assert "Unexpected" not in errors[0]["message"]
 
 
-async def test_a_nul_in_a_string_literal_of_the_document_is_refused_too(client, engine, world):
+@pytest.mark.parametrize(
+    ("literal", "bad"),
+    [
+        ('"aXb"', "\\\\u0000"),  # GraphQL's own escape, \u0000
+        ('"aXb"', "\\u0000"),  # a raw NUL in the literal (JSON's escape)
+        ('"""aXb"""', "\\u0000"),  # in a block string
+    ],
+    ids=["graphql-escape", "raw", "block-string"],
+)
+async def test_a_nul_in_a_string_literal_of_the_document_is_refused_too(
+    client, engine, world, literal, bad
+):
     doc = (
-        'mutation { createPartner(input: {name: "aXb", category: "c", currency: "RUB"}) '
+        f'mutation {{ createPartner(input: {{name: {literal}, category: "c", currency: "RUB"}}) '
         "{ __typename ... on ValidationError { code field } } }"
     ).replace("X", MARK)
     before = await row_counts(engine)
-    r = await post_raw(client, body_with(doc, {}, "\\\\u0000"), world.op)  # \u0000 in GraphQL
+    r = await post_raw(client, body_with(doc, {}, bad), world.op)
     assert r.json()["data"]["createPartner"] == {
         "__typename": "ValidationError",
         "code": "VALIDATION",
         "field": "name",
     }
     assert await row_counts(engine) == before
+
+
+async def test_a_lone_surrogate_in_the_document_is_a_syntax_error(client, world):
+    doc = 'mutation { createPartner(input: {name: "aXb", category: "c", currency: "RUB"}) { __typename } }'
+    r = await post_raw(client, body_with(doc.replace("X", MARK), {}, "\\ud800"), world.op)
+    assert r.status_code == 200
+    assert r.json()["errors"][0]["message"].startswith("Syntax Error")
 
 
 BATCH_COUNTERS = ("batched_earns", "single_path", "failed_batches")
