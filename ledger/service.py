@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.clock import ensure_aware, utcnow
 from core.ids import uuid7
+from core.text import UNSTORABLE_TEXT, storable
 from ledger.errors import (
     DuplicateOrder,
     HoldNotActive,
@@ -225,7 +226,15 @@ def _check_points(points: Any, what: str = "points") -> int:
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise LedgerValidation(f"idempotency key must be 1..{MAX_KEY_LENGTH} characters")
+    _check_text(key, "idempotency key")
     return key
+
+
+def _check_text(value: str | None, what: str) -> None:
+    # Refused here, before any statement: mid-transaction the database would refuse it, and in
+    # a group-commit batch it would fail every other earn of the batch (ledger.batch).
+    if value is not None and not storable(value):
+        raise LedgerValidation(f"{what} {UNSTORABLE_TEXT}")
 
 
 def _at(at: datetime | None) -> datetime:
@@ -495,6 +504,9 @@ def check_earn(
     arguments."""
     _check_points(points)
     _check_key(idempotency_key)
+    _check_text(ref, "ref")
+    _check_text(currency, "currency")
+    _check_text(category, "category")
     if not 0 <= hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
     if digest is not None:

@@ -35,6 +35,7 @@ from core.ids import uuid7
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
 from gateway.graphql.context import Context, guarded
+from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
 from gateway.ratelimit import REGISTER, hashing, rate_limits
 from ledger import service as ledger
@@ -988,6 +989,10 @@ def _should_mask(error: GraphQLError) -> bool:
 
 
 class _Schema(strawberry.Schema):
+    def get_fields(self, type_definition: Any) -> list[Any]:
+        """Every field with arguments checks them before its resolver (gateway.graphql.inputs)."""
+        return add_input_checks(super().get_fields(type_definition))
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         """Log unexpected errors in full (they are masked for the client); expected ones
         (validation, permissions) are the caller's business, not the operator's."""
@@ -1015,6 +1020,7 @@ def build_schema(*, introspection: bool) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=list(E.ERROR_TYPES),
+        exception_handlers=[RefusedInputHandler()],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=512),

@@ -26,6 +26,8 @@ from settlement import reconciliation
 from settlement import service as settlement
 
 MAX_PERIODS_PAGE = 100
+# A period cursor is its start in microseconds since 1970: past year 9999 it is no datetime.
+MAX_PERIOD_CURSOR = int(datetime(9999, 12, 31, tzinfo=_UTC).timestamp()) * 1_000_000
 
 
 def _money(m: DomainMoney | None) -> T.Money | None:
@@ -457,7 +459,7 @@ class SettlementQuery:
                 f"first must be between 1 and {MAX_PERIODS_PAGE}", extensions={"code": "VALIDATION"}
             )
         try:
-            before = T.decode_cursor(after)
+            before = T.decode_cursor(after, maximum=MAX_PERIOD_CURSOR)
         except DomainError as exc:
             raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
         before_at = (

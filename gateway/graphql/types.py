@@ -4,6 +4,7 @@ these descriptions are what partners' engineers read."""
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -97,20 +98,28 @@ class MoneyInput:
 # Relay connections with keyset cursors
 
 
+MAX_CURSOR = 2**63 - 1  # keys are bigint (or microseconds since 1970): never past int64
+_CURSOR_VALUE = re.compile(r"(0|[1-9][0-9]{0,18})")
+
+
 def encode_cursor(value: int) -> str:
     return base64.urlsafe_b64encode(f"k:{value}".encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> int | None:
+def decode_cursor(cursor: str | None, *, maximum: int = MAX_CURSOR) -> int | None:
+    """The key in a cursor made by `encode_cursor`: a whole number in 0..`maximum`; anything
+    else (not base64, not ASCII, another prefix, negative, too large) is a malformed cursor."""
     if cursor is None:
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
-        kind, _, value = raw.partition(":")
-        if kind != "k":
+        if len(cursor) > 64:
+            raise ValueError
+        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True)
+        kind, _, value = raw.decode("ascii").partition(":")
+        if kind != "k" or not _CURSOR_VALUE.fullmatch(value) or int(value) > maximum:
             raise ValueError
         return int(value)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # binascii.Error and the Unicode errors are ValueErrors
         from core.errors import ValidationError
 
         raise ValidationError("malformed cursor", field="after") from None

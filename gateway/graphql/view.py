@@ -4,9 +4,12 @@ Strawberry's ASGI view."""
 from __future__ import annotations
 
 import functools
+import json
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +52,27 @@ class _GraphQL(GraphQL):
         static = request.scope.get("root_path", "") + STATIC_GRAPHIQL
         return HTMLResponse(_graphiql_html().replace("{{ static }}", static))
 
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Strawberry's refusals of a request (malformed body, wrong method or content type)
+        as JSON errors with their 4xx status, like every other error of this endpoint."""
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if isinstance(request, WebSocket):
+                raise
+            return _refusal(exc.status_code, exc.reason)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """The body (and GET's `variables`, `extensions`) must be a JSON object: anything else,
+        or bytes that are not JSON at all, is a 400, never an error further on."""
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
+        if not isinstance(value, dict):
+            raise HTTPException(400, "Expected a JSON object")
+        return value
+
     async def on_ws_connect(self, context: Context) -> Any:
         """Browsers cannot set headers on a websocket: the token may come in the
         `connection_init` payload instead ({"Authorization": "Bearer ..."})."""
@@ -85,6 +109,19 @@ def _error(
         status_code=status,
         headers=headers,
     )
+
+
+def _refusal(status: int, message: str) -> Response:
+    # ensure_ascii: the message may quote the request (an operation name), lone surrogates too.
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": _code(status)}}]}
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+def _code(status: int) -> str:
+    try:
+        return HTTPStatus(status).name
+    except ValueError:
+        return "BAD_REQUEST"
 
 
 class GraphQLEndpoint:

@@ -1,0 +1,104 @@
+"""The database goes away (issue 9, item 19): pooled connections whose backend was terminated are
+replaced on checkout, so the next requests succeed; /healthz answers 503 with a JSON reason while
+the database does not answer, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+
+from core.settings import Settings
+from gateway.app import create_app
+from tests.gateway.conftest import BASE_URL
+from tests.gateway.gql_helpers import (
+    EARN,
+    gql,
+    key,
+    operator_token,
+    register_and_login,
+    rub,
+    setup_partner,
+)
+
+APP_NAME = "coalition-test-reconnect"  # application_name of this test's connections only
+
+
+async def terminate_app_backends(engine) -> int:
+    """pg_terminate_backend on every connection of the app under test; returns how many. The
+    timeout makes each call return once that backend has exited (its socket is closed)."""
+    async with engine.connect() as c:
+        return (
+            await c.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) "
+                    "FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = :app"
+                ),
+                {"app": APP_NAME},
+            )
+        ).scalar_one()
+
+
+async def test_requests_after_the_database_terminated_the_backends_succeed(
+    settings, db_uri, engine, monkeypatch
+):
+    monkeypatch.setenv("COALITION_APP", APP_NAME)
+    app = create_app(settings, database_url=db_uri)
+    async with (
+        LifespanManager(app) as m,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False),
+            base_url=BASE_URL,
+        ) as c,
+    ):
+        op = await operator_token(c, engine)
+        partner = await setup_partner(c, op, name="Reconnect")
+        member = await register_and_login(c)
+
+        async def earn() -> dict:
+            variables = {
+                "input": {
+                    "cardNumber": member.card,
+                    "amount": rub("10.00"),
+                    "orderRef": key(),
+                    "idempotencyKey": key(),
+                }
+            }
+            return (await gql(c, EARN, variables, partner.token))["earn"]
+
+        assert (await earn())["__typename"] == "EarnSuccess"  # both pools hold connections now
+        assert (await c.get("/healthz")).status_code == 200
+
+        # Both pools: SQLAlchemy's (healthz, most resolvers) and psycopg's (the earn path).
+        assert await terminate_app_backends(engine) >= 2
+
+        r = await c.get("/healthz")
+        assert (r.status_code, r.json()) == (200, {"status": "ok"})
+        assert (await earn())["__typename"] == "EarnSuccess"
+        d = await gql(
+            c, "query($p: ID!) { earnRule(partnerId: $p) { baseRate } }", {"p": partner.id}, op
+        )
+        assert d["earnRule"]["baseRate"]
+
+        # Again, with the earn first: the psycopg pool's connections are replaced as well.
+        assert await terminate_app_backends(engine) >= 1
+        assert (await earn())["__typename"] == "EarnSuccess"
+        assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_healthz_answers_503_with_a_reason_when_the_database_does_not_answer(settings):
+    nowhere = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    app = create_app(
+        Settings(**{**settings.model_dump(), "database_url": nowhere}), database_url=nowhere
+    )
+    async with (
+        LifespanManager(app) as m,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False),
+            base_url=BASE_URL,
+        ) as c,
+    ):
+        r = await c.get("/healthz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "unavailable", "reason": "database"}
