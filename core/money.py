@@ -6,13 +6,22 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from iso4217 import Currency
+
 from core.errors import ValidationError
 
-# ISO 4217 minor units for the currencies a coalition is likely to use; others default to 2.
-MINOR_UNITS: dict[str, int] = {
-    "RUB": 2, "EUR": 2, "USD": 2, "GBP": 2, "CAD": 2, "INR": 2, "CHF": 2, "PLN": 2,
-    "KZT": 2, "TRY": 2, "AED": 2, "CNY": 2, "SEK": 2, "NOK": 2, "DKK": 2, "CZK": 2,
-    "JPY": 0, "KRW": 0, "HUF": 2, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3,
+# Minor units of every current ISO 4217 currency, from ISO's own published table (list one, as
+# shipped by the `iso4217` package, which is re-released with each amendment): CLP 0, ISK 0,
+# JPY 0, HUF 2, TWD 2, BHD 3, CLF 4. Not CLDR's "digits" (babel's get_currency_precision),
+# which are display conventions: CLDR gives 0 where ISO gives 2 for HUF, COP, IDR, IRR, ... and
+# 0 for IQD (ISO 3), and lists withdrawn codes (DEM, FRF). Codes without minor units (metals
+# XAU/XAG, XDR, the testing code XTS, XXX) are no money to settle in and are not listed.
+# Built once at import: a lookup here costs a dict access on the earn path.
+ISO_4217_MINOR_UNITS: dict[str, int] = {
+    c.code: c.exponent for c in Currency if c.exponent is not None
+}
+_QUANTUM: dict[str, Decimal] = {
+    code: Decimal(1).scaleb(-units) for code, units in ISO_4217_MINOR_UNITS.items()
 }
 MAX_INTEGER_DIGITS = 12
 # A plain decimal string: ASCII digits, an optional sign and point; no exponent, no "_", no
@@ -20,14 +29,27 @@ MAX_INTEGER_DIGITS = 12
 _DECIMAL_STRING = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
+def currency_code(currency: object) -> str:
+    """The ISO 4217 code `currency` names (any case), or a ValidationError."""
+    cur = currency.upper() if isinstance(currency, str) else ""
+    if cur not in ISO_4217_MINOR_UNITS:
+        raise ValidationError(f"currency {currency!r} is not an ISO 4217 currency code")
+    return cur
+
+
 def minor_units(currency: str) -> int:
-    """Digits after the decimal point for `currency`."""
-    return MINOR_UNITS.get(currency.upper(), 2)
+    """Digits after the decimal point for `currency` (ISO 4217); unknown codes are refused."""
+    return ISO_4217_MINOR_UNITS[currency_code(currency)]
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round once, half-even, to the currency's minor unit."""
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_EVEN)
+    return amount.quantize(_QUANTUM[currency_code(currency)], rounding=ROUND_HALF_EVEN)
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    """`amount` as a plain decimal string with exactly the currency's minor-unit digits."""
+    return f"{quantize(Decimal(amount), currency):f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +62,7 @@ class Money:
     @classmethod
     def parse(cls, amount: str | Decimal, currency: str, *, positive: bool = False) -> Money:
         """Parse a decimal string strictly: currency digits at most, 12 integer digits at most."""
-        cur = (currency or "").upper()
-        if len(cur) != 3 or not cur.isalpha() or not cur.isascii():
-            raise ValidationError(f"currency {currency!r} is not an ISO 4217 code")
+        cur = currency_code(currency)
         if isinstance(amount, str) and not _DECIMAL_STRING.fullmatch(amount.strip()):
             raise ValidationError(f"amount {amount!r} is not a decimal number")
         try:
@@ -51,16 +71,24 @@ class Money:
             raise ValidationError(f"amount {amount!r} is not a decimal number") from None
         if not value.is_finite():
             raise ValidationError("amount must be a finite number")
-        sign, digits, exponent = value.as_tuple()
+        exponent = value.as_tuple().exponent
         assert isinstance(exponent, int)
         # Integer digits first: quantizing a value wider than Decimal's precision would raise.
         if value.adjusted() >= MAX_INTEGER_DIGITS:
             raise ValidationError(f"amount has more than {MAX_INTEGER_DIGITS} integer digits")
-        if -exponent > minor_units(cur) and value != quantize(value, cur):
-            raise ValidationError(f"amount has more than {minor_units(cur)} decimal places for {cur}")
+        places = ISO_4217_MINOR_UNITS[cur]
+        # Digits, not value: "100.000" RUB is refused like "100.001" (trailing zeros too).
+        if -exponent > places:
+            raise ValidationError(f"amount has more than {places} decimal places for {cur}")
         if positive and value <= 0:
             raise ValidationError("amount must be positive")
-        return cls(quantize(value, cur), cur)
+        return cls(value.quantize(_QUANTUM[cur]), cur)
+
+    @classmethod
+    def of(cls, amount: Decimal, currency: str) -> Money:
+        """An amount read back from storage or computed: rounded half-even to minor units."""
+        cur = currency_code(currency)
+        return cls(quantize(Decimal(amount), cur), cur)
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.currency}"
+        return f"{self.amount:f} {self.currency}"

@@ -12,6 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.errors import ValidationError
+from core.money import currency_code
+
 
 class Settings(BaseSettings):
     """Everything configurable about a Coalition deployment."""
@@ -118,8 +121,11 @@ class Settings(BaseSettings):
 
     @field_validator("settlement_currency")
     @classmethod
-    def _upper(cls, v: str) -> str:
-        return v.upper()
+    def _currency(cls, v: str) -> str:
+        try:
+            return currency_code(v)
+        except ValidationError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator(
         "rate_limit_oauth_client",

@@ -70,11 +70,15 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 @app.command()
 def expire(
-    at: datetime = typer.Option(None, help="Expire lots expired by this instant (default: now)."),
+    at: datetime = typer.Option(
+        None, help="Expire lots expired by this instant, not in the future (default: now; UTC)."
+    ),
     batch_size: int = typer.Option(500, min=1, max=100_000),
 ) -> None:
     """Move the remaining points of expired lots to breakage (safe to re-run)."""
     from ledger import service as ledger
+
+    when = _past_instant(at)
 
     async def run() -> dict[str, int]:
         engine = create_engine(_url())
@@ -85,15 +89,37 @@ def expire(
                 def report(done: int, total: int) -> None:
                     progress.update(task, completed=done, total=total)
 
-                released = await ledger.release_expired_holds(engine, at=at)
+                released = await ledger.release_expired_holds(engine, at=when)
                 report_ = await ledger.expire_points(
-                    engine, at=at or utcnow(), batch_size=batch_size, progress=report
+                    engine, at=when, batch_size=batch_size, progress=report
                 )
             return {"holds_released": released, **report_.__dict__}
         finally:
             await engine.dispose()
 
-    typer.echo(json.dumps(asyncio.run(run())))
+    try:
+        outcome = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(outcome))
+
+
+def _past_instant(at: datetime | None) -> datetime:
+    """`at` (a zone-less value is UTC; default: now), exit 2 when it lies in the future."""
+    now = utcnow()
+    if at is None:
+        return now
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if at > now:
+        # A job dated in the future would take points today that every "as of now" figure
+        # (the points liability) still counts.
+        typer.echo(
+            f"error: --at {at.isoformat()} is in the future (now: {now.isoformat()})", err=True
+        )
+        raise typer.Exit(2)
+    return at
 
 
 @app.command()
@@ -210,6 +236,8 @@ def settle(
     period's end, close and seal it; recompute the current one. Safe to run from cron."""
     from settlement import service as settlement
 
+    now = _past_instant(at)  # settling in the future would close and expire ahead of time
+
     async def run() -> dict[str, object]:
         engine = create_engine(_url())
         try:
@@ -221,9 +249,6 @@ def settle(
                         task, completed=done, total=total, description=f"settling {label}"
                     )
 
-                now = utcnow() if at is None else at
-                if now.tzinfo is None:
-                    now = now.replace(tzinfo=UTC)  # --at without a zone is UTC
                 result = await settlement.settle_due(
                     engine, now=now, granularity=period, progress=report
                 )

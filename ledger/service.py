@@ -166,6 +166,13 @@ class Balance:
     expiring: int  # available or pending, expiring within the horizon
     debt: int  # points owed (>= 0), repaid by later earnings
 
+    @property
+    def total(self) -> int:
+        """The member's points now: available + pending + on hold."""
+        # Not `wallet`: that still holds lots that expired since the last expiry run, which
+        # are gone (DOMAIN.md) and which the points liability no longer counts.
+        return self.available + self.pending + self.on_hold
+
 
 @dataclass(frozen=True)
 class ExpiryReport:
@@ -1046,9 +1053,30 @@ async def return_points(
 # Jobs: hold expiry, points expiry
 
 
-async def release_expired_holds(engine: AsyncEngine, *, at: datetime | None = None, batch_size: int = 500) -> int:
-    """Expire every hold whose time ran out (re-runnable); returns how many were released."""
-    at = _at(at)
+def _not_in_future(at: datetime | None, now: datetime | None) -> datetime:
+    """`at` (default: now), refused when later than `now` (default: the clock)."""
+    # A job dated in the future would write postings effective after the present: balances
+    # would drop at once while every "as of now" read (the points liability) puts them back.
+    now = _at(now)
+    at = now if at is None else _at(at)
+    if at > now:
+        raise LedgerValidation(
+            f"cannot expire as of {at.isoformat()}: it is in the future (now is "
+            f"{now.isoformat()}); points and holds expire only up to the present"
+        )
+    return at
+
+
+async def release_expired_holds(
+    engine: AsyncEngine,
+    *,
+    at: datetime | None = None,
+    now: datetime | None = None,
+    batch_size: int = 500,
+) -> int:
+    """Expire every hold whose time ran out by `at` (not after `now`, default the clock);
+    re-runnable; returns how many were released."""
+    at = _not_in_future(at, now)
     released = 0
     while True:
         async with engine.begin() as conn:
@@ -1128,14 +1156,16 @@ async def expire_points(
     engine: AsyncEngine,
     *,
     at: datetime | None = None,
+    now: datetime | None = None,
     actor: str = "system:expiry",
     batch_size: int = 500,
     progress: Any = None,
 ) -> ExpiryReport:
     """Move what is left of every lot expired by `at` to breakage, a batch of members per
     transaction. Safe to re-run: an expired lot is left at zero and is not taken twice.
+    `at` later than `now` (default: the clock) is refused: expiry is never dated in the future.
     `progress(done_members, total_members)` is called after each batch."""
-    at = _at(at)
+    at = _not_in_future(at, now)
     async with engine.connect() as conn:
         total = (
             await conn.execute(

@@ -80,7 +80,7 @@ async def refund(
         return RefundResult(
             prior.id,
             prior.order_ref,
-            Money(prior.amount, prior.currency),
+            Money.of(prior.amount, prior.currency),  # stored NUMERIC(20,4): back to minor units
             prior.points_reversed,
             prior.points_returned,
             replayed=True,
@@ -128,7 +128,8 @@ async def refund(
     after = refunded + amount.amount
     if after > order_amount:
         raise ValidationError(
-            f"refund exceeds the order: {order_amount - refunded} {amount.currency} remain refundable"
+            f"refund exceeds the order: {Money.of(order_amount - refunded, amount.currency)} "
+            "remain refundable"
         )
 
     reversed_pts = returned_pts = 0

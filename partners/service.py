@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.clock import utcnow
 from core.errors import ValidationError
 from core.ids import uuid7
+from core.money import currency_code
 from ledger import service as ledger
 from partners.errors import NoAgreement, PartnerNotFound
 
@@ -37,8 +38,7 @@ async def create(
         raise ValidationError("name must be 1..200 characters")
     if not category or len(category) > 100:
         raise ValidationError("category must be 1..100 characters")
-    if len(currency) != 3 or not currency.isalpha() or not currency.isascii():
-        raise ValidationError("currency must be an ISO 4217 code")
+    currency = currency_code(currency)  # a current ISO 4217 code, not any three letters
     if not 0 <= hold_days <= 365:
         raise ValidationError("hold_days must be between 0 and 365")
     partner_id = uuid7()
@@ -117,6 +117,7 @@ async def set_agreement(
     await get(conn, partner_id=partner_id)
     if effective_from.tzinfo is None:
         raise ValidationError("effectiveFrom must carry a time zone")
+    currency = currency_code(currency)
     issue = _decimal(issue_price, "issuePrice", maximum=MAX_PRICE)
     redemption = _decimal(redemption_price, "redemptionPrice", maximum=MAX_PRICE)
     # recorded_at is the database's transaction time, the clock ledger events are recorded on:

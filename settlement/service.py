@@ -1154,7 +1154,11 @@ async def _expire_and_close(
         raise PeriodNotEnded(_not_ended(period))
     # The last instant of [start, end): lots expired by then are swept with that effective time.
     report = await ledger.expire_points(
-        engine, at=period.period_end - ONE_MICROSECOND, actor="system:settlement", progress=progress
+        engine,
+        at=period.period_end - ONE_MICROSECOND,
+        now=now,
+        actor="system:settlement",
+        progress=progress,
     )
     async with engine.begin() as conn:
         return await close(conn, period_id=period_id, actor=actor, now=now), report.points

@@ -110,7 +110,7 @@ class Me:
         async with info.context.engine.connect() as conn:
             b = await ledger.balance(conn, member_id=self.member_id)
         return T.Balance(
-            available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.wallet, debt=b.debt
+            available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.total, debt=b.debt
         )
 
     @strawberry.field(description="Points (available or pending) that expire within `days` days.")
@@ -967,7 +967,7 @@ class Subscription:
                     available=b.available,
                     pending=b.pending,
                     on_hold=b.on_hold,
-                    total=b.wallet,
+                    total=b.total,
                     debt=b.debt,
                 )
             await asyncio.sleep(every_seconds)  # polling keeps NOTIFY off the ledger's commit path

@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import ErrorCode, ValidationError
-from core.money import MAX_INTEGER_DIGITS, MINOR_UNITS, Money, minor_units, quantize
+from core.money import (
+    ISO_4217_MINOR_UNITS,
+    MAX_INTEGER_DIGITS,
+    Money,
+    format_amount,
+    minor_units,
+    quantize,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,7 +34,15 @@ from core.money import MAX_INTEGER_DIGITS, MINOR_UNITS, Money, minor_units, quan
         ("100", "JPY", "100"),
         ("1.234", "BHD", "1.234"),
         ("1.2", "KWD", "1.200"),
-        ("5.5", "XTS", "5.50"),  # a currency without a table entry: 2 minor units
+        ("100", "RUB", "100.00"),
+        ("100.5", "RUB", "100.50"),
+        ("100.50", "RUB", "100.50"),
+        ("100", "CLP", "100"),
+        ("100", "ISK", "100"),
+        ("1.5", "HUF", "1.50"),  # ISO 4217 gives HUF 2 (CLDR, for display, 0)
+        ("1.5", "TWD", "1.50"),
+        ("1.234", "BHD", "1.234"),
+        ("1.2345", "CLF", "1.2345"),
         ("999999999999.99", "RUB", "999999999999.99"),  # 12 integer digits
         ("000000000000001.00", "RUB", "1.00"),  # leading zeros are not integer digits
         ("1", "rub", "1.00"),
@@ -55,6 +70,11 @@ def refused(amount: object, currency: str = "RUB", **kw: bool) -> ValidationErro
         ("0.999", "EUR"),
         ("100.5", "JPY"),
         ("1.2345", "BHD"),
+        ("100.000", "RUB"),  # trailing zeros count: more digits than RUB has
+        ("100.0", "JPY"),
+        ("100.5", "CLP"),
+        ("100.5", "ISK"),
+        ("1.0000", "BHD"),
         ("0.000000000000000000000000000001", "RUB"),
     ],
 )
@@ -125,9 +145,31 @@ def test_garbage(amount: object) -> None:
     refused(amount)
 
 
-@pytest.mark.parametrize("currency", ["", "RU", "RUBL", "R1B", "12", "\u00c4\u00d6\u00dc", None])
+@pytest.mark.parametrize(
+    "currency",
+    ["", "RU", "RUBL", "R1B", "12", "\u00c4\u00d6\u00dc", None, "XYZ", "ABC", "DEM", "XAU", "XTS"],
+)
 def test_bad_currencies(currency: str) -> None:
     assert "ISO 4217" in refused("1.00", currency).message
+
+
+@pytest.mark.parametrize(
+    ("currency", "units"),
+    [("RUB", 2), ("CLP", 0), ("ISK", 0), ("JPY", 0), ("HUF", 2), ("TWD", 2), ("BHD", 3)],
+)
+def test_minor_units_are_iso_4217s(currency: str, units: int) -> None:
+    assert minor_units(currency) == units
+
+
+def test_stored_and_computed_amounts_come_out_in_minor_units() -> None:
+    """NUMERIC(20,4) and exact sums: every Money output has the currency's digits."""
+    assert str(Money.of(Decimal("1000.0000"), "RUB").amount) == "1000.00"
+    assert str(Money.of(Decimal("1000.0000"), "RUB")) == "1000.00 RUB"
+    assert str(Money.of(Decimal("12.3450"), "RUB").amount) == "12.34"  # half-even
+    assert str(Money.of(Decimal("7.0000"), "JPY")) == "7 JPY"
+    assert format_amount(Decimal("1E+3"), "BHD") == "1000.000"
+    with pytest.raises(ValidationError):
+        Money.of(Decimal(1), "XYZ")
 
 
 def test_decimal_inputs() -> None:
@@ -137,19 +179,20 @@ def test_decimal_inputs() -> None:
     refused(Decimal("Infinity"))
     refused(Decimal("1E+12"))
     refused(Decimal("0.001"))
+    refused(Decimal("10.000"))  # as stored in NUMERIC(20,4): Money.of rounds those
 
 
 def test_rounding_is_half_even_to_the_minor_unit() -> None:
     assert quantize(Decimal("0.125"), "RUB") == Decimal("0.12")
     assert quantize(Decimal("0.135"), "RUB") == Decimal("0.14")
     assert quantize(Decimal("2.5"), "JPY") == Decimal("2")
-    assert minor_units("jpy") == 0 and minor_units("XTS") == 2
+    assert minor_units("jpy") == 0 and minor_units("bhd") == 3
 
 
 # ---------------------------------------------------------------------------------------------
 # Properties
 
-currencies = st.sampled_from(sorted(MINOR_UNITS))
+currencies = st.sampled_from(sorted(ISO_4217_MINOR_UNITS))
 
 
 @given(st.text(max_size=60), currencies, st.booleans())

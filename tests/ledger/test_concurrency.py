@@ -570,10 +570,12 @@ async def test_mixed_operations_on_few_members_never_deadlock(engine: AsyncEngin
         """The batch jobs, which lock many wallets at once, racing with the operations: hold
         expiry (an hour on, when every 30-minute hold ran out) and, in the last round, the
         expiry of every lot (37 months on)."""
-        released = ledger.release_expired_holds(engine, at=t0 + timedelta(hours=1), batch_size=2)
+        hour = t0 + timedelta(hours=1)  # in the test's future: `now` says when it is
+        released = ledger.release_expired_holds(engine, at=hour, now=hour, batch_size=2)
         if not last:
             return [await released]
-        expired = ledger.expire_points(engine, at=t0 + timedelta(days=37 * 31), batch_size=2)
+        later = t0 + timedelta(days=37 * 31)
+        expired = ledger.expire_points(engine, at=later, now=later, batch_size=2)
         return list(await asyncio.gather(released, expired))
 
     kinds = [earn, authorize, spend, capture, void, reverse]

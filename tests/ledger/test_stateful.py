@@ -808,7 +808,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if any(not self.model.live(lot) for lot in self.model.timed_out):
             event("expiry: takes points of a hold that ran out")
         expected = self.model.expire()
-        report = self.run(ledger.expire_points(self.engine, at=self.model.now))
+        report = self.run(ledger.expire_points(self.engine, at=self.model.now, now=self.model.now))
         got = {"members": report.members, "lots": report.lots, "points": report.points}
         assert got == expected, f"expiry at {self.model.now}: expected {expected}, got {got}"
         assert report.batches == (1 if expected["members"] else 0)
