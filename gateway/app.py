@@ -97,7 +97,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     from gateway.settlement_http import routes as settlement_routes
 
     graphql = GraphQLEndpoint(
-        build_schema(introspection=settings.graphql_introspection),
+        build_schema(
+            introspection=settings.graphql_introspection, max_cost=settings.graphql_max_cost
+        ),
         rate=settings.rate_limit_per_second,
         burst=settings.rate_limit_burst,
         graphql_ide=settings.graphql_introspection,

@@ -31,9 +31,11 @@ from strawberry.permission import BasePermission
 from core.errors import DomainError
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
+from core.settings import Settings
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
-from gateway.graphql.context import Context, guarded
+from gateway.graphql.context import Context, ReleaseRequestConnection, guarded
+from gateway.graphql.cost import query_cost_rule
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
 from ledger import service as ledger
 from ledger.errors import HoldNotFound
@@ -923,6 +925,7 @@ class Subscription:
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
+DEFAULT_MAX_COST = Settings.model_fields["graphql_max_cost"].default
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -942,7 +945,7 @@ class _Schema(strawberry.Schema):
                 StrawberryLogger.error(error, execution_context)
 
 
-def build_schema(*, introspection: bool) -> strawberry.Schema:
+def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> strawberry.Schema:
     """The schema with its limits. Validation rules are built ONCE here, so the validation
     cache (keyed by the rules) hits across requests."""
     from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -950,6 +953,7 @@ def build_schema(*, introspection: bool) -> strawberry.Schema:
     rules = [
         *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
         *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+        query_cost_rule(max_cost),
     ]
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
@@ -965,6 +969,7 @@ def build_schema(*, introspection: bool) -> strawberry.Schema:
             lambda: AddValidationRules(rules_tuple),
             lambda: ValidationCache(maxsize=512),
             lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+            ReleaseRequestConnection,
         ],
     )
 
