@@ -106,7 +106,7 @@ class Me:
 
     @strawberry.field(description="Points available, pending and on hold.")
     async def balance(self, info: strawberry.Info) -> T.Balance:
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             b = await ledger.balance(conn, member_id=self.member_id)
         return T.Balance(
             available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.wallet, debt=b.debt
@@ -116,7 +116,7 @@ class Me:
     async def expiring_points(self, info: strawberry.Info, days: int = 30) -> int:
         if not 0 < days <= 3660:
             raise GraphQLError("days must be between 1 and 3660", extensions={"code": "VALIDATION"})
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             b = await ledger.balance(
                 conn, member_id=self.member_id, expiring_within=timedelta(days=days)
             )
@@ -136,7 +136,7 @@ class Me:
             before = T.decode_cursor(after)
         except DomainError as exc:
             raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             items = await ledger.history(
                 conn, member_id=self.member_id, limit=first + 1, before=before
             )
@@ -169,7 +169,7 @@ class Query(SettlementQuery):
     async def me(self, info: strawberry.Info) -> Me | None:
         ctx: Context = info.context
         assert ctx.principal is not None and ctx.principal.member_id is not None
-        async with ctx.engine.connect() as conn:
+        async with ctx.read() as conn:
             m = await members.get(conn, member_id=ctx.principal.member_id)
         if m is None:
             return None
@@ -193,7 +193,7 @@ class Query(SettlementQuery):
         if ctx.principal.kind == "partner":
             record = await ctx.partner_loader.load(ctx.principal.partner_id)
             return [T.Partner.of(record)] if record else []
-        async with ctx.engine.connect() as conn:
+        async with ctx.read() as conn:
             return [T.Partner.of(p) for p in await partners.list_partners(conn, limit=first)]
 
     @strawberry.field(
@@ -217,7 +217,7 @@ class Query(SettlementQuery):
         pid = _visible_partner(info.context, partner_id)
         if pid is None:
             return []
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             return [T.Agreement.of(a) for a in await partners.agreements(conn, partner_id=pid)]
 
 

@@ -15,7 +15,7 @@ from core.settings import Settings
 from gateway.app import create_app
 from gateway.graphql.types import encode_cursor
 from tests.gateway import oauth_helpers as oh
-from tests.gateway.gql_helpers import gql, operator_token
+from tests.gateway.gql_helpers import gql, operator_token, register_and_login
 
 NESTED = """
   statements { partner { id name } issuedPoints net { amount currency } }
@@ -156,3 +156,16 @@ async def test_the_cost_limit_is_a_setting(settings, db_uri):
             "/graphql", json={"query": "{ settlementPeriods(first: 2) { edges { node { id } } } }"}
         )
         assert r.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_member_query_reads_on_one_connection(client, recorder):
+    m = await register_and_login(client)
+    recorder.calls.clear()
+    q = (
+        "{ me { id balance { available } expiringPoints(days: 30) "
+        "activity(first: 5) { edges { node { points partner { name } } } } } }"
+    )
+    await gql(client, q, token=m.token)
+    reads = [(c, s) for c, s in recorder.calls if "oauth_" not in s]  # not the token checks
+    assert len(reads) >= 4
+    assert len({id(c) for c, _ in reads}) == 1, [s for _, s in reads]
