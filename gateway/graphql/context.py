@@ -137,6 +137,8 @@ class Context:
     principal: Principal | None
     # graphql-transport-ws: the `connection_init` payload (may carry the bearer token).
     connection_params: dict[str, Any] | None = None
+    # websocket: the principal's slot this socket holds (see gateway.graphql.view).
+    socket_slot: str | None = None
     partner_loader: DataLoader[uuid.UUID, PartnerRecord | None] = field(init=False)
     _read_conn: AsyncConnection | None = field(default=None, init=False, repr=False)
     _read_lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
