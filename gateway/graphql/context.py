@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import SchemaExtension
 
 from core.db import DriverConnection, driver_unit_of_work
 from core.settings import Settings
@@ -206,7 +205,8 @@ class Context:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """The request's connection for reads: opened on first use, then shared, one resolver
         at a time, by every resolver of the request; closed by `release` when it ends. A request
-        holds one pooled connection however many fields it asks for."""
+        holds one pooled connection however many fields it asks for. (The view calls `release`
+        after each operation, over HTTP and websockets alike.)"""
         if self._read_lock is None:
             self._read_lock = asyncio.Lock()
         async with self._read_lock:
@@ -256,18 +256,6 @@ class Context:
                 return await partners.get_config(conn, partner_id=partner_id)
 
         return await self.caches.partner_config.get(partner_id, load)
-
-
-class ReleaseRequestConnection(SchemaExtension):
-    """Closes the operation's read connection (`Context.read`) when it ends, failed or not."""
-
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
-        try:
-            yield
-        finally:
-            ctx = self.execution_context.context
-            if isinstance(ctx, Context):
-                await ctx.release()
 
 
 async def guarded(

@@ -34,7 +34,7 @@ from core.ids import uuid7
 from core.settings import Settings
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
-from gateway.graphql.context import Context, ReleaseRequestConnection, guarded
+from gateway.graphql.context import Context, guarded
 from gateway.graphql.cost import query_cost_rule
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
 from ledger import service as ledger
@@ -969,7 +969,6 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
             lambda: AddValidationRules(rules_tuple),
             lambda: ValidationCache(maxsize=512),
             lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
-            ReleaseRequestConnection,
         ],
     )
 

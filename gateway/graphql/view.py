@@ -72,6 +72,12 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.connection_acknowledged and principal is not None and self.watcher is None:
             self.watcher = asyncio.create_task(self._watch(principal))
 
+    async def run_operation(self, operation: Any) -> None:
+        try:
+            await super().run_operation(operation)
+        finally:
+            await self.context.release()  # the operation's reads (`Context.read`)
+
     async def _watch(self, principal: Principal) -> None:
         """Sleep until the token's deadline or a change of the revocation list, then check."""
         app = self.context.request.app
@@ -114,6 +120,15 @@ class _GraphQL(GraphQL):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.open_sockets: Counter[str] = Counter()  # per principal, in this process
+
+    async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the request's operation, then close its read connection (`Context.read`)."""
+        try:
+            return await super().execute_operation(*args, **kwargs)
+        finally:
+            context = kwargs.get("context")
+            if isinstance(context, Context):
+                await context.release()
 
     @property
     def websocket_subprotocols(self) -> list[str]:

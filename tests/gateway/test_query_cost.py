@@ -5,6 +5,7 @@ cost a fixed number of statements on one connection, however many periods the pa
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +65,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[object, str]] = []
+        self.engine: Any = None
 
     def __call__(self, conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
         self.calls.append((conn, statement))
@@ -75,7 +77,7 @@ class _Recorder:
 @pytest.fixture
 async def recorder(app):
     rec = _Recorder()
-    engine = (await oh.starlette_app_of(app)).state.engine
+    engine = rec.engine = (await oh.starlette_app_of(app)).state.engine
     event.listen(engine.sync_engine, "before_cursor_execute", rec)
     yield rec
     event.remove(engine.sync_engine, "before_cursor_execute", rec)
@@ -117,6 +119,7 @@ async def test_a_page_of_periods_costs_a_fixed_number_of_statements_on_one_conne
         # adjustments, verification: one statement each, all on the request's one connection.
         assert len(sql) <= 5, [s for _, s in sql]
         assert len({id(c) for c, _ in sql}) == 1, "more than one connection for one request"
+        assert recorder.engine.pool.checkedout() == 0  # and it was given back at the end
         counts.append(len(sql))
     assert counts[0] == counts[1], counts
 
