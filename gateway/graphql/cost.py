@@ -1,4 +1,6 @@
-"""The query cost limit: a validation rule that prices an operation before anything runs.
+"""The limits of a GraphQL document, checked at validation before anything runs: its cost, its
+depth and its aliases. Over any of them, the operation is refused with the GraphQL error code
+QUERY_TOO_COMPLEX and nothing is executed.
 
 Cost = fields x requested list sizes: every field costs 1 (some heavy ones more, see
 `FIELD_WEIGHTS`), and a field that returns several items multiplies the cost of what is selected
@@ -9,17 +11,27 @@ under it by how many it may return:
   cannot depend on the variables; the `edges` of such a connection do not multiply again;
 - any other field returning a list: `DEFAULT_LIST_SIZE`.
 
-Fragments (named and inline) and aliases count wherever they are used. The rule depends only on
-the document, so the validation cache keeps its verdict: a repeated query (the earn) costs
-nothing more. An operation over the limit is refused at validation, with the GraphQL error code
-QUERY_TOO_COMPLEX and no execution at all.
+Depth: nested field levels below the root (as Strawberry's QueryDepthLimiter counts them).
+Aliases: aliased fields in the document, each fragment counted at every spread (as Strawberry's
+MaxAliasesLimiter counts them).
+
+Fragments (named and inline) and aliases count wherever they are used, yet each fragment is
+walked once: Strawberry's own depth and alias limiters expand fragments every time they are
+spread, so 25 fragments each spreading the next two (a 500-token query) kept them busy for
+minutes. Introspection fields cost 1 and are not walked (they read no data; introspection is
+off unless GRAPHQL_INTROSPECTION; GraphiQL's own query would cost about 50,000).
+
+The rule depends only on the document, so the validation cache keeps its verdict: a repeated
+query (the earn) costs nothing more.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
@@ -36,38 +48,71 @@ from graphql import (
 )
 from graphql.validation import ValidationContext, ValidationRule
 
+CODE = "QUERY_TOO_COMPLEX"
 DEFAULT_LIST_SIZE = 10
 VARIABLE_LIST_SIZE = 100  # the largest `first` of settlementPeriods and me.activity
 MAX_FIRST = {("Query", "partners"): 500}  # fields allowing larger pages
 # Fields whose resolver does far more work than reading rows: a seal verification recomputes
 # the period from the ledger.
 FIELD_WEIGHTS = {("SettlementPeriod", "verification"): 50}
-# Deeper than any real query (the depth limit is 10): stop walking and call it too complex.
+# Deeper than any real query (the depth limit is 10): stop walking, call it too complex.
 MAX_WALK_DEPTH = 64
 
 
-def query_cost_rule(max_cost: int) -> type[ValidationRule]:
-    """A validation rule refusing operations that cost more than `max_cost`."""
+@dataclass(frozen=True)
+class Measure:
+    """What a selection set costs, how many field levels it nests, how many aliases it has."""
 
-    class QueryCost(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> Any:
-            cost = operation_cost(self.context, node, limit=max_cost)
-            if cost > max_cost:
-                self.report_error(
-                    GraphQLError(
-                        f"query too complex: it costs {cost}, the limit is {max_cost} "
+    cost: int = 0
+    levels: int = 0
+    aliases: int = 0
+
+    def __add__(self, other: Measure) -> Measure:
+        return Measure(
+            self.cost + other.cost, max(self.levels, other.levels), self.aliases + other.aliases
+        )
+
+
+_TOO_DEEP = Measure(cost=2**62, levels=2**62, aliases=0)
+
+
+def query_limits_rule(*, max_cost: int, max_depth: int, max_aliases: int) -> type[ValidationRule]:
+    """A validation rule refusing documents over the cost, depth or alias limit."""
+
+    class QueryLimits(ValidationRule):
+        def enter_document(self, node: DocumentNode, *_: Any) -> Any:
+            aliases = 0
+            for op in node.definitions:
+                if not isinstance(op, OperationDefinitionNode):
+                    continue
+                m = measure_operation(self.context, op, limit=max_cost)
+                aliases += m.aliases
+                name = op.name.value if op.name else "anonymous"
+                if m.levels - 1 > max_depth:
+                    self._refuse(f"'{name}' exceeds maximum operation depth of {max_depth}", op)
+                elif m.cost > max_cost:
+                    self._refuse(
+                        f"query too complex: it costs {m.cost}, the limit is {max_cost} "
                         "(fields x requested list sizes: ask for smaller pages or fewer fields)",
-                        node,
-                        extensions={"code": "QUERY_TOO_COMPLEX", "cost": cost, "maxCost": max_cost},
+                        op,
+                        cost=m.cost,
+                        maxCost=max_cost,
                     )
-                )
+            if aliases > max_aliases:
+                self._refuse(f"{aliases} aliases found. Allowed: {max_aliases}", None)
             return self.SKIP
 
-    return QueryCost
+        def _refuse(self, message: str, node: Any, **extra: int) -> None:
+            self.report_error(GraphQLError(message, node, extensions={"code": CODE, **extra}))
+
+    return QueryLimits
 
 
-def operation_cost(context: ValidationContext, node: OperationDefinitionNode, *, limit: int) -> int:
-    """The cost of one operation of the document being validated (stops counting past `limit`)."""
+def measure_operation(
+    context: ValidationContext, node: OperationDefinitionNode, *, limit: int
+) -> Measure:
+    """Cost, levels and aliases of one operation of the document being validated (the cost is
+    counted only until it passes `limit`)."""
     schema = context.schema
     root = {
         OperationType.QUERY: schema.query_type,
@@ -75,23 +120,21 @@ def operation_cost(context: ValidationContext, node: OperationDefinitionNode, *,
         OperationType.SUBSCRIPTION: schema.subscription_type,
     }[node.operation]
     if root is None:
-        return 0
+        return Measure()
     return _Walk(context, limit).selections(node.selection_set, root, 0, frozenset())
 
 
 class _Walk:
     def __init__(self, context: ValidationContext, limit: int) -> None:
         self.context, self.limit = context, limit
-        # A fragment costs the same wherever it is spread: computed once (a chain of fragments
-        # each spreading the next twice must not take exponential time).
-        self.fragments: dict[str, int] = {}
+        self.fragments: dict[str, Measure] = {}  # each fragment is measured once
 
     def selections(
         self, selection_set: SelectionSetNode, parent: Any, depth: int, seen: frozenset[str]
-    ) -> int:
+    ) -> Measure:
         if depth > MAX_WALK_DEPTH:
-            return self.limit + 1
-        total = 0
+            return _TOO_DEEP
+        total = Measure()
         for sel in selection_set.selections:
             if isinstance(sel, FieldNode):
                 total += self.field(sel, parent, depth, seen)
@@ -104,34 +147,43 @@ class _Walk:
                 total += self.selections(sel.selection_set, on or parent, depth + 1, seen)
             elif isinstance(sel, FragmentSpreadNode):
                 total += self.fragment(sel.name.value, depth, seen)
-            if total > self.limit:
+            if total.cost > self.limit:
                 break
         return total
 
-    def fragment(self, name: str, depth: int, seen: frozenset[str]) -> int:
+    def fragment(self, name: str, depth: int, seen: frozenset[str]) -> Measure:
         if name in self.fragments:
             return self.fragments[name]
         fragment = self.context.get_fragment(name)
         if fragment is None or name in seen:  # unknown or cyclic: other rules report it
-            return 0
+            return Measure()
         on = self.context.schema.get_type(fragment.type_condition.name.value)
         if on is None:
-            return 0
-        cost = self.selections(fragment.selection_set, on, depth + 1, seen | {name})
-        self.fragments[name] = cost
-        return cost
+            return Measure()
+        m = self.selections(fragment.selection_set, on, depth + 1, seen | {name})
+        self.fragments[name] = m
+        return m
 
-    def field(self, node: FieldNode, parent: Any, depth: int, seen: frozenset[str]) -> int:
+    def field(self, node: FieldNode, parent: Any, depth: int, seen: frozenset[str]) -> Measure:
+        alias = 1 if node.alias else 0
+        name = node.name.value
         fields = (
             parent.fields if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType) else {}
         )
-        definition = fields.get(node.name.value)
-        weight = FIELD_WEIGHTS.get((getattr(parent, "name", ""), node.name.value), 1)
+        definition = fields.get(name)
+        weight = FIELD_WEIGHTS.get((getattr(parent, "name", ""), name), 1)
         if definition is None or node.selection_set is None:
-            return weight  # a leaf, __typename, or unknown (another rule reports it)
-        child = get_named_type(definition.type)
-        inner = self.selections(node.selection_set, child, depth + 1, seen)
-        return weight + self.list_size(node, definition, parent) * inner
+            # A leaf, introspection (__typename, __schema, __type), or an unknown field
+            # (another rule reports it).
+            return Measure(weight, 1, alias)
+        inner = self.selections(
+            node.selection_set, get_named_type(definition.type), depth + 1, seen
+        )
+        return Measure(
+            weight + self.list_size(node, definition, parent) * inner.cost,
+            1 + inner.levels,
+            alias + inner.aliases,
+        )
 
     def list_size(self, node: FieldNode, definition: Any, parent: Any) -> int:
         if "first" in definition.args:
@@ -140,7 +192,10 @@ class _Walk:
                 default = definition.args["first"].default_value
                 return max(default, 1) if isinstance(default, int) else DEFAULT_LIST_SIZE
             if isinstance(arg.value, IntValueNode):
-                return max(int(arg.value.value), 1)
+                digits = arg.value.value.lstrip("-")
+                # Past Int's 32 bits it is invalid anyway (another rule says so); do not parse
+                # a 5,000-digit literal.
+                return max(int(arg.value.value), 1) if len(digits) <= 10 else 2**31
             return MAX_FIRST.get((parent.name, node.name.value), VARIABLE_LIST_SIZE)
         if is_list_type(get_nullable_type(definition.type)):
             if node.name.value == "edges" and parent.name.endswith("Connection"):

@@ -20,10 +20,8 @@ from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.permission import BasePermission
@@ -35,7 +33,7 @@ from core.settings import Settings
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
 from gateway.graphql.context import Context, guarded
-from gateway.graphql.cost import query_cost_rule
+from gateway.graphql.cost import query_limits_rule
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
 from ledger import service as ledger
 from ledger.errors import HoldNotFound
@@ -950,10 +948,8 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
     cache (keyed by the rules) hits across requests."""
     from graphql.validation import NoSchemaIntrospectionCustomRule
 
-    rules = [
-        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-        query_cost_rule(max_cost),
+    rules = [  # cost, depth and aliases in one walk (see gateway.graphql.cost)
+        query_limits_rule(max_cost=max_cost, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES),
     ]
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)

@@ -172,3 +172,28 @@ async def test_a_member_query_reads_on_one_connection(client, recorder):
     reads = [(c, s) for c, s in recorder.calls if "oauth_" not in s]  # not the token checks
     assert len(reads) >= 4
     assert len({id(c) for c, _ in reads}) == 1, [s for _, s in reads]
+
+
+async def test_fragments_spread_over_and_over_are_measured_once(client):
+    """40 levels of fragments, each spreading the next two: 2^41 fields once expanded. Each
+    fragment is measured once, so the answer comes at once (Strawberry's own depth and alias
+    limiters expanded every spread: minutes for 25 levels); the document is refused."""
+    levels = 40
+    frags = [
+        f"fragment {name}{i} on Query {{ ...F{i + 1} ...G{i + 1} }}"
+        for i in range(levels)
+        for name in "FG"
+    ]
+    frags += [f"fragment {name}{levels} on Query {{ a: __typename }}" for name in "FG"]
+    r = await client.post("/graphql", json={"query": "{ ...F0 ...G0 } " + " ".join(frags)})
+    assert r.status_code == 200
+    errors = r.json()["errors"]
+    assert {e["extensions"]["code"] for e in errors} == {"QUERY_TOO_COMPLEX"}, errors
+    assert any("aliases" in e["message"] for e in errors)
+
+
+async def test_depth_and_alias_limits_answer_with_the_same_code(client):
+    bomb = "{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }"
+    r = await client.post("/graphql", json={"query": bomb})
+    assert r.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert "aliases" in r.json()["errors"][0]["message"]
