@@ -86,8 +86,11 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             now = clock.utcnow()
             if principal.expires_at is not None and now >= principal.expires_at:
                 return await self._end("token expired")
-            if await revoked.is_revoked(app.state.engine, principal.token_id):
-                return await self._end("token revoked")
+            try:
+                if await revoked.is_revoked(app.state.engine, principal.token_id):
+                    return await self._end("token revoked")
+            except Exception:  # the database is away: keep the deadline, look again later
+                log.exception("websocket token check failed")
             # Revocations by other processes are seen when the list reloads: look that often.
             wait = revocation.REFRESH_SECONDS
             if principal.expires_at is not None:

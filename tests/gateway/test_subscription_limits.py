@@ -13,8 +13,10 @@ import httpx
 import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
+from sqlalchemy import text
 
 from core import clock
+from gateway.oauth import revocation
 from tests.gateway.gql_helpers import register_and_login
 from tests.gateway.oauth_helpers import APP_CLIENT_ID
 
@@ -62,6 +64,27 @@ async def test_revoking_the_token_closes_the_subscription(app, client):
             },
         )
         assert r.status_code == 200, r.text
+        with pytest.raises(WebSocketDisconnect) as closed:
+            await _next(ws)
+    assert closed.value.code == 4401 and closed.value.reason == "token revoked"
+
+
+async def test_a_revocation_by_another_process_closes_the_subscription(
+    app, client, engine, monkeypatch
+):
+    """Another process's revocation reaches this one when its list reloads (here: at once)."""
+    monkeypatch.setattr(revocation, "REFRESH_SECONDS", 0.01)
+    member = await register_and_login(client)
+    async with _wsc(app) as wsc, _ws(wsc) as ws:
+        await _subscribed(ws, member.token)
+        async with engine.begin() as conn:  # as another process's /oauth/revoke would
+            await conn.execute(
+                text(
+                    "INSERT INTO oauth_revoked_tokens (jti, expires_at, revoked_at) "
+                    "VALUES (:j, now() + interval '10 minutes', now())"
+                ),
+                {"j": _claims(member.token)["jti"]},
+            )
         with pytest.raises(WebSocketDisconnect) as closed:
             await _next(ws)
     assert closed.value.code == 4401 and closed.value.reason == "token revoked"
