@@ -206,7 +206,8 @@ class Context:
         """The request's connection for reads: opened on first use, then shared, one resolver
         at a time, by every resolver of the request; closed by `release` when it ends. A request
         holds one pooled connection however many fields it asks for. (The view calls `release`
-        after each operation, over HTTP and websockets alike.)"""
+        after each operation, over HTTP and websockets alike.) Hold it only around the service
+        call: awaiting a DataLoader inside would wait for itself."""
         if self._read_lock is None:
             self._read_lock = asyncio.Lock()
         async with self._read_lock:
