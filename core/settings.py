@@ -83,6 +83,19 @@ class Settings(BaseSettings):
         description="argon2 hashes/verifications running at once (each takes a core for tens "
         "of ms): keeps a flood of logins or token requests from starving the event loop.",
     )
+    graphql_max_cost: int = Field(
+        default=50_000,
+        ge=100,
+        description="Most a GraphQL operation may cost (fields x requested list sizes); "
+        "a costlier one is refused with QUERY_TOO_COMPLEX before it runs.",
+    )
+    ws_max_per_principal: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Open GraphQL websockets per principal (member, partner or operator client), "
+        "per process; one more is closed with code 4429.",
+    )
 
     settlement_currency: str = Field(default="RUB", min_length=3, max_length=3)
     point_value: Decimal = Field(default=Decimal("1.00"), gt=0)

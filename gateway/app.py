@@ -113,7 +113,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     from gateway.settlement_http import routes as settlement_routes
 
     graphql = GraphQLEndpoint(
-        build_schema(introspection=settings.graphql_introspection),
+        build_schema(
+            introspection=settings.graphql_introspection, max_cost=settings.graphql_max_cost
+        ),
         graphql_ide=settings.graphql_introspection,
     )
     routes: list[Route | WebSocketRoute | Mount] = [

@@ -484,8 +484,14 @@ async def payment_instructions(
     """One transfer per partner, to or from the operator; with the operator's side (its margin)
     they sum to zero."""
     period = await get_period(conn, period_id=period_id, partner_id=partner_id)
+    items = instructions(await statements(conn, period_id=period_id, partner_id=partner_id))
+    return Payments(period_id, items, period.operator_margin)
+
+
+def instructions(statements: Sequence[Statement]) -> list[PaymentInstruction]:
+    """One transfer per statement: the operator pays a positive net, the partner a negative one."""
     items = []
-    for s in await statements(conn, period_id=period_id, partner_id=partner_id):
+    for s in statements:
         amount = Money(abs(s.net.amount), s.net.currency)
         if s.net.amount > 0:
             items.append(PaymentInstruction(s.partner_id, "operator", "partner", amount, s.net))
@@ -493,7 +499,113 @@ async def payment_instructions(
             items.append(PaymentInstruction(s.partner_id, "partner", "operator", amount, s.net))
         else:
             items.append(PaymentInstruction(s.partner_id, "none", "none", amount, s.net))
-    return Payments(period_id, items, period.operator_margin)
+    return items
+
+
+# Batch reads: the same views for several periods in ONE statement each (a GraphQL request's
+# DataLoaders: a page of periods with their statements, matrix and adjustments costs a fixed
+# number of statements, not a few per period). Periods that do not exist map to empty lists.
+
+
+async def statements_many(
+    conn: AsyncConnection,
+    *,
+    period_ids: Sequence[uuid.UUID],
+    partner_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[Statement]]:
+    """`statements` of several periods, by period id, in one query."""
+    rows = await conn.execute(
+        text(
+            f"SELECT {_STATEMENT_COLUMNS} FROM settlement_statements s "
+            "JOIN settlement_periods p ON p.id = s.period_id "
+            "WHERE s.period_id = ANY(CAST(:ids AS uuid[])) "
+            "AND (CAST(:partner AS uuid) IS NULL OR s.partner_id = :partner) "
+            "ORDER BY s.period_id, s.partner_id"
+        ),
+        {"ids": list(period_ids), "partner": partner_id},
+    )
+    found: dict[uuid.UUID, list[Statement]] = {pid: [] for pid in period_ids}
+    for r in rows:
+        found[r.period_id].append(_statement(r))
+    return found
+
+
+async def matrix_many(
+    conn: AsyncConnection,
+    *,
+    period_ids: Sequence[uuid.UUID],
+    partner_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[MatrixCell]]:
+    """`matrix` of several periods, by period id, in one query."""
+    rows = await conn.execute(
+        text(
+            "SELECT m.period_id, m.issuer_id, m.redeemer_id, m.points, m.value, p.currency "
+            "FROM settlement_matrix m JOIN settlement_periods p ON p.id = m.period_id "
+            "WHERE m.period_id = ANY(CAST(:ids AS uuid[])) AND (CAST(:partner AS uuid) IS NULL "
+            "OR m.issuer_id = :partner OR m.redeemer_id = :partner) "
+            "ORDER BY m.period_id, m.issuer_id, m.redeemer_id"
+        ),
+        {"ids": list(period_ids), "partner": partner_id},
+    )
+    found: dict[uuid.UUID, list[MatrixCell]] = {pid: [] for pid in period_ids}
+    for r in rows:
+        found[r.period_id].append(
+            MatrixCell(
+                r.issuer_id,
+                r.redeemer_id,
+                int(r.points),
+                Money(quantize(r.value, r.currency), r.currency),
+            )
+        )
+    return found
+
+
+async def adjustments_many(
+    conn: AsyncConnection,
+    *,
+    period_ids: Sequence[uuid.UUID],
+    partner_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[Adjustment]]:
+    """`adjustments` of several periods, by period id, in one query."""
+    rows = await conn.execute(
+        text(
+            "SELECT a.period_id, a.transaction_id, a.partner_id, a.adjusts_period_id, a.kind, "
+            "a.points, a.unit_price, a.amount, a.ref, a.effective_at, a.recorded_at, p.currency "
+            "FROM settlement_adjustments a JOIN settlement_periods p ON p.id = a.period_id "
+            "WHERE a.period_id = ANY(CAST(:ids AS uuid[])) "
+            "AND (CAST(:partner AS uuid) IS NULL OR a.partner_id = :partner) "
+            "ORDER BY a.period_id, a.effective_at, a.transaction_id, a.partner_id"
+        ),
+        {"ids": list(period_ids), "partner": partner_id},
+    )
+    found: dict[uuid.UUID, list[Adjustment]] = {pid: [] for pid in period_ids}
+    for r in rows:
+        found[r.period_id].append(
+            Adjustment(
+                r.transaction_id,
+                r.partner_id,
+                r.adjusts_period_id,
+                r.kind,
+                int(r.points),
+                r.unit_price,
+                Money(r.amount, r.currency),
+                r.ref,
+                r.effective_at,
+                r.recorded_at,
+            )
+        )
+    return found
+
+
+async def payment_instructions_many(
+    conn: AsyncConnection,
+    *,
+    period_ids: Sequence[uuid.UUID],
+    partner_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[PaymentInstruction]]:
+    """The payment instructions of several periods, by period id, in one query."""
+    found = await statements_many(conn, period_ids=period_ids, partner_id=partner_id)
+    return {pid: instructions(rows) for pid, rows in found.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1227,6 +1339,26 @@ async def seal_text(conn: AsyncConnection, *, period_id: uuid.UUID) -> str:
             f"{_dec(r.issue_price, 8)} {_ts(r.as_of)}"
         )
     return "\n".join(lines) + "\n"
+
+
+async def verify_many(
+    conn: AsyncConnection, *, period_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Verification]:
+    """`verify` for several periods on one connection: one query finds the closed ones, and only
+    those are recomputed (an open period has no seal to check)."""
+    rows = (
+        await conn.execute(
+            text("SELECT id, status FROM settlement_periods WHERE id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": list(period_ids)},
+        )
+    ).all()
+    found: dict[uuid.UUID, Verification] = {}
+    for r in rows:
+        if r.status == PeriodStatus.CLOSED:
+            found[r.id] = await verify(conn, period_id=r.id)
+        else:
+            found[r.id] = Verification(r.id, False, None, None, False, False)
+    return found
 
 
 async def verify(conn: AsyncConnection, *, period_id: uuid.UUID) -> Verification:

@@ -20,10 +20,8 @@ from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.permission import BasePermission
@@ -32,9 +30,11 @@ from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
+from core.settings import Settings
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
 from gateway.graphql.context import Context, guarded
+from gateway.graphql.cost import query_limits_rule
 from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
 from gateway.ratelimit import REGISTER, hashing, rate_limits
@@ -107,7 +107,7 @@ class Me:
 
     @strawberry.field(description="Points available, pending and on hold.")
     async def balance(self, info: strawberry.Info) -> T.Balance:
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             b = await ledger.balance(conn, member_id=self.member_id)
         return T.Balance(
             available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.total, debt=b.debt
@@ -117,7 +117,7 @@ class Me:
     async def expiring_points(self, info: strawberry.Info, days: int = 30) -> int:
         if not 0 < days <= 3660:
             raise GraphQLError("days must be between 1 and 3660", extensions={"code": "VALIDATION"})
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             b = await ledger.balance(
                 conn, member_id=self.member_id, expiring_within=timedelta(days=days)
             )
@@ -137,7 +137,7 @@ class Me:
             before = T.decode_cursor(after)
         except DomainError as exc:
             raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             items = await ledger.history(
                 conn, member_id=self.member_id, limit=first + 1, before=before
             )
@@ -170,7 +170,7 @@ class Query(SettlementQuery):
     async def me(self, info: strawberry.Info) -> Me | None:
         ctx: Context = info.context
         assert ctx.principal is not None and ctx.principal.member_id is not None
-        async with ctx.engine.connect() as conn:
+        async with ctx.read() as conn:
             m = await members.get(conn, member_id=ctx.principal.member_id)
         if m is None:
             return None
@@ -194,7 +194,7 @@ class Query(SettlementQuery):
         if ctx.principal.kind == "partner":
             record = await ctx.partner_loader.load(ctx.principal.partner_id)
             return [T.Partner.of(record)] if record else []
-        async with ctx.engine.connect() as conn:
+        async with ctx.read() as conn:
             return [T.Partner.of(p) for p in await partners.list_partners(conn, limit=first)]
 
     @strawberry.field(
@@ -218,7 +218,7 @@ class Query(SettlementQuery):
         pid = _visible_partner(info.context, partner_id)
         if pid is None:
             return []
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             return [T.Agreement.of(a) for a in await partners.agreements(conn, partner_id=pid)]
 
 
@@ -980,6 +980,7 @@ class Subscription:
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
+DEFAULT_MAX_COST = Settings.model_fields["graphql_max_cost"].default
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -1003,14 +1004,13 @@ class _Schema(strawberry.Schema):
                 StrawberryLogger.error(error, execution_context)
 
 
-def build_schema(*, introspection: bool) -> strawberry.Schema:
+def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> strawberry.Schema:
     """The schema with its limits. Validation rules are built ONCE here, so the validation
     cache (keyed by the rules) hits across requests."""
     from graphql.validation import NoSchemaIntrospectionCustomRule
 
-    rules = [
-        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    rules = [  # cost, depth and aliases in one walk (see gateway.graphql.cost)
+        query_limits_rule(max_cost=max_cost, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES),
     ]
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)

@@ -211,20 +211,14 @@ class SettlementPeriod:
 
     @strawberry.field(description="Statements: all for the operator, its own for a partner.")
     async def statements(self, info: strawberry.Info) -> list[Statement]:
-        async with info.context.engine.connect() as conn:
-            rows = await settlement.statements(
-                conn, period_id=self.period_uuid, partner_id=self.viewer
-            )
+        rows = await info.context.statements_loader.load((self.period_uuid, self.viewer))
         return [Statement.of(s) for s in rows]
 
     @strawberry.field(
         description="Inter-partner matrix (diagonal included); a partner sees its row and column."
     )
     async def matrix(self, info: strawberry.Info) -> list[MatrixCell]:
-        async with info.context.engine.connect() as conn:
-            cells = await settlement.matrix(
-                conn, period_id=self.period_uuid, partner_id=self.viewer
-            )
+        cells = await info.context.matrix_loader.load((self.period_uuid, self.viewer))
         return [
             MatrixCell(
                 points=c.points,
@@ -237,10 +231,7 @@ class SettlementPeriod:
 
     @strawberry.field(description="One netted transfer per partner, to or from the operator.")
     async def payment_instructions(self, info: strawberry.Info) -> list[PaymentInstruction]:
-        async with info.context.engine.connect() as conn:
-            pay = await settlement.payment_instructions(
-                conn, period_id=self.period_uuid, partner_id=self.viewer
-            )
+        pay = await info.context.payments_loader.load((self.period_uuid, self.viewer))
         return [
             PaymentInstruction(
                 payer=i.payer,
@@ -249,15 +240,12 @@ class SettlementPeriod:
                 net=T.Money.of(i.net.amount, i.net.currency),
                 partner_id=i.partner_id,
             )
-            for i in pay.instructions
+            for i in pay
         ]
 
     @strawberry.field(description="Late events of closed periods settled in this one.")
     async def adjustments(self, info: strawberry.Info) -> list[Adjustment]:
-        async with info.context.engine.connect() as conn:
-            rows = await settlement.adjustments(
-                conn, period_id=self.period_uuid, partner_id=self.viewer
-            )
+        rows = await info.context.adjustments_loader.load((self.period_uuid, self.viewer))
         return [
             Adjustment(
                 transaction_id=strawberry.ID(str(a.transaction_id)),
@@ -276,8 +264,9 @@ class SettlementPeriod:
     async def verification(self, info: strawberry.Info) -> SealVerification | None:
         if self.viewer is not None:
             return None
-        async with info.context.engine.connect() as conn:
-            v = await settlement.verify(conn, period_id=self.period_uuid)
+        v = await info.context.verification_loader.load(self.period_uuid)
+        if v is None:
+            return None
         return SealVerification(
             sealed=v.sealed,
             hash_matches=v.hash_matches,
@@ -465,7 +454,7 @@ class SettlementQuery:
         before_at = (
             datetime.fromtimestamp(before / 1_000_000, tz=_UTC) if before is not None else None
         )
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             rows = await settlement.list_periods(
                 conn, first=first + 1, before=before_at, partner_id=viewer
             )
@@ -486,7 +475,7 @@ class SettlementQuery:
             pid = uuid.UUID(str(id))
         except ValueError:
             return None
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             try:
                 p = await settlement.get_period(conn, period_id=pid, partner_id=viewer)
             except DomainError:
@@ -499,7 +488,7 @@ class SettlementQuery:
             raise GraphQLError(
                 "the liability report is the operator's", extensions={"code": "FORBIDDEN"}
             )
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             lines = await settlement.liability(conn)
         return [
             LiabilityLine(
@@ -523,7 +512,7 @@ class SettlementQuery:
             rid = uuid.UUID(str(id))
         except ValueError:
             return None
-        async with info.context.engine.connect() as conn:
+        async with info.context.read() as conn:
             try:
                 r = await reconciliation.get_report(
                     conn, reconciliation_id=rid, partner_id=viewer, with_lines=False

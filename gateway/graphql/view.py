@@ -3,8 +3,12 @@ Strawberry's ASGI view."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
+import logging
+from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,106 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+)
 from strawberry.types.unset import UNSET
 
+from core import clock
 from gateway.graphql.context import Context
+from gateway.oauth import revocation
 from gateway.oauth.auth import AuthError, Principal, authenticate, authenticate_token
+from gateway.oauth.state import oauth_state
 from gateway.ratelimit import GRAPHQL, caller_key, rate_limits
 
 MAX_BODY_BYTES = 64 * 1024
+# graphql-transport-ws close codes: the token ended (expired or revoked) while the socket was
+# open; the principal already has WS_MAX_PER_PRINCIPAL sockets open in this process.
+CLOSE_TOKEN_ENDED = 4401
+CLOSE_TOO_MANY_SOCKETS = 4429
+
+log = logging.getLogger(__name__)
+
+
+class _SocketRefused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def _principal_key(p: Principal) -> str:
+    """Whose sockets count together: a member's, a partner's (all its clients), a client's."""
+    if p.member_id is not None:
+        return f"member:{p.member_id}"
+    if p.partner_id is not None:
+        return f"partner:{p.partner_id}"
+    return f"client:{p.client_id}"
+
+
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with the token's lifetime enforced: once acknowledged, a watcher
+    closes the socket (4401) when the token expires or is revoked, and the socket holds one of
+    its principal's slots (see `_GraphQL.on_ws_connect`) until it ends."""
+
+    watcher: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except _SocketRefused as exc:
+            await self.websocket.close(code=exc.code, reason=exc.reason)
+            return
+        principal = self.context.principal
+        if self.connection_acknowledged and principal is not None and self.watcher is None:
+            self.watcher = asyncio.create_task(self._watch(principal))
+
+    async def run_operation(self, operation: Any) -> None:
+        try:
+            await super().run_operation(operation)
+        finally:
+            await self.context.release()  # the operation's reads (`Context.read`)
+
+    async def _watch(self, principal: Principal) -> None:
+        """Sleep until the token's deadline or a change of the revocation list, then check."""
+        app = self.context.request.app
+        revoked = oauth_state(app).revoked
+        while True:
+            now = clock.utcnow()
+            if principal.expires_at is not None and now >= principal.expires_at:
+                return await self._end("token expired")
+            try:
+                if await revoked.is_revoked(app.state.engine, principal.token_id):
+                    return await self._end("token revoked")
+            except Exception:  # the database is away: keep the deadline, look again later
+                log.exception("websocket token check failed")
+            # Revocations by other processes are seen when the list reloads: look that often.
+            wait = revocation.REFRESH_SECONDS
+            if principal.expires_at is not None:
+                wait = min(wait, (principal.expires_at - now).total_seconds())
+            await revoked.wait_for_change(wait)
+
+    async def _end(self, reason: str) -> None:
+        principal = self.context.principal
+        log.info("websocket of %s closed: %s", principal and _principal_key(principal), reason)
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self.websocket.close(code=CLOSE_TOKEN_ENDED, reason=reason)
+
+    async def shutdown(self) -> None:
+        if self.context.socket_slot is not None:
+            assert isinstance(self.view, _GraphQL)
+            self.view.release_slot(self.context.socket_slot)
+            self.context.socket_slot = None
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
+        await super().shutdown()
 
 
 GRAPHIQL_PAGE = Path(__file__).with_name("graphiql.html")
@@ -39,11 +136,14 @@ def _graphiql_html() -> str:
 
 
 class _GraphQL(GraphQL):
+    graphql_transport_ws_handler_class = _TransportWSHandler
+
     def __init__(self, schema: Any, *, graphiql: bool) -> None:
         # With its IDE off Strawberry answers a browser's GET with a bare 404: keep it on and
         # let render_graphql_ide decide (GraphiQL, or what to do instead).
         super().__init__(schema, graphql_ide="graphiql")
         self.graphiql = graphiql
+        self.open_sockets: Counter[str] = Counter()  # per principal, in this process
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL with its assets from this app (no CDN); when off, where queries go."""
@@ -73,9 +173,24 @@ class _GraphQL(GraphQL):
             raise HTTPException(400, "Expected a JSON object")
         return value
 
+    async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the request's operation, then close its read connection (`Context.read`)."""
+        try:
+            return await super().execute_operation(*args, **kwargs)
+        finally:
+            context = kwargs.get("context")
+            if isinstance(context, Context):
+                await context.release()
+
+    @property
+    def websocket_subprotocols(self) -> list[str]:
+        """graphql-transport-ws only: its handler enforces the token's lifetime."""
+        return [GRAPHQL_TRANSPORT_WS_PROTOCOL]
+
     async def on_ws_connect(self, context: Context) -> Any:
         """Browsers cannot set headers on a websocket: the token may come in the
-        `connection_init` payload instead ({"Authorization": "Bearer ..."})."""
+        `connection_init` payload instead ({"Authorization": "Bearer ..."}). An authenticated
+        socket takes one of its principal's WS_MAX_PER_PRINCIPAL slots."""
         params = context.connection_params or {}
         raw = params.get("Authorization") or params.get("authorization") or params.get("token")
         if isinstance(raw, str) and raw.strip():
@@ -85,7 +200,23 @@ class _GraphQL(GraphQL):
                 context.principal = await authenticate_token(context.request.app, token)
             except AuthError:
                 raise ConnectionRejectionError() from None
+        if context.principal is not None:
+            key, limit = _principal_key(context.principal), context.settings.ws_max_per_principal
+            if self.open_sockets[key] >= limit:
+                log.warning("websocket refused: %s already has %d open", key, limit)
+                raise _SocketRefused(
+                    CLOSE_TOO_MANY_SOCKETS,
+                    f"too many open websockets for this principal (at most {limit})",
+                )
+            self.open_sockets[key] += 1
+            context.socket_slot = key
         return UNSET
+
+    def release_slot(self, key: str) -> None:
+        """A socket that held one of its principal's slots ended."""
+        self.open_sockets[key] -= 1
+        if self.open_sockets[key] <= 0:
+            del self.open_sockets[key]
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.app.state

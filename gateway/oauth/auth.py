@@ -13,7 +13,8 @@ made by this process apply at once, those made by other processes within a few s
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from starlette.requests import HTTPConnection
@@ -36,6 +37,8 @@ class Principal:
     partner_id: uuid.UUID | None
     member_id: uuid.UUID | None
     token_id: str  # the token's jti
+    # When the token expires (`exp`): a websocket authenticated with it is closed then.
+    expires_at: datetime | None = field(default=None, compare=False)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -64,6 +67,7 @@ async def authenticate_token(app: Any, token: str) -> Principal:
         partner_id=_uuid(claims.get("partner_id"), "partner_id") if kind == "partner" else None,
         member_id=_uuid(claims["sub"], "subject") if kind == "member" else None,
         token_id=str(claims["jti"]),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )
 
 

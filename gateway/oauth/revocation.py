@@ -17,6 +17,7 @@ authoritative.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime
 
@@ -38,6 +39,7 @@ class RevocationList:
         self._local: dict[str, datetime] = {}  # ours, kept across reloads racing with them
         self._loaded_at: float | None = None
         self._lock = asyncio.Lock()
+        self._changed: asyncio.Event | None = None
 
     def _due(self) -> bool:
         return self._loaded_at is None or monotonic() - self._loaded_at >= REFRESH_SECONDS
@@ -58,11 +60,26 @@ class RevocationList:
         revoked.update(self._local)
         self._revoked = revoked
         self._loaded_at = monotonic()
+        self._notify()
 
     def add(self, revoked: dict[str, datetime]) -> None:
         """Apply revocations committed by this process immediately."""
         self._local.update(revoked)
         self._revoked.update(revoked)
+        self._notify()
+
+    async def wait_for_change(self, at_most: float) -> None:
+        """Return when the set changes (a revocation here, or a reload), or after `at_most`
+        seconds: what a long-lived connection waits on to re-check its token."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), at_most)
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def invalidate(self) -> None:
         """Reload on next use."""
