@@ -171,7 +171,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--members", type=int, default=2000)
     ap.add_argument(
-        "--py-spy", type=Path, default=None,
+        "--py-spy",
+        type=Path,
+        default=None,
         help="record the server with py-spy during the earn run (collapsed stacks to this file)",
     )
     args = ap.parse_args()
@@ -246,9 +248,19 @@ def main() -> None:
         if args.py_spy is not None:  # a profile of the earn run, for finding the next cost
             spy = subprocess.Popen(
                 [
-                    "py-spy", "record", "--pid", str(server.pid), "--duration",
-                    str(args.seconds), "--format", "raw", "--rate", "200", "--nonblocking",
-                    "--output", str(args.py_spy),
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(args.seconds),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--output",
+                    str(args.py_spy),
                 ],
                 stdout=subprocess.DEVNULL,
             )

@@ -53,7 +53,9 @@ class Account(SQLModel, table=True):
 
     __tablename__ = "accounts"
     __table_args__ = (
-        UniqueConstraint("kind", "owner_id", name="uq_accounts_kind_owner", postgresql_nulls_not_distinct=True),
+        UniqueConstraint(
+            "kind", "owner_id", name="uq_accounts_kind_owner", postgresql_nulls_not_distinct=True
+        ),
         CheckConstraint(
             "kind IN ('wallet','debt','issuance','redemption','breakage','adjustments')",
             name="ck_accounts_kind",
@@ -65,9 +67,13 @@ class Account(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     kind: str = Field(sa_column=Column(Text, nullable=False))
-    owner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True), nullable=True))
+    owner_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
     balance: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
 
@@ -83,13 +89,20 @@ class LedgerTransaction(SQLModel, table=True):
         ),
         Index("ix_transactions_effective_at", "effective_at"),
         Index("ix_transactions_partner_ref", "partner_id", "ref"),
-        Index("ix_transactions_reverses", "reverses_id", postgresql_where=text("reverses_id IS NOT NULL")),
+        Index(
+            "ix_transactions_reverses",
+            "reverses_id",
+            postgresql_where=text("reverses_id IS NOT NULL"),
+        ),
         # Settlement's search for late events reads only recently recorded rows (migration
         # 0004). BRIN: a few pages for millions of rows, next to nothing per insert.
         Index("ix_transactions_recorded_at_brin", "recorded_at", postgresql_using="brin"),
         # One earn per partner order.
         Index(
-            "uq_transactions_earn_order", "partner_id", "ref", unique=True,
+            "uq_transactions_earn_order",
+            "partner_id",
+            "ref",
+            unique=True,
             postgresql_where=text("kind = 'earn' AND ref IS NOT NULL"),
         ),
     )
@@ -122,7 +135,9 @@ class Entry(SQLModel, table=True):
         Index("ix_entries_transaction", "transaction_id"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     # References transactions.id and accounts.id, checked per statement by the entries_post
     # trigger rather than by per-row foreign keys (migration 0006).
     transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
@@ -141,21 +156,31 @@ class Lot(SQLModel, table=True):
         CheckConstraint("remaining >= 0 AND remaining <= points", name="ck_lots_remaining_range"),
         CheckConstraint("reversed >= 0 AND reversed <= points", name="ck_lots_reversed_range"),
         Index(
-            "ix_lots_member_fifo", "member_id", "expires_at", "earned_at", "id",
+            "ix_lots_member_fifo",
+            "member_id",
+            "expires_at",
+            "earned_at",
+            "id",
             postgresql_where=text("remaining > 0"),
         ),
         Index("ix_lots_expiry", "expires_at", postgresql_where=text("remaining > 0")),
         Index("ix_lots_earn_tx", "earn_tx_id", unique=True),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
     issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    earn_tx_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False))
+    earn_tx_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
+    )
     points: int = Field(sa_column=Column(BigInteger, nullable=False))
     remaining: int = Field(sa_column=Column(BigInteger, nullable=False))
-    reversed: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    reversed: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     earned_at: datetime = Field(sa_column=_ts())
     available_at: datetime = Field(sa_column=_ts())
     expires_at: datetime = Field(sa_column=_ts())
@@ -167,14 +192,18 @@ class LotPosting(SQLModel, table=True):
 
     __tablename__ = "lot_postings"
     __table_args__ = (
-        CheckConstraint("kind IN ('capture','return','reversal','expiry')", name="ck_lot_postings_kind"),
+        CheckConstraint(
+            "kind IN ('capture','return','reversal','expiry')", name="ck_lot_postings_kind"
+        ),
         CheckConstraint("points <> 0", name="ck_lot_postings_nonzero"),
         Index("ix_lot_postings_tx", "transaction_id"),
         Index("ix_lot_postings_lot", "lot_id"),
         Index("ix_lot_postings_effective_at", "effective_at"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     lot_id: int = Field(sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=False))
     transaction_id: uuid.UUID = Field(
         sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
@@ -197,7 +226,9 @@ class Hold(SQLModel, table=True):
 
     __tablename__ = "holds"
     __table_args__ = (
-        CheckConstraint("status IN ('active','captured','voided','expired')", name="ck_holds_status"),
+        CheckConstraint(
+            "status IN ('active','captured','voided','expired')", name="ck_holds_status"
+        ),
         CheckConstraint("points > 0", name="ck_holds_points_positive"),
         CheckConstraint("captured >= 0 AND captured <= points", name="ck_holds_captured_range"),
         CheckConstraint("returned >= 0 AND returned <= captured", name="ck_holds_returned_range"),
@@ -211,8 +242,12 @@ class Hold(SQLModel, table=True):
     wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
     partner_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     points: int = Field(sa_column=Column(BigInteger, nullable=False))
-    captured: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
-    returned: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    captured: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    returned: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     status: str = Field(sa_column=Column(Text, nullable=False))
     order_ref: str | None = Field(default=None, sa_column=Column(Text))
     purchase_amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(20, 4)))
@@ -242,8 +277,12 @@ class HoldAllocation(SQLModel, table=True):
     seq: int = Field(sa_column=Column(Integer, primary_key=True))
     lot_id: int = Field(sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=False))
     points: int = Field(sa_column=Column(BigInteger, nullable=False))
-    captured: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
-    returned: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    captured: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    returned: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -255,7 +294,9 @@ class IdempotencyKey(SQLModel, table=True):
         UniqueConstraint("key_space", "operation", "key", name="uq_idempotency_space_op_key"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     key_space: str = Field(sa_column=Column(Text, nullable=False))
     actor: str = Field(sa_column=Column(Text, nullable=False))  # the client that claimed it
     operation: str = Field(sa_column=Column(Text, nullable=False))

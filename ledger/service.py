@@ -188,7 +188,9 @@ class ExpiryReport:
 
 def request_hash(operation: str, payload: dict[str, Any]) -> str:
     """A stable digest of a request, to tell a replay from a different request."""
-    raw = json.dumps({"op": operation, **payload}, sort_keys=True, default=str, separators=(",", ":"))
+    raw = json.dumps(
+        {"op": operation, **payload}, sort_keys=True, default=str, separators=(",", ":")
+    )
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -259,7 +261,9 @@ _REPLAY = text(
 )
 
 
-async def _replay(conn: AsyncConnection, space: str, op: str, key: str, digest: str) -> dict[str, Any]:
+async def _replay(
+    conn: AsyncConnection, space: str, op: str, key: str, digest: str
+) -> dict[str, Any]:
     row = (await conn.execute(_REPLAY, {"space": space, "op": op, "key": key})).one()
     return _replayed(row, op, key, digest)
 
@@ -342,8 +346,14 @@ async def _claim_and_lock(
         await conn.execute(
             _CLAIM_AND_LOCK,
             {
-                "space": space, "actor": actor, "op": op, "key": key, "hash": digest,
-                "member": member_id, "partner": partner_id, "partner_kind": partner_kind,
+                "space": space,
+                "actor": actor,
+                "op": op,
+                "key": key,
+                "hash": digest,
+                "member": member_id,
+                "partner": partner_id,
+                "partner_kind": partner_kind,
             },
         )
     ).one_or_none()
@@ -353,7 +363,9 @@ async def _claim_and_lock(
         raise MemberNotFound(f"member {member_id} not found")
     if partner_id is not None and row.partner_account_id is None:
         raise PartnerNotFound(f"partner {partner_id} not found")
-    return _Claim(row.claim_id, row.wallet_id, row.debt_id, row.debt_balance, row.partner_account_id)
+    return _Claim(
+        row.claim_id, row.wallet_id, row.debt_id, row.debt_balance, row.partner_account_id
+    )
 
 
 _STORE_RESULT = "UPDATE idempotency_keys SET result = CAST(:result AS jsonb) WHERE id = :claim"
@@ -395,6 +407,7 @@ async def store_key_result(conn: AsyncConnection, *, claim_id: int, result: dict
         text(_STORE_RESULT), {"claim": claim_id, "result": json.dumps(result, default=str)}
     )
 
+
 # Release this member's holds whose time ran out: their reserved points go back to their lots.
 _RELEASE_STALE_HOLDS = text(
     """
@@ -434,10 +447,7 @@ async def open_member_accounts(conn: AsyncConnection, *, member_id: uuid.UUID) -
 async def open_partner_accounts(conn: AsyncConnection, *, partner_id: uuid.UUID) -> None:
     """Create a partner's issuance and redemption accounts (balances derived from entries)."""
     await conn.execute(
-        text(
-            "INSERT INTO accounts (kind, owner_id) "
-            "VALUES ('issuance', :p), ('redemption', :p)"
-        ),
+        text("INSERT INTO accounts (kind, owner_id) VALUES ('issuance', :p), ('redemption', :p)"),
         {"p": partner_id},
     )
 
@@ -519,8 +529,14 @@ def check_earn(
     if digest is not None:
         return _at(at), digest
     digest = earn_digest(
-        member_id=member_id, partner_id=partner_id, points=points, ref=ref, amount=amount,
-        currency=currency, category=category, hold_days=hold_days,
+        member_id=member_id,
+        partner_id=partner_id,
+        points=points,
+        ref=ref,
+        amount=amount,
+        currency=currency,
+        category=category,
+        hold_days=hold_days,
         validity_months=validity_months,
     )
     return _at(at), digest
@@ -543,9 +559,15 @@ def earn_digest(
     return request_hash(
         "earn",
         {
-            "member": str(member_id), "partner": str(partner_id), "points": points, "ref": ref,
-            "amount": None if amount is None else str(amount), "currency": currency,
-            "category": category, "hold_days": hold_days, "validity_months": validity_months,
+            "member": str(member_id),
+            "partner": str(partner_id),
+            "points": points,
+            "ref": ref,
+            "amount": None if amount is None else str(amount),
+            "currency": currency,
+            "category": category,
+            "hold_days": hold_days,
+            "validity_months": validity_months,
         },
     )
 
@@ -582,13 +604,28 @@ async def earn(
     The key is `key_space`'s (default: the actor's); `digest` is the client's request (default:
     the arguments), so that a replay gets the original result whatever was derived since."""
     at, digest = check_earn(
-        idempotency_key=idempotency_key, member_id=member_id, partner_id=partner_id,
-        points=points, hold_days=hold_days, validity_months=validity_months, ref=ref,
-        amount=amount, currency=currency, category=category, at=at, digest=digest,
+        idempotency_key=idempotency_key,
+        member_id=member_id,
+        partner_id=partner_id,
+        points=points,
+        hold_days=hold_days,
+        validity_months=validity_months,
+        ref=ref,
+        amount=amount,
+        currency=currency,
+        category=category,
+        at=at,
+        digest=digest,
     )
     claim = await _claim_and_lock(
-        conn, actor=actor, space=key_space, op="earn", key=idempotency_key, digest=digest,
-        member_id=member_id, partner_id=partner_id,
+        conn,
+        actor=actor,
+        space=key_space,
+        op="earn",
+        key=idempotency_key,
+        digest=digest,
+        member_id=member_id,
+        partner_id=partner_id,
     )
     if isinstance(claim, dict):
         return EarnResult.from_json(claim, replayed=True)
@@ -599,17 +636,33 @@ async def earn(
     available_at = at + timedelta(days=hold_days)
     expires_at = add_months(at, validity_months)
     result = EarnResult(
-        transaction_id=tx_id, points=points,
+        transaction_id=tx_id,
+        points=points,
         status="pending" if available_at > at else "available",
-        available_at=available_at, expires_at=expires_at, debt_repaid=repaid,
+        available_at=available_at,
+        expires_at=expires_at,
+        debt_repaid=repaid,
     )
     params = {
-        "tx": tx_id, "points": points, "net": net, "repaid": repaid, "partner": partner_id,
-        "member": member_id, "ref": ref, "amount": amount, "currency": currency,
-        "category": category, "at": at, "actor": actor,
-        "issuance": claim.partner_account_id, "wallet": claim.wallet_id, "debt": claim.debt_id,
-        "available_at": available_at, "expires_at": expires_at,
-        "result": result.to_json(), "claim": claim.claim_id,
+        "tx": tx_id,
+        "points": points,
+        "net": net,
+        "repaid": repaid,
+        "partner": partner_id,
+        "member": member_id,
+        "ref": ref,
+        "amount": amount,
+        "currency": currency,
+        "category": category,
+        "at": at,
+        "actor": actor,
+        "issuance": claim.partner_account_id,
+        "wallet": claim.wallet_id,
+        "debt": claim.debt_id,
+        "available_at": available_at,
+        "expires_at": expires_at,
+        "result": result.to_json(),
+        "claim": claim.claim_id,
     }
     try:
         await conn.execute(_EARN[(net > 0, repaid > 0)], params)
@@ -683,13 +736,25 @@ async def authorize(
     digest = request_hash(
         "authorize",
         {
-            "member": member_id, "partner": partner_id, "points": points, "ref": ref,
-            "amount": purchase_amount, "currency": currency, "ttl": ttl,
+            "member": member_id,
+            "partner": partner_id,
+            "points": points,
+            "ref": ref,
+            "amount": purchase_amount,
+            "currency": currency,
+            "ttl": ttl,
         },
     )
     claim = await _claim_and_lock(
-        conn, actor=actor, space=key_space, op="authorize", key=idempotency_key, digest=digest,
-        member_id=member_id, partner_id=partner_id, partner_kind=AccountKind.REDEMPTION,
+        conn,
+        actor=actor,
+        space=key_space,
+        op="authorize",
+        key=idempotency_key,
+        digest=digest,
+        member_id=member_id,
+        partner_id=partner_id,
+        partner_kind=AccountKind.REDEMPTION,
     )
     if isinstance(claim, dict):
         return HoldResult.from_json(claim, replayed=True)
@@ -700,15 +765,26 @@ async def authorize(
         await conn.execute(
             _AUTHORIZE,
             {
-                "member": member_id, "partner": partner_id, "wallet": claim.wallet_id,
-                "points": points, "ref": ref, "at": at, "expires_at": at + ttl, "actor": actor,
-                "amount": purchase_amount, "currency": currency, "hold": hold_id, "result": result.to_json(), "claim": claim.claim_id,
+                "member": member_id,
+                "partner": partner_id,
+                "wallet": claim.wallet_id,
+                "points": points,
+                "ref": ref,
+                "at": at,
+                "expires_at": at + ttl,
+                "actor": actor,
+                "amount": purchase_amount,
+                "currency": currency,
+                "hold": hold_id,
+                "result": result.to_json(),
+                "claim": claim.claim_id,
             },
         )
     ).one()
     if not row.ok:
         raise InsufficientPoints(
-            f"{points} points requested, {int(row.available)} available", available=int(row.available)
+            f"{points} points requested, {int(row.available)} available",
+            available=int(row.available),
         )
     return result
 
@@ -720,7 +796,9 @@ _LOCK_HOLD = text(
 )
 
 
-async def _hold_member(conn: AsyncConnection, hold_id: uuid.UUID, partner_id: uuid.UUID) -> uuid.UUID:
+async def _hold_member(
+    conn: AsyncConnection, hold_id: uuid.UUID, partner_id: uuid.UUID
+) -> uuid.UUID:
     row = (await conn.execute(_HOLD_OWNER, {"hold": hold_id})).one_or_none()
     # Another partner's hold is indistinguishable from a missing one.
     if row is None or row.partner_id != partner_id:
@@ -786,8 +864,15 @@ async def capture(
     member_id = await _hold_member(conn, hold_id, partner_id)
     digest = capture_digest(hold_id, points)
     claim = await _claim_and_lock(
-        conn, actor=actor, space=key_space, op="capture", key=idempotency_key, digest=digest,
-        member_id=member_id, partner_id=partner_id, partner_kind=AccountKind.REDEMPTION,
+        conn,
+        actor=actor,
+        space=key_space,
+        op="capture",
+        key=idempotency_key,
+        digest=digest,
+        member_id=member_id,
+        partner_id=partner_id,
+        partner_kind=AccountKind.REDEMPTION,
     )
     if isinstance(claim, dict):
         return CaptureResult.from_json(claim, replayed=True)
@@ -803,10 +888,18 @@ async def capture(
     await conn.execute(
         _CAPTURE,
         {
-            "hold": hold_id, "points": points, "tx": tx_id, "partner": partner_id,
-            "member": member_id, "ref": hold.order_ref, "at": at, "actor": actor,
-            "wallet": claim.wallet_id, "redemption": claim.partner_account_id,
-            "result": result.to_json(), "claim": claim.claim_id,
+            "hold": hold_id,
+            "points": points,
+            "tx": tx_id,
+            "partner": partner_id,
+            "member": member_id,
+            "ref": hold.order_ref,
+            "at": at,
+            "actor": actor,
+            "wallet": claim.wallet_id,
+            "redemption": claim.partner_account_id,
+            "result": result.to_json(),
+            "claim": claim.claim_id,
         },
     )
     return result
@@ -848,7 +941,12 @@ async def void(
     member_id = await _hold_member(conn, hold_id, partner_id)
     digest = request_hash("void", {"hold": hold_id})
     claim = await _claim_and_lock(
-        conn, actor=actor, space=key_space, op="void", key=idempotency_key, digest=digest,
+        conn,
+        actor=actor,
+        space=key_space,
+        op="void",
+        key=idempotency_key,
+        digest=digest,
         member_id=member_id,
     )
     if isinstance(claim, dict):
@@ -940,8 +1038,14 @@ async def reverse_earn(
         raise TransactionNotFound(f"earn {earn_transaction_id} not found")
     digest = request_hash("reverse", {"earn": earn_transaction_id, "points": points, "ref": ref})
     claim = await _claim_and_lock(
-        conn, actor=actor, space=key_space, op="reverse", key=idempotency_key, digest=digest,
-        member_id=lot.member_id, partner_id=partner_id,
+        conn,
+        actor=actor,
+        space=key_space,
+        op="reverse",
+        key=idempotency_key,
+        digest=digest,
+        member_id=lot.member_id,
+        partner_id=partner_id,
     )
     if isinstance(claim, dict):
         return ReversalResult.from_json(claim, replayed=True)
@@ -957,10 +1061,19 @@ async def reverse_earn(
         await conn.execute(
             _REVERSE,
             {
-                "lot": lot.id, "member": lot.member_id, "points": points, "at": at, "tx": tx_id,
-                "partner": partner_id, "earn_tx": earn_transaction_id, "ref": ref, "actor": actor,
-                "issuance": claim.partner_account_id, "wallet": claim.wallet_id,
-                "debt": claim.debt_id, "claim": claim.claim_id,
+                "lot": lot.id,
+                "member": lot.member_id,
+                "points": points,
+                "at": at,
+                "tx": tx_id,
+                "partner": partner_id,
+                "earn_tx": earn_transaction_id,
+                "ref": ref,
+                "actor": actor,
+                "issuance": claim.partner_account_id,
+                "wallet": claim.wallet_id,
+                "debt": claim.debt_id,
+                "claim": claim.claim_id,
             },
         )
     ).scalar_one()
@@ -1023,8 +1136,15 @@ async def return_points(
     member_id = await _hold_member(conn, hold_id, partner_id)
     digest = request_hash("return", {"hold": hold_id, "points": points, "ref": ref})
     claim = await _claim_and_lock(
-        conn, actor=actor, space=key_space, op="return", key=idempotency_key, digest=digest,
-        member_id=member_id, partner_id=partner_id, partner_kind=AccountKind.REDEMPTION,
+        conn,
+        actor=actor,
+        space=key_space,
+        op="return",
+        key=idempotency_key,
+        digest=digest,
+        member_id=member_id,
+        partner_id=partner_id,
+        partner_kind=AccountKind.REDEMPTION,
     )
     if isinstance(claim, dict):
         return ReturnResult.from_json(claim, replayed=True)
@@ -1040,10 +1160,19 @@ async def return_points(
     await conn.execute(
         _RETURN,
         {
-            "hold": hold_id, "points": points, "tx": tx_id, "partner": partner_id,
-            "member": member_id, "capture_tx": hold.capture_tx_id, "ref": ref, "at": at,
-            "actor": actor, "redemption": claim.partner_account_id, "wallet": claim.wallet_id,
-            "result": result.to_json(), "claim": claim.claim_id,
+            "hold": hold_id,
+            "points": points,
+            "tx": tx_id,
+            "partner": partner_id,
+            "member": member_id,
+            "capture_tx": hold.capture_tx_id,
+            "ref": ref,
+            "at": at,
+            "actor": actor,
+            "redemption": claim.partner_account_id,
+            "wallet": claim.wallet_id,
+            "result": result.to_json(),
+            "claim": claim.claim_id,
         },
     )
     return result
@@ -1081,14 +1210,18 @@ async def release_expired_holds(
     while True:
         async with engine.begin() as conn:
             wallets = (
-                await conn.execute(
-                    text(
-                        "SELECT DISTINCT wallet_id FROM holds "
-                        "WHERE status = 'active' AND expires_at <= :at ORDER BY wallet_id LIMIT :n"
-                    ),
-                    {"at": at, "n": batch_size},
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT DISTINCT wallet_id FROM holds "
+                            "WHERE status = 'active' AND expires_at <= :at ORDER BY wallet_id LIMIT :n"
+                        ),
+                        {"at": at, "n": batch_size},
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if not wallets:
                 return released
             await _lock_wallets(conn, list(wallets))
@@ -1198,7 +1331,13 @@ async def expire_points(
             row = (
                 await conn.execute(
                     _EXPIRE,
-                    {"wallets": wallets, "at": at, "tx": uuid7(), "actor": actor, "breakage": breakage},
+                    {
+                        "wallets": wallets,
+                        "at": at,
+                        "tx": uuid7(),
+                        "actor": actor,
+                        "breakage": breakage,
+                    },
                 )
             ).one()
         members += len(wallets)
@@ -1249,13 +1388,19 @@ async def balance(
     """A member's available, pending, on-hold and soon-expiring points (one statement)."""
     at = _at(at)
     row = (
-        await conn.execute(_BALANCE, {"member": member_id, "at": at, "horizon": at + expiring_within})
+        await conn.execute(
+            _BALANCE, {"member": member_id, "at": at, "horizon": at + expiring_within}
+        )
     ).one()
     if row.wallet is None:
         raise MemberNotFound(f"member {member_id} not found")
     return Balance(
-        wallet=int(row.wallet), available=int(row.available), pending=int(row.pending),
-        on_hold=int(row.on_hold), expiring=int(row.expiring), debt=-int(row.debt),
+        wallet=int(row.wallet),
+        available=int(row.available),
+        pending=int(row.pending),
+        on_hold=int(row.on_hold),
+        expiring=int(row.expiring),
+        debt=-int(row.debt),
     )
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
@@ -24,7 +35,8 @@ class Member(SQLModel, table=True):
     name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     password_hash: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
 
 
@@ -45,7 +57,9 @@ class RedemptionCode(SQLModel, table=True):
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
-    member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False))
+    member_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    )
     code_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     max_points: int | None = Field(default=None, sa_column=Column(BigInteger))
     partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
@@ -61,7 +75,9 @@ class CodeAttempt(SQLModel, table=True):
     __tablename__ = "code_attempts"
     __table_args__ = (Index("ix_code_attempts_actor_at", "actor", "at"),)
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     actor: str = Field(sa_column=Column(Text, nullable=False))
     partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

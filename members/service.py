@@ -101,7 +101,8 @@ async def get(conn: AsyncConnection, *, member_id: uuid.UUID) -> MemberRecord | 
     """One member by id."""
     row = (
         await conn.execute(
-            text("SELECT id, card_number, email, name FROM members WHERE id = :id"), {"id": member_id}
+            text("SELECT id, card_number, email, name FROM members WHERE id = :id"),
+            {"id": member_id},
         )
     ).one_or_none()
     return MemberRecord(*row) if row else None

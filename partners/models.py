@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -40,7 +39,8 @@ class Partner(SQLModel, table=True):
     currency: str = Field(sa_column=Column(Text, nullable=False))
     hold_days: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     created_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
 
 
@@ -80,8 +80,10 @@ class EarnRule(SQLModel, table=True):
         CheckConstraint(
             "max_redeem_share > 0 AND max_redeem_share <= 1", name="ck_earn_rules_redeem_share"
         ),
-        CheckConstraint("max_points_per_transaction IS NULL OR max_points_per_transaction > 0",
-                        name="ck_earn_rules_cap"),
+        CheckConstraint(
+            "max_points_per_transaction IS NULL OR max_points_per_transaction > 0",
+            name="ck_earn_rules_cap",
+        ),
         Index("ix_earn_rules_partner", "partner_id", "recorded_at"),
     )
 
@@ -168,5 +170,6 @@ class OAuthClient(SQLModel, table=True):
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     created_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )

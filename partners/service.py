@@ -132,8 +132,13 @@ async def set_agreement(
                 "effective_from, recorded_at"
             ),
             {
-                "id": uuid7(), "p": partner_id, "ip": issue, "rp": redemption, "cur": currency,
-                "ef": effective_from, "actor": actor,
+                "id": uuid7(),
+                "p": partner_id,
+                "ip": issue,
+                "rp": redemption,
+                "cur": currency,
+                "ef": effective_from,
+                "actor": actor,
             },
         )
     ).one()
@@ -176,7 +181,9 @@ class EarnRuleRecord:
             return self.category_rates[category]
         return self.base_rate
 
-    def points_for(self, amount: Decimal, category: str | None, multiplier: Decimal = Decimal(1)) -> int:
+    def points_for(
+        self, amount: Decimal, category: str | None, multiplier: Decimal = Decimal(1)
+    ) -> int:
         """floor(amount x rate x multipliers), capped per transaction."""
         points = int((amount * self.rate_for(category) * multiplier).to_integral_value(ROUND_FLOOR))
         if self.max_points_per_transaction is not None:
@@ -210,12 +217,19 @@ async def set_earn_rule(
     share = _decimal(
         max_redeem_share, "maxRedeemShare", maximum=Decimal(1), places=5, positive=True
     )
-    if max_points_per_transaction is not None and not 0 < max_points_per_transaction <= 1_000_000_000:
+    if (
+        max_points_per_transaction is not None
+        and not 0 < max_points_per_transaction <= 1_000_000_000
+    ):
         raise ValidationError("maxPointsPerTransaction must be between 1 and 1000000000")
     rule = EarnRuleRecord(
-        partner_id=partner_id, base_rate=_decimal(base_rate, "baseRate", maximum=MAX_RATE), category_rates=rates,
-        hold_days=hold_days, max_redeem_share=share,
-        max_points_per_transaction=max_points_per_transaction, recorded_at=utcnow(),
+        partner_id=partner_id,
+        base_rate=_decimal(base_rate, "baseRate", maximum=MAX_RATE),
+        category_rates=rates,
+        hold_days=hold_days,
+        max_redeem_share=share,
+        max_points_per_transaction=max_points_per_transaction,
+        recorded_at=utcnow(),
     )
     await conn.execute(
         text(
@@ -224,15 +238,21 @@ async def set_earn_rule(
             "VALUES (:id, :p, :br, CAST(:cr AS jsonb), :cap, :hd, :share, :ra, :actor)"
         ),
         {
-            "id": uuid7(), "p": partner_id, "br": rule.base_rate,
+            "id": uuid7(),
+            "p": partner_id,
+            "br": rule.base_rate,
             "cr": json.dumps({k: str(v) for k, v in rates.items()}),
-            "cap": max_points_per_transaction, "hd": hold_days, "share": share,
-            "ra": rule.recorded_at, "actor": actor,
+            "cap": max_points_per_transaction,
+            "hd": hold_days,
+            "share": share,
+            "ra": rule.recorded_at,
+            "actor": actor,
         },
     )
     # The partner row carries the hold days in force, read by the earn path with the rule.
     await conn.execute(
-        text("UPDATE partners SET hold_days = :hd WHERE id = :p"), {"hd": hold_days, "p": partner_id}
+        text("UPDATE partners SET hold_days = :hd WHERE id = :p"),
+        {"hd": hold_days, "p": partner_id},
     )
     return rule
 
@@ -284,10 +304,13 @@ async def get_config(conn: AsyncConnection, *, partner_id: uuid.UUID) -> Partner
     rule = None
     if row.base_rate is not None:
         rule = EarnRuleRecord(
-            partner_id=row.id, base_rate=row.base_rate,
+            partner_id=row.id,
+            base_rate=row.base_rate,
             category_rates={k: Decimal(v) for k, v in row.category_rates.items()},
-            hold_days=row.rule_hold_days, max_redeem_share=row.max_redeem_share,
-            max_points_per_transaction=row.max_points_per_transaction, recorded_at=row.recorded_at,
+            hold_days=row.rule_hold_days,
+            max_redeem_share=row.max_redeem_share,
+            max_points_per_transaction=row.max_points_per_transaction,
+            recorded_at=row.recorded_at,
         )
     return PartnerConfig(partner, rule, row.agreement_from)
 

@@ -38,7 +38,9 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
             ).scalar_one()
             # Agreements entered in the same unit of work as events price them (one clock).
             unpriced = (
-                await conn.execute(text("SELECT coalesce(sum(unpriced_events), 0) FROM settlement_periods"))
+                await conn.execute(
+                    text("SELECT coalesce(sum(unpriced_events), 0) FROM settlement_periods")
+                )
             ).scalar_one()
             unbalanced = (
                 await conn.execute(

@@ -100,7 +100,8 @@ def tokens(live_server: str, db_uri: str) -> dict[str, str | None]:
     async def make() -> dict[str, str | None]:
         async with httpx.AsyncClient(base_url=live_server) as c:
             out = (
-                subprocess.run(
+                await asyncio.to_thread(
+                    subprocess.run,
                     [sys.executable, "-m", "gateway.cli", "bootstrap-operator"],
                     capture_output=True,
                     text=True,
