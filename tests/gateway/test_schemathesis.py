@@ -99,19 +99,16 @@ def live_server(db_uri: str) -> Iterator[str]:
 def tokens(live_server: str, db_uri: str) -> dict[str, str | None]:
     async def make() -> dict[str, str | None]:
         async with httpx.AsyncClient(base_url=live_server) as c:
-            out = (
-                await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-m", "gateway.cli", "bootstrap-operator"],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "DATABASE_URL": db_uri},
-                    cwd=ROOT,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "gateway.cli", "bootstrap-operator"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "DATABASE_URL": db_uri},
+                cwd=ROOT,
+                check=True,
             )
+            out = done.stdout.strip().splitlines()[-1]
             creds = json.loads(out)
             op = (
                 await oh.client_credentials_token(
