@@ -95,11 +95,32 @@ def caller_key(principal: Principal | None, ip: str) -> str:
     return f"client:{principal.client_id}"
 
 
+class _MemoryStorage(MemoryStorage):
+    """limits' memory storage without its timer thread. The library's own storage starts a
+    `threading.Timer` (a new thread) whenever the last one has finished, 100 times a second
+    under load, to sweep expired keys; measured with `python -m bench.graphql_earn` that cost
+    ~0.1 ms of CPU per request. Expired counters are already dropped lazily by `get`; here the
+    sweep of idle keys (memory only) runs inline, at most once a second."""
+
+    SWEEP_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timer.cancel()  # the one the base class started
+        self._next_sweep = time.monotonic() + self.SWEEP_EVERY
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the base's private hook
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_EVERY
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
 class RateLimits:
     """The app's rate limits (see the module's docstring) and its client-IP rule."""
 
     def __init__(self, settings: Settings) -> None:
-        self._limiter = FixedWindowRateLimiter(MemoryStorage())
+        self._limiter = FixedWindowRateLimiter(_MemoryStorage())
         self._items: dict[str, list[RateLimitItem]] = {
             GRAPHQL: [graphql_limit(settings.rate_limit_per_second, settings.rate_limit_burst)],
             OAUTH_CLIENT: parse_many(settings.rate_limit_oauth_client),
