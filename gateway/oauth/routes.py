@@ -18,16 +18,11 @@ from starlette.routing import BaseRoute, Route
 
 from core import clock
 from gateway.oauth import login, pages
-from gateway.oauth.server import (
-    MemberUser,
-    OAuthServer,
-    StarletteOAuth2Request,
-    Unit,
-    is_clean,
-    parse_basic,
-    transport_allowed,
-)
+from gateway.oauth.adapters import StarletteOAuth2Request, is_clean, parse_basic, transport_allowed
+from gateway.oauth.entities import MemberUser
+from gateway.oauth.server import OAuthServer
 from gateway.oauth.state import OAuthState, oauth_state
+from gateway.oauth.unit import Unit
 from gateway.ratelimit import OAUTH_CLIENT, OAUTH_IP, hashing, limited, rate_limits
 from members import passwords
 from partners.clients import ALL_SCOPES

@@ -449,7 +449,7 @@ async def test_bad_login_email_shows_the_form_again(app, engine):
 
 
 def test_is_clean():
-    from gateway.oauth.server import is_clean
+    from gateway.oauth.adapters import is_clean
 
     assert is_clean("pc_abc") and is_clean("ü@example.com")
     assert not is_clean("a\x00b") and not is_clean("\ud800") and not is_clean("x\udfff")

@@ -26,8 +26,8 @@ from starlette.requests import Request
 from core import clock
 from core.errors import ValidationError
 from gateway.oauth import login, revocation
+from gateway.oauth.adapters import transport_allowed
 from gateway.oauth.auth import AuthError, Principal, authenticate
-from gateway.oauth.server import transport_allowed
 from gateway.oauth.state import oauth_state
 from members import passwords
 from partners import clients
