@@ -32,10 +32,11 @@ test: $(STAMP) ## Run the whole suite (embedded PostgreSQL unless DATABASE_URL i
 schema: $(STAMP) ## Re-export schema.graphql after a schema change
 	$(BIN)/coalition export-schema schema.graphql
 
-lint: $(STAMP) ## ruff (lint + format check) and the layering contract
+lint: $(STAMP) ## ruff (lint + format check), the layering contract, the bench's arithmetic (pytest bench)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/pytest -q bench
 
 bench: $(STAMP) ## Run the benchmarks under bench/ (writes bench/out/)
 	$(BIN)/python -m bench.earn

@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 
-from bench.earn import create_database, seed
+from bench.earn_setup import create_database, seed
 
 
 def _backend_cpu(pid: int) -> float:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.earn import summarize, verdicts
+from bench.earn_verdicts import summarize, verdicts
 
 
 def _run(kind: str, c: int, p: int, hot: bool, rnd: int, tps: float) -> dict[str, Any]:
