@@ -58,6 +58,7 @@ _MEMBER = "(SELECT member_id FROM bench_members WHERE n = :m)"
 _PARTNER = "(SELECT partner_id FROM bench_partners WHERE n = :p)"
 _CEILING_VALUES = {
     # claim and lock
+    "space": "'bench'",  # the idempotency key space (the actor's, by default)
     "actor": "'bench'",
     "op": "'earn'",
     "key": "CAST(gen_random_uuid() AS text)",
