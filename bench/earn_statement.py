@@ -12,7 +12,7 @@ this machine) is divided by the earns written: the database's cost of an earn, w
 client or concurrency in the picture. The wall time per earn is printed too (it includes the
 client building each batch and the WAL flush of each commit).
 
-This is the figure behind "fixed cost per statement vs cost per earn" in bench/RESULTS.md.
+It shows the fixed cost of a statement against the cost of each earn it carries.
 """
 
 from __future__ import annotations

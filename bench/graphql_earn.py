@@ -79,7 +79,7 @@ async def seed(uri: str, members: int) -> tuple[str, str, list[str]]:
             hold_days=0,
             actor="bench",
         )
-        # No point is issued without an agreement in force (issue 9, item 1).
+        # No point is issued without an agreement in force.
         await partners.set_agreement(
             conn,
             partner_id=p.id,

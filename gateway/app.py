@@ -85,8 +85,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             split_at=settings.earn_batch_split_at,
         )
         # Everything built so far (schema, pools, caches) lives as long as the process: move it
-        # out of the collector's sight, and collect the young generation less often. Measured:
-        # the GraphQL earn's CPU per request fell from 2.35 to 1.36 ms (bench/RESULTS.md).
+        # out of the collector's sight, and collect the young generation less often: with many
+        # requests in flight, each collection would walk all of it, the largest single CPU cost
+        # of a GraphQL earn.
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
