@@ -34,9 +34,8 @@ class Member(SQLModel, table=True):
     email: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     password_hash: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
 
 
@@ -75,9 +74,7 @@ class CodeAttempt(SQLModel, table=True):
     __tablename__ = "code_attempts"
     __table_args__ = (Index("ix_code_attempts_actor_at", "actor", "at"),)
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     actor: str = Field(sa_column=Column(Text, nullable=False))
     partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -86,7 +86,7 @@ class SettlementPeriod(SQLModel, table=True):
     kind: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(sa_column=Column(Text, nullable=False, server_default="open"))
     currency: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+    created_at: datetime = Field(sa_column=_ts(server_default=func.now()))
     created_by: str = Field(sa_column=Column(Text, nullable=False))
     run_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     run_by: str | None = Field(default=None, sa_column=Column(Text))
