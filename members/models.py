@@ -27,6 +27,8 @@ class Member(SQLModel, table=True):
     __tablename__ = "members"
     __table_args__ = (
         CheckConstraint("card_number ~ '^[0-9]{16}$'", name="ck_members_card_digits"),
+        # Emails are unique case-insensitively.
+        Index("uq_members_email_lower", text("lower(email)"), unique=True),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
@@ -37,12 +39,6 @@ class Member(SQLModel, table=True):
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
-
-
-# Emails are unique case-insensitively.
-
-
-Index("uq_members_email_lower", text("lower(email)"), unique=True, _table=Member.__table__)  # type: ignore[call-arg]
 
 
 class RedemptionCode(SQLModel, table=True):

@@ -10,12 +10,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from core.tables import table
 from ledger import service as ledger
 from members.cards import is_valid_card_number, new_card_number
 from members.errors import EmailTaken, InvalidCardNumber, MemberNotFound
 from members.models import Member
 
-_members = Member.__table__
+_members = table(Member)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
 from core.errors import ValidationError
+from core.tables import table
 from partners import service as partners
 from partners.errors import ClientNotFound
 from partners.models import OAuthClient
@@ -50,7 +51,7 @@ MAX_GRACE = timedelta(days=30)
 # the hash, so a light argon2 profile (OWASP's minimum) keeps each token request cheap.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 
-_clients = OAuthClient.__table__
+_clients = table(OAuthClient)
 _CLIENT = select(
     _clients.c.client_id,
     _clients.c.kind,

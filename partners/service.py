@@ -15,13 +15,14 @@ from core.clock import utcnow
 from core.errors import ValidationError
 from core.ids import uuid7
 from core.money import currency_code
+from core.tables import table
 from ledger import service as ledger
 from partners.errors import NoAgreement, PartnerNotFound
 from partners.models import Agreement, EarnRule, Partner
 
-_partners = Partner.__table__
-_agreements = Agreement.__table__
-_earn_rules = EarnRule.__table__
+_partners = table(Partner)
+_agreements = table(Agreement)
+_earn_rules = table(EarnRule)
 
 
 @dataclass(frozen=True)

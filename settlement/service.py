@@ -51,6 +51,7 @@ from core.clock import ensure_aware, utcnow
 from core.ids import uuid7
 from core.money import Money, minor_units, quantize
 from core.settings import get_settings
+from core.tables import table
 from ledger import service as ledger
 from settlement.errors import (
     ExpiryPending,
@@ -645,7 +646,7 @@ async def _create_period(
     try:
         async with conn.begin_nested():
             await conn.execute(
-                insert(SettlementPeriod.__table__).values(
+                insert(table(SettlementPeriod)).values(
                     id=period_id,
                     period_start=start,
                     period_end=end,
@@ -1035,8 +1036,8 @@ async def _store(conn: AsyncConnection, period: Period, result: _Computed, *, ac
     in as arrays through unnest, however many)."""
     p = period.id
     for model in (SettlementStatement, SettlementMatrixCell, SettlementAdjustment):
-        table = model.__table__
-        await conn.execute(delete(table).where(table.c.period_id == p))
+        contents = table(model)
+        await conn.execute(delete(contents).where(contents.c.period_id == p))
     st = result.statements
     if st:
         await conn.execute(
@@ -1115,7 +1116,7 @@ async def _store(conn: AsyncConnection, period: Period, result: _Computed, *, ac
                 "rec": [a["recorded_at"] for a in adj],
             },
         )
-    periods = SettlementPeriod.__table__
+    periods = table(SettlementPeriod)
     await conn.execute(
         update(periods)
         .where(periods.c.id == p)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 
-def _ts(nullable: bool = False, **kw: Any) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = False, **kw: Any) -> Column[Any]:
     return Column(DateTime(timezone=True), nullable=nullable, **kw)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from core.tables import table
 from gateway.oauth.models import (
     AuthorizationCode,
     LoginFailures,
@@ -27,14 +28,14 @@ from gateway.oauth.models import (
     ServerSecret,
 )
 
-_codes = AuthorizationCode.__table__
-_refresh = RefreshToken.__table__
-_revoked = RevokedToken.__table__
-_failures = LoginFailures.__table__
-_secrets = ServerSecret.__table__
+_codes = table(AuthorizationCode)
+_refresh = table(RefreshToken)
+_revoked = table(RevokedToken)
+_failures = table(LoginFailures)
+_secrets = table(ServerSecret)
 
 
-def _in(column: Any, values: list[Any]) -> ColumnElement[bool]:
+def _in(column: ColumnElement[Any], values: list[Any]) -> ColumnElement[bool]:
     """`column = ANY(array)`: one statement text for any number of values (IN renders one per
     count, each prepared anew)."""
     return column == any_(literal(values, ARRAY(column.type)))
@@ -330,12 +331,12 @@ async def purge_expired(
     """Delete codes, refresh tokens, revocations and login failures that no longer matter."""
     before = now - keep
     counts = {}
-    for table, column in (
+    for expired, column in (
         (_codes, _codes.c.expires_at),
         (_refresh, _refresh.c.expires_at),
         (_revoked, _revoked.c.expires_at),
         (_failures, _failures.c.last_failure_at),
     ):
-        result = await conn.execute(delete(table).where(column < before))
-        counts[table.name] = result.rowcount
+        result = await conn.execute(delete(expired).where(column < before))
+        counts[expired.name] = result.rowcount
     return counts
