@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 
-def _ts(nullable: bool = False, **kw) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = False, **kw: Any) -> Column[Any]:
     return Column(DateTime(timezone=True), nullable=nullable, **kw)
 
 
@@ -67,15 +68,13 @@ class Account(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     kind: str = Field(sa_column=Column(Text, nullable=False))
     owner_id: uuid.UUID | None = Field(
         default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
     )
     balance: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+    created_at: datetime = Field(sa_column=_ts(server_default=func.now()))
 
 
 class LedgerTransaction(SQLModel, table=True):
@@ -121,7 +120,7 @@ class LedgerTransaction(SQLModel, table=True):
     currency: str | None = Field(default=None, sa_column=Column(Text))
     category: str | None = Field(default=None, sa_column=Column(Text))
     effective_at: datetime = Field(sa_column=_ts())
-    recorded_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+    recorded_at: datetime = Field(sa_column=_ts(server_default=func.now()))
     actor: str = Field(sa_column=Column(Text, nullable=False))
 
 
@@ -135,9 +134,7 @@ class Entry(SQLModel, table=True):
         Index("ix_entries_transaction", "transaction_id"),
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     # References transactions.id and accounts.id, checked per statement by the entries_post
     # trigger rather than by per-row foreign keys (migration 0006).
     transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
@@ -167,9 +164,7 @@ class Lot(SQLModel, table=True):
         Index("ix_lots_earn_tx", "earn_tx_id", unique=True),
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
     issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
@@ -201,9 +196,7 @@ class LotPosting(SQLModel, table=True):
         Index("ix_lot_postings_effective_at", "effective_at"),
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     lot_id: int = Field(sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=False))
     transaction_id: uuid.UUID = Field(
         sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
@@ -294,13 +287,11 @@ class IdempotencyKey(SQLModel, table=True):
         UniqueConstraint("key_space", "operation", "key", name="uq_idempotency_space_op_key"),
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     key_space: str = Field(sa_column=Column(Text, nullable=False))
     actor: str = Field(sa_column=Column(Text, nullable=False))  # the client that claimed it
     operation: str = Field(sa_column=Column(Text, nullable=False))
     key: str = Field(sa_column=Column(Text, nullable=False))
     request_hash: str = Field(sa_column=Column(Text, nullable=False))
-    result: dict | None = Field(default=None, sa_column=Column(JSONB))  # type: ignore[type-arg]
-    created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    created_at: datetime = Field(sa_column=_ts(server_default=func.now()))

@@ -27,6 +27,8 @@ class Member(SQLModel, table=True):
     __tablename__ = "members"
     __table_args__ = (
         CheckConstraint("card_number ~ '^[0-9]{16}$'", name="ck_members_card_digits"),
+        # Emails are unique case-insensitively.
+        Index("uq_members_email_lower", text("lower(email)"), unique=True),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
@@ -34,16 +36,9 @@ class Member(SQLModel, table=True):
     email: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     password_hash: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
-
-
-# Emails are unique case-insensitively.
-
-
-Index("uq_members_email_lower", text("lower(email)"), unique=True, _table=Member.__table__)  # type: ignore[call-arg]
 
 
 class RedemptionCode(SQLModel, table=True):
@@ -75,9 +70,7 @@ class CodeAttempt(SQLModel, table=True):
     __tablename__ = "code_attempts"
     __table_args__ = (Index("ix_code_attempts_actor_at", "actor", "at"),)
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
-    )
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     actor: str = Field(sa_column=Column(Text, nullable=False))
     partner_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True)))
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

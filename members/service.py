@@ -6,13 +6,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from core.tables import table
 from ledger import service as ledger
 from members.cards import is_valid_card_number, new_card_number
 from members.errors import EmailTaken, InvalidCardNumber, MemberNotFound
+from members.models import Member
+
+_members = table(Member)
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,10 @@ class MemberRecord:
     card_number: str
     email: str | None
     name: str | None
+
+
+# The columns of a MemberRecord, in its order.
+_MEMBER = select(_members.c.id, _members.c.card_number, _members.c.email, _members.c.name)
 
 
 async def create(
@@ -37,6 +45,8 @@ async def create(
     member_id = uuid7()
     for _ in range(10):
         card = card_number or new_card_number()
+        # One statement for the two uniqueness rules: the email (case-insensitive) is checked
+        # in its WHERE, a taken card number skips the row; kept in SQL, where it reads plainly.
         row = (
             await conn.execute(
                 text(
@@ -64,12 +74,7 @@ async def get_by_card(conn: AsyncConnection, *, card_number: str) -> MemberRecor
     """The member holding `card_number`."""
     if not is_valid_card_number(card_number):
         raise InvalidCardNumber("card number must be 16 digits with a valid Luhn check digit")
-    row = (
-        await conn.execute(
-            text("SELECT id, card_number, email, name FROM members WHERE card_number = :c"),
-            {"c": card_number},
-        )
-    ).one_or_none()
+    row = (await conn.execute(_MEMBER.where(_members.c.card_number == card_number))).one_or_none()
     if row is None:
         raise MemberNotFound("no member has this card number")
     return MemberRecord(*row)
@@ -78,7 +83,7 @@ async def get_by_card(conn: AsyncConnection, *, card_number: str) -> MemberRecor
 async def ids_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, uuid.UUID]:
     """Member ids by card number, for many cards in one statement (unknown cards are absent).
 
-    `conn` is a SQLAlchemy connection or a `core.db.DriverConnection`."""
+    `conn` is a SQLAlchemy connection or a `core.db.DriverConnection` (hence plain SQL)."""
     rows = await conn.execute(
         text("SELECT card_number, id FROM members WHERE card_number = ANY(:cards)"),
         {"cards": list(card_numbers)},
@@ -88,21 +93,14 @@ async def ids_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, uuid.
 
 async def get_by_email(conn: AsyncConnection, *, email: str) -> MemberRecord | None:
     """The member registered with `email` (case-insensitive), if any."""
+    # lower(email) on both sides: the unique index uq_members_email_lower serves it.
     row = (
-        await conn.execute(
-            text("SELECT id, card_number, email, name FROM members WHERE lower(email) = lower(:e)"),
-            {"e": email},
-        )
+        await conn.execute(_MEMBER.where(func.lower(_members.c.email) == func.lower(email)))
     ).one_or_none()
     return MemberRecord(*row) if row else None
 
 
 async def get(conn: AsyncConnection, *, member_id: uuid.UUID) -> MemberRecord | None:
     """One member by id."""
-    row = (
-        await conn.execute(
-            text("SELECT id, card_number, email, name FROM members WHERE id = :id"),
-            {"id": member_id},
-        )
-    ).one_or_none()
+    row = (await conn.execute(_MEMBER.where(_members.c.id == member_id))).one_or_none()
     return MemberRecord(*row) if row else None

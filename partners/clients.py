@@ -17,13 +17,16 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import text
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
 from core.errors import ValidationError
+from core.tables import table
 from partners import service as partners
 from partners.errors import ClientNotFound
+from partners.models import OAuthClient
 
 # Scopes (API.md). Partner clients hold a subset of PARTNER_SCOPES; member tokens come from
 # the public app; `operator` is for the coalition's own administration.
@@ -48,9 +51,18 @@ MAX_GRACE = timedelta(days=30)
 # the hash, so a light argon2 profile (OWASP's minimum) keeps each token request cheap.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 
-_COLUMNS = (
-    "client_id, kind, partner_id, name, scopes, redirect_uris, secret_hash, "
-    "previous_secret_hash, previous_secret_expires_at, disabled_at"
+_clients = table(OAuthClient)
+_CLIENT = select(
+    _clients.c.client_id,
+    _clients.c.kind,
+    _clients.c.partner_id,
+    _clients.c.name,
+    _clients.c.scopes,
+    _clients.c.redirect_uris,
+    _clients.c.secret_hash,
+    _clients.c.previous_secret_hash,
+    _clients.c.previous_secret_expires_at,
+    _clients.c.disabled_at,
 )
 
 
@@ -182,20 +194,17 @@ async def _insert(
     secret_hash = await asyncio.to_thread(hash_secret, client_secret)  # argon2: off the loop
     row = (
         await conn.execute(
-            text(
-                "INSERT INTO oauth_clients "
-                "  (client_id, kind, partner_id, name, scopes, secret_hash) "
-                "VALUES (:id, :kind, :pid, :name, :scopes, :hash) "
-                "ON CONFLICT (client_id) DO NOTHING RETURNING client_id"
-            ),
-            {
-                "id": client_id,
-                "kind": kind,
-                "pid": partner_id,
-                "name": name,
-                "scopes": list(scopes),
-                "hash": secret_hash,
-            },
+            insert(_clients)
+            .values(
+                client_id=client_id,
+                kind=kind,
+                partner_id=partner_id,
+                name=name,
+                scopes=list(scopes),
+                secret_hash=secret_hash,
+            )
+            .on_conflict_do_nothing(index_elements=[_clients.c.client_id])
+            .returning(_clients.c.client_id)
         )
     ).one_or_none()
     if row is None:
@@ -263,22 +272,16 @@ def _record(row: object) -> ClientRecord:
 
 async def get(conn: AsyncConnection, *, client_id: str) -> ClientRecord | None:
     """The client registered as `client_id`, if any."""
-    row = (
-        await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM oauth_clients WHERE client_id = :id"), {"id": client_id}
-        )
-    ).one_or_none()
+    row = (await conn.execute(_CLIENT.where(_clients.c.client_id == client_id))).one_or_none()
     return _record(row) if row is not None else None
 
 
 async def list_for_partner(conn: AsyncConnection, *, partner_id: uuid.UUID) -> list[ClientRecord]:
     """The partner's clients, oldest first."""
     rows = await conn.execute(
-        text(
-            f"SELECT {_COLUMNS} FROM oauth_clients WHERE partner_id = :pid "
-            "ORDER BY created_at, client_id"
-        ),
-        {"pid": partner_id},
+        _CLIENT.where(_clients.c.partner_id == partner_id).order_by(
+            _clients.c.created_at, _clients.c.client_id
+        )
     )
     return [_record(r) for r in rows]
 
@@ -298,13 +301,19 @@ async def rotate_secret(
     secret_hash = await asyncio.to_thread(hash_secret, secret)  # argon2: off the loop
     row = (
         await conn.execute(
-            text(
-                "UPDATE oauth_clients SET previous_secret_hash = secret_hash, "
-                "previous_secret_expires_at = :expires, secret_hash = :hash, "
-                "secret_rotated_at = :at "
-                "WHERE client_id = :id AND kind <> 'app' AND disabled_at IS NULL RETURNING scopes"
-            ),
-            {"id": client_id, "hash": secret_hash, "expires": at + grace, "at": at},
+            update(_clients)
+            .where(
+                _clients.c.client_id == client_id,
+                _clients.c.kind != "app",
+                _clients.c.disabled_at.is_(None),
+            )
+            .values(
+                previous_secret_hash=_clients.c.secret_hash,
+                previous_secret_expires_at=at + grace,
+                secret_hash=secret_hash,
+                secret_rotated_at=at,
+            )
+            .returning(_clients.c.scopes)
         )
     ).one_or_none()
     if row is None:
@@ -315,11 +324,9 @@ async def rotate_secret(
 async def disable(conn: AsyncConnection, *, client_id: str, at: datetime | None = None) -> None:
     """Stop accepting the client's credentials (tokens already issued live out their minutes)."""
     result = await conn.execute(
-        text(
-            "UPDATE oauth_clients SET disabled_at = coalesce(disabled_at, :at) "
-            "WHERE client_id = :id AND kind <> 'app'"
-        ),
-        {"id": client_id, "at": at or clock.utcnow()},
+        update(_clients)
+        .where(_clients.c.client_id == client_id, _clients.c.kind != "app")
+        .values(disabled_at=func.coalesce(_clients.c.disabled_at, at or clock.utcnow()))
     )
     if result.rowcount == 0:
         raise ClientNotFound(f"no confidential client {client_id!r}")

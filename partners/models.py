@@ -38,9 +38,8 @@ class Partner(SQLModel, table=True):
     category: str = Field(sa_column=Column(Text, nullable=False))
     currency: str = Field(sa_column=Column(Text, nullable=False))
     hold_days: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
 
 
@@ -92,7 +91,8 @@ class EarnRule(SQLModel, table=True):
         sa_column=Column(UUID(as_uuid=True), ForeignKey("partners.id"), nullable=False)
     )
     base_rate: Decimal = Field(sa_column=Column(Numeric(20, 8), nullable=False))
-    category_rates: dict = Field(sa_column=Column(JSONB, nullable=False))  # type: ignore[type-arg]
+    # Rates by category, as decimal strings (JSON has no exact decimals).
+    category_rates: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))
     max_points_per_transaction: int | None = Field(default=None, sa_column=Column(BigInteger))
     hold_days: int = Field(sa_column=Column(Integer, nullable=False))
     max_redeem_share: Decimal = Field(sa_column=Column(Numeric(6, 5), nullable=False))
@@ -169,7 +169,6 @@ class OAuthClient(SQLModel, table=True):
     disabled_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
-    created_at: datetime | None = Field(
-        default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )

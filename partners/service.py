@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
-from sqlalchemy import text
+from sqlalchemy import ARRAY, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import utcnow
 from core.errors import ValidationError
 from core.ids import uuid7
 from core.money import currency_code
+from core.tables import table
 from ledger import service as ledger
 from partners.errors import NoAgreement, PartnerNotFound
+from partners.models import Agreement, EarnRule, Partner
+
+_partners = table(Partner)
+_agreements = table(Agreement)
+_earn_rules = table(EarnRule)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,16 @@ class PartnerRecord:
     category: str
     currency: str
     hold_days: int
+
+
+# The columns of a PartnerRecord, in its order.
+_PARTNER = select(
+    _partners.c.id,
+    _partners.c.name,
+    _partners.c.category,
+    _partners.c.currency,
+    _partners.c.hold_days,
+)
 
 
 async def create(
@@ -43,11 +58,9 @@ async def create(
         raise ValidationError("hold_days must be between 0 and 365")
     partner_id = uuid7()
     await conn.execute(
-        text(
-            "INSERT INTO partners (id, name, category, currency, hold_days) "
-            "VALUES (:id, :name, :cat, :cur, :hd)"
-        ),
-        {"id": partner_id, "name": name, "cat": category, "cur": currency, "hd": hold_days},
+        insert(_partners).values(
+            id=partner_id, name=name, category=category, currency=currency, hold_days=hold_days
+        )
     )
     await ledger.open_partner_accounts(conn, partner_id=partner_id)
     return PartnerRecord(partner_id, name, category, currency, hold_days)
@@ -55,12 +68,7 @@ async def create(
 
 async def get(conn: AsyncConnection, *, partner_id: uuid.UUID) -> PartnerRecord:
     """One partner by id."""
-    row = (
-        await conn.execute(
-            text("SELECT id, name, category, currency, hold_days FROM partners WHERE id = :id"),
-            {"id": partner_id},
-        )
-    ).one_or_none()
+    row = (await conn.execute(_PARTNER.where(_partners.c.id == partner_id))).one_or_none()
     if row is None:
         raise PartnerNotFound(f"partner {partner_id} not found")
     return PartnerRecord(*row)
@@ -82,6 +90,18 @@ class AgreementRecord:
     currency: str
     effective_from: datetime
     recorded_at: datetime
+
+
+# The columns of an AgreementRecord, in its order.
+_AGREEMENT = (
+    _agreements.c.id,
+    _agreements.c.partner_id,
+    _agreements.c.issue_price,
+    _agreements.c.redemption_price,
+    _agreements.c.currency,
+    _agreements.c.effective_from,
+    _agreements.c.recorded_at,
+)
 
 
 def _decimal(
@@ -124,22 +144,18 @@ async def set_agreement(
     # an agreement entered in the same unit of work as an event is in force for it.
     row = (
         await conn.execute(
-            text(
-                "INSERT INTO agreements (id, partner_id, issue_price, redemption_price, currency, "
-                "effective_from, recorded_at, actor) "
-                "VALUES (:id, :p, :ip, :rp, :cur, :ef, now(), :actor) "
-                "RETURNING id, partner_id, issue_price, redemption_price, currency, "
-                "effective_from, recorded_at"
-            ),
-            {
-                "id": uuid7(),
-                "p": partner_id,
-                "ip": issue,
-                "rp": redemption,
-                "cur": currency,
-                "ef": effective_from,
-                "actor": actor,
-            },
+            insert(_agreements)
+            .values(
+                id=uuid7(),
+                partner_id=partner_id,
+                issue_price=issue,
+                redemption_price=redemption,
+                currency=currency,
+                effective_from=effective_from,
+                recorded_at=func.now(),
+                actor=actor,
+            )
+            .returning(*_AGREEMENT)
         )
     ).one()
     return AgreementRecord(*row)
@@ -148,12 +164,9 @@ async def set_agreement(
 async def agreements(conn: AsyncConnection, *, partner_id: uuid.UUID) -> list[AgreementRecord]:
     """A partner's agreements, newest effective first."""
     rows = await conn.execute(
-        text(
-            "SELECT id, partner_id, issue_price, redemption_price, currency, effective_from, "
-            "recorded_at FROM agreements WHERE partner_id = :p "
-            "ORDER BY effective_from DESC, recorded_at DESC"
-        ),
-        {"p": partner_id},
+        select(*_AGREEMENT)
+        .where(_agreements.c.partner_id == partner_id)
+        .order_by(_agreements.c.effective_from.desc(), _agreements.c.recorded_at.desc())
     )
     return [AgreementRecord(*r) for r in rows]
 
@@ -232,27 +245,21 @@ async def set_earn_rule(
         recorded_at=utcnow(),
     )
     await conn.execute(
-        text(
-            "INSERT INTO earn_rules (id, partner_id, base_rate, category_rates, "
-            "max_points_per_transaction, hold_days, max_redeem_share, recorded_at, actor) "
-            "VALUES (:id, :p, :br, CAST(:cr AS jsonb), :cap, :hd, :share, :ra, :actor)"
-        ),
-        {
-            "id": uuid7(),
-            "p": partner_id,
-            "br": rule.base_rate,
-            "cr": json.dumps({k: str(v) for k, v in rates.items()}),
-            "cap": max_points_per_transaction,
-            "hd": hold_days,
-            "share": share,
-            "ra": rule.recorded_at,
-            "actor": actor,
-        },
+        insert(_earn_rules).values(
+            id=uuid7(),
+            partner_id=partner_id,
+            base_rate=rule.base_rate,
+            category_rates={k: str(v) for k, v in rates.items()},
+            max_points_per_transaction=max_points_per_transaction,
+            hold_days=hold_days,
+            max_redeem_share=share,
+            recorded_at=rule.recorded_at,
+            actor=actor,
+        )
     )
     # The partner row carries the hold days in force, read by the earn path with the rule.
     await conn.execute(
-        text("UPDATE partners SET hold_days = :hd WHERE id = :p"),
-        {"hd": hold_days, "p": partner_id},
+        update(_partners).where(_partners.c.id == partner_id).values(hold_days=hold_days)
     )
     return rule
 
@@ -317,18 +324,14 @@ async def get_config(conn: AsyncConnection, *, partner_id: uuid.UUID) -> Partner
 
 async def list_partners(conn: AsyncConnection, *, limit: int = 100) -> list[PartnerRecord]:
     """All partners, oldest first."""
-    rows = await conn.execute(
-        text("SELECT id, name, category, currency, hold_days FROM partners ORDER BY id LIMIT :n"),
-        {"n": limit},
-    )
+    rows = await conn.execute(_PARTNER.order_by(_partners.c.id).limit(limit))
     return [PartnerRecord(*r) for r in rows]
 
 
 async def get_many(conn: AsyncConnection, *, ids: list[uuid.UUID]) -> list[PartnerRecord | None]:
     """Partners by id, in the order asked (None where unknown): for DataLoaders."""
-    rows = await conn.execute(
-        text("SELECT id, name, category, currency, hold_days FROM partners WHERE id = ANY(:ids)"),
-        {"ids": ids},
-    )
+    # `= ANY(array)`: one statement text for any number of ids (IN would render one per count).
+    ids_param = bindparam("ids", ids, type_=ARRAY(_partners.c.id.type))
+    rows = await conn.execute(_PARTNER.where(_partners.c.id == any_(ids_param)))
     found = {r.id: PartnerRecord(*r) for r in rows}
     return [found.get(i) for i in ids]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -32,16 +33,16 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID, ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
 
-def _ts(nullable: bool = False, **kw) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = False, **kw: Any) -> Column[Any]:
     return Column(DateTime(timezone=True), nullable=nullable, **kw)
 
 
-def _money(nullable: bool = False, default: bool = True) -> Column:  # type: ignore[type-arg]
+def _money(nullable: bool = False, default: bool = True) -> Column[Any]:
     # Amounts rounded to the settlement currency's minor unit (at most 4 digits in ISO 4217).
     return Column(Numeric(20, 4), nullable=nullable, server_default="0" if default else None)
 
 
-def _points() -> Column:  # type: ignore[type-arg]
+def _points() -> Column[Any]:
     return Column(BigInteger, nullable=False, server_default="0")
 
 
@@ -86,7 +87,7 @@ class SettlementPeriod(SQLModel, table=True):
     kind: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(sa_column=Column(Text, nullable=False, server_default="open"))
     currency: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime | None = Field(default=None, sa_column=_ts(server_default=func.now()))
+    created_at: datetime = Field(sa_column=_ts(server_default=func.now()))
     created_by: str = Field(sa_column=Column(Text, nullable=False))
     run_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     run_by: str | None = Field(default=None, sa_column=Column(Text))

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import text
+from sqlalchemy import delete, func, insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -51,6 +51,7 @@ from core.clock import ensure_aware, utcnow
 from core.ids import uuid7
 from core.money import Money, minor_units, quantize
 from core.settings import get_settings
+from core.tables import table
 from ledger import service as ledger
 from settlement.errors import (
     ExpiryPending,
@@ -59,7 +60,14 @@ from settlement.errors import (
     PeriodNotFound,
     PeriodOverlap,
 )
-from settlement.models import PeriodKind, PeriodStatus
+from settlement.models import (
+    PeriodKind,
+    PeriodStatus,
+    SettlementAdjustment,
+    SettlementMatrixCell,
+    SettlementPeriod,
+    SettlementStatement,
+)
 from settlement.pricing import (
     CANDIDATES_FROZEN,
     CANDIDATES_OPEN,
@@ -638,18 +646,14 @@ async def _create_period(
     try:
         async with conn.begin_nested():
             await conn.execute(
-                text(
-                    "INSERT INTO settlement_periods (id, period_start, period_end, kind, currency, "
-                    "created_by) VALUES (:id, :s, :e, :kind, :cur, :actor)"
-                ),
-                {
-                    "id": period_id,
-                    "s": start,
-                    "e": end,
-                    "kind": kind,
-                    "cur": currency,
-                    "actor": actor,
-                },
+                insert(table(SettlementPeriod)).values(
+                    id=period_id,
+                    period_start=start,
+                    period_end=end,
+                    kind=kind,
+                    currency=currency,
+                    created_by=actor,
+                )
             )
     except IntegrityError as exc:
         if "ex_settlement_periods_overlap" in str(exc.orig):
@@ -1028,10 +1032,12 @@ async def _aggregate(
 
 
 async def _store(conn: AsyncConnection, period: Period, result: _Computed, *, actor: str) -> None:
-    """Replace the open period's contents with `result` (one statement per table)."""
+    """Replace the open period's contents with `result` (one statement per table; the rows go
+    in as arrays through unnest, however many)."""
     p = period.id
-    for table in ("settlement_statements", "settlement_matrix", "settlement_adjustments"):
-        await conn.execute(text(f"DELETE FROM {table} WHERE period_id = :p"), {"p": p})
+    for model in (SettlementStatement, SettlementMatrixCell, SettlementAdjustment):
+        contents = table(model)
+        await conn.execute(delete(contents).where(contents.c.period_id == p))
     st = result.statements
     if st:
         await conn.execute(
@@ -1110,26 +1116,20 @@ async def _store(conn: AsyncConnection, period: Period, result: _Computed, *, ac
                 "rec": [a["recorded_at"] for a in adj],
             },
         )
-    margin = -sum((s["net"] for s in st), Decimal(0))
+    periods = table(SettlementPeriod)
     await conn.execute(
-        text(
-            """
-            UPDATE settlement_periods SET run_at = now(), run_by = :actor,
-                transaction_count = :n, adjustment_count = :adj, unpriced_events = :unpriced,
-                operator_margin = :margin, breakage_points = :bp, breakage_value = :bv
-            WHERE id = :p
-            """
-        ),
-        {
-            "p": p,
-            "actor": actor,
-            "n": result.transaction_count,
-            "adj": result.adjustment_count,
-            "unpriced": sum(s["unpriced"] for s in st),
-            "margin": margin,
-            "bp": sum(s["breakage_points"] for s in st),
-            "bv": sum((s["breakage_value"] for s in st), Decimal(0)),
-        },
+        update(periods)
+        .where(periods.c.id == p)
+        .values(
+            run_at=func.now(),
+            run_by=actor,
+            transaction_count=result.transaction_count,
+            adjustment_count=result.adjustment_count,
+            unpriced_events=sum(s["unpriced"] for s in st),
+            operator_margin=-sum((s["net"] for s in st), Decimal(0)),
+            breakage_points=sum(s["breakage_points"] for s in st),
+            breakage_value=sum((s["breakage_value"] for s in st), Decimal(0)),
+        )
     )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 
-def _ts(nullable: bool = False, **kw: Any) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = False, **kw: Any) -> Column[Any]:
     return Column(DateTime(timezone=True), nullable=nullable, **kw)
 
 
@@ -34,8 +34,8 @@ class SigningKey(SQLModel, table=True):
 
     kid: str = Field(sa_column=Column(Text, primary_key=True))
     alg: str = Field(sa_column=Column(Text, nullable=False))
-    private_jwk: dict = Field(sa_column=Column(JSONB, nullable=False))  # type: ignore[type-arg]
-    public_jwk: dict = Field(sa_column=Column(JSONB, nullable=False))  # type: ignore[type-arg]
+    private_jwk: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    public_jwk: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime = Field(sa_column=_ts())
     retired_at: datetime | None = Field(default=None, sa_column=_ts(True))
 

@@ -12,11 +12,33 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import ARRAY, ColumnElement, any_, delete, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from core.tables import table
+from gateway.oauth.models import (
+    AuthorizationCode,
+    LoginFailures,
+    RefreshToken,
+    RevokedToken,
+    ServerSecret,
+)
+
+_codes = table(AuthorizationCode)
+_refresh = table(RefreshToken)
+_revoked = table(RevokedToken)
+_failures = table(LoginFailures)
+_secrets = table(ServerSecret)
+
+
+def _in(column: ColumnElement[Any], values: list[Any]) -> ColumnElement[bool]:
+    """`column = ANY(array)`: one statement text for any number of values (IN renders one per
+    count, each prepared anew)."""
+    return column == any_(literal(values, ARRAY(column.type)))
 
 
 def token_hash(value: str) -> str:
@@ -40,6 +62,19 @@ class CodeRow:
     used_at: datetime | None
 
 
+_CODE = select(
+    _codes.c.id,
+    _codes.c.client_id,
+    _codes.c.member_id,
+    _codes.c.redirect_uri,
+    _codes.c.scope,
+    _codes.c.code_challenge,
+    _codes.c.code_challenge_method,
+    _codes.c.expires_at,
+    _codes.c.used_at,
+)
+
+
 async def insert_code(
     conn: AsyncConnection,
     *,
@@ -55,48 +90,31 @@ async def insert_code(
 ) -> uuid.UUID:
     code_id = uuid7()
     await conn.execute(
-        text(
-            "INSERT INTO oauth_authorization_codes (id, code_hash, client_id, member_id, "
-            "redirect_uri, scope, code_challenge, code_challenge_method, created_at, expires_at) "
-            "VALUES (:id, :h, :cid, :mid, :ru, :scope, :cc, :ccm, :now, :exp)"
-        ),
-        {
-            "id": code_id,
-            "h": token_hash(code),
-            "cid": client_id,
-            "mid": member_id,
-            "ru": redirect_uri,
-            "scope": scope,
-            "cc": code_challenge,
-            "ccm": code_challenge_method,
-            "now": now,
-            "exp": now + ttl,
-        },
+        insert(_codes).values(
+            id=code_id,
+            code_hash=token_hash(code),
+            client_id=client_id,
+            member_id=member_id,
+            redirect_uri=redirect_uri,
+            scope=scope,
+            code_challenge=code_challenge,
+            code_challenge_method=code_challenge_method,
+            created_at=now,
+            expires_at=now + ttl,
+        )
     )
     return code_id
 
 
 async def get_code(conn: AsyncConnection, *, code: str) -> CodeRow | None:
-    row = (
-        await conn.execute(
-            text(
-                "SELECT id, client_id, member_id, redirect_uri, scope, code_challenge, "
-                "code_challenge_method, expires_at, used_at "
-                "FROM oauth_authorization_codes WHERE code_hash = :h"
-            ),
-            {"h": token_hash(code)},
-        )
-    ).one_or_none()
+    row = (await conn.execute(_CODE.where(_codes.c.code_hash == token_hash(code)))).one_or_none()
     return CodeRow(*row) if row is not None else None
 
 
 async def consume_code(conn: AsyncConnection, *, code_id: uuid.UUID, now: datetime) -> bool:
     """Mark the code used; False if another request used it first (the row lock decides)."""
     result = await conn.execute(
-        text(
-            "UPDATE oauth_authorization_codes SET used_at = :now WHERE id = :id AND used_at IS NULL"
-        ),
-        {"id": code_id, "now": now},
+        update(_codes).where(_codes.c.id == code_id, _codes.c.used_at.is_(None)).values(used_at=now)
     )
     return result.rowcount == 1
 
@@ -117,6 +135,19 @@ class RefreshRow:
     revoked_at: datetime | None
 
 
+_REFRESH = select(
+    _refresh.c.id,
+    _refresh.c.family_id,
+    _refresh.c.client_id,
+    _refresh.c.member_id,
+    _refresh.c.scope,
+    _refresh.c.issued_at,
+    _refresh.c.expires_at,
+    _refresh.c.rotated_at,
+    _refresh.c.revoked_at,
+)
+
+
 async def insert_refresh_token(
     conn: AsyncConnection,
     *,
@@ -132,36 +163,25 @@ async def insert_refresh_token(
 ) -> uuid.UUID:
     token_id = uuid7()
     await conn.execute(
-        text(
-            "INSERT INTO oauth_refresh_tokens (id, token_hash, family_id, client_id, member_id, "
-            "scope, issued_at, expires_at, access_jti, access_expires_at) "
-            "VALUES (:id, :h, :fam, :cid, :mid, :scope, :now, :exp, :jti, :jexp)"
-        ),
-        {
-            "id": token_id,
-            "h": token_hash(token),
-            "fam": family_id,
-            "cid": client_id,
-            "mid": member_id,
-            "scope": scope,
-            "now": now,
-            "exp": now + ttl,
-            "jti": access_jti,
-            "jexp": access_expires_at,
-        },
+        insert(_refresh).values(
+            id=token_id,
+            token_hash=token_hash(token),
+            family_id=family_id,
+            client_id=client_id,
+            member_id=member_id,
+            scope=scope,
+            issued_at=now,
+            expires_at=now + ttl,
+            access_jti=access_jti,
+            access_expires_at=access_expires_at,
+        )
     )
     return token_id
 
 
 async def get_refresh_token(conn: AsyncConnection, *, token: str) -> RefreshRow | None:
     row = (
-        await conn.execute(
-            text(
-                "SELECT id, family_id, client_id, member_id, scope, issued_at, expires_at, "
-                "rotated_at, revoked_at FROM oauth_refresh_tokens WHERE token_hash = :h"
-            ),
-            {"h": token_hash(token)},
-        )
+        await conn.execute(_REFRESH.where(_refresh.c.token_hash == token_hash(token)))
     ).one_or_none()
     return RefreshRow(*row) if row is not None else None
 
@@ -171,11 +191,13 @@ async def rotate_refresh_token(
 ) -> bool:
     """Retire a refresh token on use; False if it was used or revoked meanwhile."""
     result = await conn.execute(
-        text(
-            "UPDATE oauth_refresh_tokens SET rotated_at = :now "
-            "WHERE id = :id AND rotated_at IS NULL AND revoked_at IS NULL"
-        ),
-        {"id": token_id, "now": now},
+        update(_refresh)
+        .where(
+            _refresh.c.id == token_id,
+            _refresh.c.rotated_at.is_(None),
+            _refresh.c.revoked_at.is_(None),
+        )
+        .values(rotated_at=now)
     )
     return result.rowcount == 1
 
@@ -186,6 +208,7 @@ async def revoke_family(
     """Revoke every refresh token of a family and the live access tokens issued with them.
 
     Returns the access token ids revoked (jti -> expiry), for the in-process revocation cache.
+    One statement (an UPDATE feeding an INSERT), kept in SQL, where it reads plainly.
     """
     rows = await conn.execute(
         text(
@@ -209,28 +232,21 @@ async def revoke_access_token(
     conn: AsyncConnection, *, jti: str, expires_at: datetime, now: datetime
 ) -> None:
     await conn.execute(
-        text(
-            "INSERT INTO oauth_revoked_tokens (jti, expires_at, revoked_at) "
-            "VALUES (:jti, :exp, :now) ON CONFLICT (jti) DO NOTHING"
-        ),
-        {"jti": jti, "exp": expires_at, "now": now},
+        pg_insert(_revoked)
+        .values(jti=jti, expires_at=expires_at, revoked_at=now)
+        .on_conflict_do_nothing(index_elements=[_revoked.c.jti])
     )
 
 
 async def is_access_token_revoked(conn: AsyncConnection, *, jti: str) -> bool:
-    row = (
-        await conn.execute(
-            text("SELECT 1 FROM oauth_revoked_tokens WHERE jti = :jti"), {"jti": jti}
-        )
-    ).one_or_none()
+    row = (await conn.execute(select(_revoked.c.jti).where(_revoked.c.jti == jti))).one_or_none()
     return row is not None
 
 
 async def live_revocations(conn: AsyncConnection, *, now: datetime) -> dict[str, datetime]:
     """Revoked access tokens that have not expired yet (the only ones worth remembering)."""
     rows = await conn.execute(
-        text("SELECT jti, expires_at FROM oauth_revoked_tokens WHERE expires_at > :now"),
-        {"now": now},
+        select(_revoked.c.jti, _revoked.c.expires_at).where(_revoked.c.expires_at > now)
     )
     return {jti: exp for jti, exp in rows}
 
@@ -249,11 +265,9 @@ async def login_failures(
 ) -> dict[str, Failures]:
     """Failures per key within the current window (keys without any are left out)."""
     rows = await conn.execute(
-        text(
-            "SELECT key, failures, window_started_at FROM oauth_login_failures "
-            "WHERE key = ANY(:keys) AND window_started_at > :since"
-        ),
-        {"keys": keys, "since": now - window},
+        select(_failures.c.key, _failures.c.failures, _failures.c.window_started_at).where(
+            _in(_failures.c.key, keys), _failures.c.window_started_at > now - window
+        )
     )
     return {k: Failures(n, started) for k, n, started in rows}
 
@@ -262,7 +276,8 @@ async def record_login_failure(
     conn: AsyncConnection, *, keys: list[str], now: datetime, window: timedelta
 ) -> dict[str, Failures]:
     """Count one failure (or attempt) against each key, atomically per key (a new window starts
-    once the old one is over); returns the counts including this one."""
+    once the old one is over); returns the counts including this one. An upsert over many keys
+    whose update depends on the row: kept in SQL, where it reads plainly."""
     rows = await conn.execute(
         text(
             "INSERT INTO oauth_login_failures AS f "
@@ -283,18 +298,14 @@ async def record_login_failure(
 async def uncount_login_failure(conn: AsyncConnection, *, key: str) -> None:
     """Take one counted attempt back (it succeeded)."""
     await conn.execute(
-        text(
-            "UPDATE oauth_login_failures SET failures = failures - 1 "
-            "WHERE key = :key AND failures > 0"
-        ),
-        {"key": key},
+        update(_failures)
+        .where(_failures.c.key == key, _failures.c.failures > 0)
+        .values(failures=_failures.c.failures - 1)
     )
 
 
 async def clear_login_failures(conn: AsyncConnection, *, keys: list[str]) -> None:
-    await conn.execute(
-        text("DELETE FROM oauth_login_failures WHERE key = ANY(:keys)"), {"keys": keys}
-    )
+    await conn.execute(delete(_failures).where(_in(_failures.c.key, keys)))
 
 
 # ---- server secrets --------------------------------------------------------------------
@@ -303,17 +314,11 @@ async def clear_login_failures(conn: AsyncConnection, *, keys: list[str]) -> Non
 async def server_secret(conn: AsyncConnection, *, name: str) -> bytes:
     """The named 32-byte secret, created on first use (every process then reads the same)."""
     await conn.execute(
-        text(
-            "INSERT INTO oauth_server_secrets (name, secret) VALUES (:name, :secret) "
-            "ON CONFLICT (name) DO NOTHING"
-        ),
-        {"name": name, "secret": secrets.token_bytes(32)},
+        pg_insert(_secrets)
+        .values(name=name, secret=secrets.token_bytes(32))
+        .on_conflict_do_nothing(index_elements=[_secrets.c.name])
     )
-    row = (
-        await conn.execute(
-            text("SELECT secret FROM oauth_server_secrets WHERE name = :name"), {"name": name}
-        )
-    ).one()
+    row = (await conn.execute(select(_secrets.c.secret).where(_secrets.c.name == name))).one()
     return bytes(row[0])
 
 
@@ -326,14 +331,12 @@ async def purge_expired(
     """Delete codes, refresh tokens, revocations and login failures that no longer matter."""
     before = now - keep
     counts = {}
-    for table, column in (
-        ("oauth_authorization_codes", "expires_at"),
-        ("oauth_refresh_tokens", "expires_at"),
-        ("oauth_revoked_tokens", "expires_at"),
-        ("oauth_login_failures", "last_failure_at"),
+    for expired, column in (
+        (_codes, _codes.c.expires_at),
+        (_refresh, _refresh.c.expires_at),
+        (_revoked, _revoked.c.expires_at),
+        (_failures, _failures.c.last_failure_at),
     ):
-        result = await conn.execute(
-            text(f"DELETE FROM {table} WHERE {column} < :before"), {"before": before}
-        )
-        counts[table] = result.rowcount
+        result = await conn.execute(delete(expired).where(column < before))
+        counts[expired.name] = result.rowcount
     return counts
