@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
 from typing import Any, TypeVar
 
 import strawberry
@@ -26,10 +25,7 @@ from strawberry.extensions import (
 )
 from strawberry.permission import BasePermission
 
-from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
-from core.errors import ValidationError as DomainValidation
-from core.ids import uuid7
 from core.settings import Settings
 from gateway.graphql import errors as E
 from gateway.graphql import types as T
@@ -39,12 +35,12 @@ from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.settlement import SettlementMutation, SettlementQuery
 from gateway.ratelimit import REGISTER, hashing, rate_limits
 from ledger import service as ledger
-from ledger.errors import HoldNotFound
-from members import codes as member_codes
-from members import passwords
+from loyalty import earn as earning
+from loyalty import redeem, terms
+from loyalty import refund as refunding
+from loyalty import register as registration
+from loyalty.caches import partner_config
 from members import service as members
-from members.cards import is_valid_card_number
-from partners import refunds as partner_refunds
 from partners import service as partners
 
 R = TypeVar("R")
@@ -57,13 +53,6 @@ MAX_PAGE = 100
 
 def _principal_has(ctx: Context, scope: str) -> bool:
     return ctx.principal is not None and scope in ctx.principal.scopes
-
-
-def _parse_id(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise DomainValidation(f"{what} is not a valid id", field=what) from None
 
 
 class _Scoped(BasePermission):
@@ -206,7 +195,7 @@ class Query(SettlementQuery):
         pid = _visible_partner(info.context, partner_id)
         if pid is None:
             return None
-        cfg = await info.context.partner_config(pid)
+        cfg = await partner_config(info.context, pid)
         return T.EarnRule.of(cfg.rule) if cfg.rule else None
 
     @strawberry.field(
@@ -463,13 +452,6 @@ VoidRedemptionResult = _result("VoidRedemptionResult", VoidRedemptionSuccess)
 CreateRedemptionCodeResult = _result("CreateRedemptionCodeResult", CreateRedemptionCodeSuccess)
 
 
-def _text(value: str, what: str, max_len: int = 200) -> str:
-    value = value.strip()
-    if not value or len(value) > max_len:
-        raise DomainValidation(f"{what} must be 1..{max_len} characters", field=what)
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # Mutation
 
@@ -485,10 +467,9 @@ class Mutation(SettlementMutation):
         self, info: strawberry.Info, input: CreatePartnerInput
     ) -> CreatePartnerResult:
         async def work(ctx: Context) -> CreatePartnerSuccess:
-            async with ctx.unit_of_work() as conn:
-                p = await partners.create(
-                    conn, name=input.name, category=input.category, currency=input.currency
-                )
+            p = await terms.create_partner(
+                ctx, name=input.name, category=input.category, currency=input.currency
+            )
             return CreatePartnerSuccess(partner=T.Partner.of(p))
 
         return await guarded(info, "operator", work)
@@ -500,18 +481,14 @@ class Mutation(SettlementMutation):
         self, info: strawberry.Info, input: SetAgreementInput
     ) -> SetAgreementResult:
         async def work(ctx: Context) -> SetAgreementSuccess:
-            pid = _parse_id(input.partner_id, "partnerId")
-            async with ctx.unit_of_work() as conn:
-                a = await partners.set_agreement(
-                    conn,
-                    partner_id=pid,
-                    issue_price=input.issue_price,
-                    redemption_price=input.redemption_price,
-                    effective_from=input.effective_from,
-                    currency=ctx.settings.settlement_currency,
-                    actor=ctx.actor,
-                )
-            ctx.caches.partner_config.invalidate(pid)  # the earn path reads agreements from it
+            a = await terms.set_agreement(
+                ctx,
+                actor=ctx.actor,
+                partner_id=input.partner_id,
+                issue_price=input.issue_price,
+                redemption_price=input.redemption_price,
+                effective_from=input.effective_from,
+            )
             return SetAgreementSuccess(agreement=T.Agreement.of(a))
 
         return await guarded(info, "operator", work)
@@ -521,26 +498,16 @@ class Mutation(SettlementMutation):
         self, info: strawberry.Info, input: SetEarnRuleInput
     ) -> SetEarnRuleResult:
         async def work(ctx: Context) -> SetEarnRuleSuccess:
-            pid = _parse_id(input.partner_id, "partnerId")
-            rates: dict[str, Any] = {}
-            for cr in input.category_rates:
-                if cr.category in rates:
-                    raise DomainValidation(
-                        f"category {cr.category!r} appears twice", field="categoryRates"
-                    )
-                rates[cr.category] = cr.rate
-            async with ctx.unit_of_work() as conn:
-                rule = await partners.set_earn_rule(
-                    conn,
-                    partner_id=pid,
-                    base_rate=input.base_rate,
-                    category_rates=rates,
-                    hold_days=input.hold_days,
-                    max_redeem_share=input.max_redeem_share,
-                    max_points_per_transaction=input.max_points_per_transaction,
-                    actor=ctx.actor,
-                )
-            ctx.caches.partner_config.invalidate(pid)
+            rule = await terms.set_earn_rule(
+                ctx,
+                actor=ctx.actor,
+                partner_id=input.partner_id,
+                base_rate=input.base_rate,
+                category_rates=input.category_rates,
+                hold_days=input.hold_days,
+                max_redeem_share=input.max_redeem_share,
+                max_points_per_transaction=input.max_points_per_transaction,
+            )
             return SetEarnRuleSuccess(earn_rule=T.EarnRule.of(rule))
 
         return await guarded(info, "operator", work)
@@ -551,15 +518,10 @@ class Mutation(SettlementMutation):
     async def create_partner_client(
         self, info: strawberry.Info, input: CreatePartnerClientInput
     ) -> CreatePartnerClientResult:
-        from partners import clients
-
         async def work(ctx: Context) -> CreatePartnerClientSuccess:
-            pid = _parse_id(input.partner_id, "partnerId")
-            async with ctx.unit_of_work() as conn:
-                await partners.get(conn, partner_id=pid)
-                created = await clients.create_partner_client(
-                    conn, partner_id=pid, scopes=list(input.scopes)
-                )
+            created = await terms.create_partner_client(
+                ctx, partner_id=input.partner_id, scopes=input.scopes
+            )
             return CreatePartnerClientSuccess(
                 client_id=created.client_id,
                 client_secret=created.client_secret,
@@ -584,17 +546,19 @@ class Mutation(SettlementMutation):
                 code=ErrorCode.RATE_LIMITED.value,
                 message=f"too many registrations from this address: retry in {retry_after} s",
             )
-        try:
-            email = _text(input.email, "email", 254).lower()
-            if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
-                raise DomainValidation("email is not an e-mail address", field="email")
-            if not 8 <= len(input.password) <= 256:
-                raise DomainValidation("password must be 8..256 characters", field="password")
-            name = _text(input.name, "name")
+
+        async def hash_off_loop(fn: Callable[[str], str], password: str) -> str:
             # argon2 is deliberately slow: off the event loop, within the hashing budget.
-            password_hash = await hashing(ctx.request, passwords.hash_password, input.password)
-            async with ctx.unit_of_work() as conn:
-                m = await members.create(conn, email=email, name=name, password_hash=password_hash)
+            return await hashing(ctx.request, fn, password)
+
+        try:
+            m = await registration.register(
+                ctx,
+                email=input.email,
+                password=input.password,
+                name=input.name,
+                hashing=hash_off_loop,
+            )
         except DomainError as exc:
             return E.to_graphql(exc)
         return RegisterMemberSuccess(
@@ -609,60 +573,28 @@ class Mutation(SettlementMutation):
     async def earn(self, info: strawberry.Info, input: EarnInput) -> EarnResult:
         async def work(ctx: Context) -> EarnSuccess:
             assert ctx.principal is not None and ctx.principal.partner_id is not None
-            pid = ctx.principal.partner_id
-            if not is_valid_card_number(input.card_number):
-                raise DomainValidation(
-                    "cardNumber must be 16 digits with a valid Luhn check digit", field="cardNumber"
-                )
-            money = input.amount.parse(positive=True)
-            order_ref = _text(input.order_ref, "orderRef")
-            category = (
-                _text(input.category, "category", 100) if input.category is not None else None
-            )
-            cfg = await ctx.partner_config(pid)
-            if money.currency != cfg.partner.currency:
-                raise DomainValidation(f"amount must be in {cfg.partner.currency}", field="amount")
-            # What the partner sent, nothing derived from it: a retry replays the original
-            # result whatever the partner's rules have become since.
-            digest = ledger.earn_request_digest(
-                card_number=input.card_number,
-                amount=money.amount,
-                currency=money.currency,
-                category=category,
-                ref=order_ref,
-            )
-            at = utcnow()
-            try:
-                cfg.require_agreement(at)  # from the cached config: no round trip
-                if cfg.rule is None:
-                    raise DomainValidation("this partner has no earn rule yet")
-                points = cfg.rule.points_for(money.amount, category)
-                if points <= 0:
-                    raise DomainValidation("this purchase earns no points", field="amount")
-            except DomainError:
-                # Refused under the terms in force now; the retry of an earlier earn is not.
-                replay = await _earn_replay(ctx, input.idempotency_key, digest)
-                if replay is None:
-                    raise
-                return _earned(replay)
-            member_id = await _member_by_card(ctx, input.card_number)
-            r = await ctx.earns.earn(  # group commit: see ledger.batch
+            r = await earning.earn(
+                ctx,
                 actor=ctx.actor,
                 key_space=ctx.key_space,
-                digest=digest,
-                at=at,
+                partner_id=ctx.principal.partner_id,
+                card_number=input.card_number,
+                amount=input.amount.amount,
+                currency=input.amount.currency,
+                category=input.category,
+                order_ref=input.order_ref,
                 idempotency_key=input.idempotency_key,
-                member_id=member_id,
-                partner_id=pid,
-                points=points,
-                hold_days=cfg.rule.hold_days,
-                validity_months=ctx.settings.points_validity_months,
-                ref=order_ref,
-                amount=money.amount,
-                currency=money.currency,
-                category=category,
             )
-            return _earned(r)
+            return EarnSuccess(
+                transaction=T.EarnTransaction(
+                    id=strawberry.ID(str(r.transaction_id)),
+                    points=r.points,
+                    status=r.status,
+                    available_at=r.available_at,
+                    expires_at=r.expires_at,
+                ),
+                replayed=r.replayed,
+            )
 
         return await guarded(info, "points:earn", work, kind="partner")
 
@@ -673,16 +605,15 @@ class Mutation(SettlementMutation):
     async def refund(self, info: strawberry.Info, input: RefundInput) -> RefundResult:
         async def work(ctx: Context) -> RefundSuccess:
             assert ctx.principal is not None and ctx.principal.partner_id is not None
-            money = input.amount.parse(positive=True)
-            async with ctx.unit_of_work() as conn:
-                r = await partner_refunds.refund(
-                    conn,
-                    actor=ctx.actor,
-                    partner_id=ctx.principal.partner_id,
-                    order_ref=_text(input.order_ref, "orderRef"),
-                    amount=money,
-                    idempotency_key=input.idempotency_key,
-                )
+            r = await refunding.refund(
+                ctx,
+                actor=ctx.actor,
+                partner_id=ctx.principal.partner_id,
+                order_ref=input.order_ref,
+                amount=input.amount.amount,
+                currency=input.amount.currency,
+                idempotency_key=input.idempotency_key,
+            )
             return RefundSuccess(
                 refund=T.Refund(
                     id=strawberry.ID(str(r.id)),
@@ -704,7 +635,25 @@ class Mutation(SettlementMutation):
     ) -> AuthorizeRedemptionResult:
         async def work(ctx: Context) -> AuthorizeRedemptionSuccess:
             assert ctx.principal is not None and ctx.principal.partner_id is not None
-            return await _authorize(ctx, ctx.principal.partner_id, input)
+            h = await redeem.authorize(
+                ctx,
+                actor=ctx.actor,
+                key_space=ctx.key_space,
+                partner_id=ctx.principal.partner_id,
+                redemption_code=input.redemption_code,
+                points=input.points,
+                purchase_amount=input.purchase_amount.amount,
+                currency=input.purchase_amount.currency,
+                order_ref=input.order_ref,
+                idempotency_key=input.idempotency_key,
+            )
+            hold = T.Hold(
+                id=strawberry.ID(h.hold_id),
+                points=h.points,
+                expires_at=h.expires_at,
+                status=h.status,
+            )
+            return AuthorizeRedemptionSuccess(hold=hold, replayed=h.replayed)
 
         return await guarded(info, "points:redeem", work, kind="partner")
 
@@ -716,20 +665,15 @@ class Mutation(SettlementMutation):
     ) -> CaptureRedemptionResult:
         async def work(ctx: Context) -> CaptureRedemptionSuccess:
             assert ctx.principal is not None and ctx.principal.partner_id is not None
-            at = utcnow()
-            # Points are accepted only under an agreement in force at the capture.
-            (await ctx.partner_config(ctx.principal.partner_id)).require_agreement(at)
-            async with ctx.unit_of_work() as conn:
-                r = await ledger.capture(
-                    conn,
-                    actor=ctx.actor,
-                    key_space=ctx.key_space,
-                    idempotency_key=input.idempotency_key,
-                    partner_id=ctx.principal.partner_id,
-                    hold_id=_hold_id(input.hold_id),
-                    points=input.points,
-                    at=at,
-                )
+            r = await redeem.capture(
+                ctx,
+                actor=ctx.actor,
+                key_space=ctx.key_space,
+                partner_id=ctx.principal.partner_id,
+                hold_id=input.hold_id,
+                points=input.points,
+                idempotency_key=input.idempotency_key,
+            )
             return CaptureRedemptionSuccess(
                 transaction=T.PointsTransaction(
                     id=strawberry.ID(str(r.transaction_id)), points=r.points, kind="capture"
@@ -746,22 +690,20 @@ class Mutation(SettlementMutation):
     ) -> VoidRedemptionResult:
         async def work(ctx: Context) -> VoidRedemptionSuccess:
             assert ctx.principal is not None and ctx.principal.partner_id is not None
-            async with ctx.unit_of_work() as conn:
-                r = await ledger.void(
-                    conn,
-                    actor=ctx.actor,
-                    key_space=ctx.key_space,
-                    idempotency_key=input.idempotency_key,
-                    partner_id=ctx.principal.partner_id,
-                    hold_id=_hold_id(input.hold_id),
-                )
-                hold = await ledger.get_hold(conn, hold_id=r.hold_id)
+            r = await redeem.void(
+                ctx,
+                actor=ctx.actor,
+                key_space=ctx.key_space,
+                partner_id=ctx.principal.partner_id,
+                hold_id=input.hold_id,
+                idempotency_key=input.idempotency_key,
+            )
             return VoidRedemptionSuccess(
                 hold=T.Hold(
                     id=strawberry.ID(str(r.hold_id)),
-                    points=hold.points,
-                    expires_at=hold.expires_at,
-                    status=hold.status,
+                    points=r.hold.points,
+                    expires_at=r.hold.expires_at,
+                    status=r.hold.status,
                 ),
                 replayed=r.replayed,
             )
@@ -780,16 +722,12 @@ class Mutation(SettlementMutation):
 
         async def work(ctx: Context) -> CreateRedemptionCodeSuccess:
             assert ctx.principal is not None and ctx.principal.member_id is not None
-            pid = _parse_id(input.partner_id, "partnerId") if input.partner_id is not None else None
-            async with ctx.unit_of_work() as conn:
-                if pid is not None:
-                    await partners.get(conn, partner_id=pid)
-                c = await member_codes.create(
-                    conn,
-                    member_id=ctx.principal.member_id,
-                    max_points=input.max_points,
-                    partner_id=pid,
-                )
+            c, pid = await redeem.issue_code(
+                ctx,
+                member_id=ctx.principal.member_id,
+                max_points=input.max_points,
+                partner_id=input.partner_id,
+            )
             return CreateRedemptionCodeSuccess(
                 redemption_code=T.RedemptionCode(
                     code=c.code,
@@ -800,141 +738,6 @@ class Mutation(SettlementMutation):
             )
 
         return await guarded(info, "member", work, kind="member")
-
-
-def _earned(r: ledger.EarnResult) -> EarnSuccess:
-    return EarnSuccess(
-        transaction=T.EarnTransaction(
-            id=strawberry.ID(str(r.transaction_id)),
-            points=r.points,
-            status=r.status,
-            available_at=r.available_at,
-            expires_at=r.expires_at,
-        ),
-        replayed=r.replayed,
-    )
-
-
-async def _earn_replay(ctx: Context, key: str, digest: str) -> ledger.EarnResult | None:
-    """The original result of an earn under this key and request, if there was one."""
-    async with ctx.engine.connect() as conn:
-        stored = await ledger.stored_result(
-            conn, key_space=ctx.key_space, operation="earn", key=key, digest=digest
-        )
-    return None if stored is None else ledger.EarnResult.from_json(stored, replayed=True)
-
-
-def _hold_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise HoldNotFound("hold not found") from None
-
-
-async def _member_by_card(ctx: Context, card_number: str) -> uuid.UUID:
-    return await ctx.caches.member_by_card.member_id(ctx.pool, card_number)
-
-
-async def _authorize(
-    ctx: Context, partner_id: uuid.UUID, input: AuthorizeRedemptionInput
-) -> AuthorizeRedemptionSuccess:
-    """Code -> member, bill share check, then the ledger hold; the code is used up only if the
-    hold is granted (one unit of work), and every presentation is audited."""
-    money = input.purchase_amount.parse(positive=True)
-    order_ref = _text(input.order_ref, "orderRef")
-    if isinstance(input.points, bool) or input.points <= 0 or input.points > ledger.MAX_POINTS:
-        raise DomainValidation(f"points must be between 1 and {ledger.MAX_POINTS}", field="points")
-    cfg = await ctx.partner_config(partner_id)
-    if money.currency != cfg.partner.currency:
-        raise DomainValidation(
-            f"purchaseAmount must be in {cfg.partner.currency}", field="purchaseAmount"
-        )
-    at = utcnow()
-    # What the partner sent, nothing derived from it (see the earn).
-    payload = {
-        "code": member_codes.normalise(input.redemption_code),
-        "points": input.points,
-        "amount": money.amount,
-        "currency": money.currency,
-        "ref": order_ref,
-    }
-    # Counted (and committed) before the code is looked at: a burst cannot outrun the throttle.
-    async with ctx.engine.begin() as conn:
-        attempt = await member_codes.begin_attempt(conn, actor=ctx.actor, partner_id=partner_id)
-    valid: bool | None = None  # what the code turned out to be (None: not decided by it)
-    try:
-        async with ctx.unit_of_work() as conn:
-            claim = await ledger.claim_key(
-                conn,
-                actor=ctx.actor,
-                key_space=ctx.key_space,
-                operation="authorizeRedemption",
-                key=input.idempotency_key,
-                payload=payload,
-            )
-            if isinstance(claim, dict):
-                return AuthorizeRedemptionSuccess(hold=_hold_from_json(claim), replayed=True)
-            # The partner's terms in force now; checked after the replay, which answers as the
-            # original did whatever they have become since.
-            cfg.require_agreement(at)
-            share = cfg.rule.max_redeem_share if cfg.rule else Decimal(1)
-            # Points are worth POINT_VALUE each in the settlement currency; a partner's bill in
-            # another currency is outside this check (single-currency coalitions are the norm).
-            max_points = int(
-                (money.amount * share / ctx.settings.point_value).to_integral_value(ROUND_FLOOR)
-            )
-            if input.points > max_points:
-                raise member_codes.CodeLimitExceeded(
-                    f"at most {max_points} points may pay this bill ({share:%} of it)"
-                )
-            hold_id = uuid7()
-            code = await member_codes.consume(
-                conn,
-                code=input.redemption_code,
-                partner_id=partner_id,
-                points=input.points,
-                hold_id=hold_id,
-            )
-            h = await ledger.authorize(
-                conn,
-                actor=ctx.actor,
-                key_space=ctx.key_space,
-                at=at,
-                idempotency_key=input.idempotency_key,
-                member_id=code.member_id,
-                partner_id=partner_id,
-                points=input.points,
-                ref=order_ref,
-                purchase_amount=money.amount,
-                currency=money.currency,
-                ttl=timedelta(minutes=ctx.settings.hold_timeout_minutes),
-                hold_id=hold_id,
-            )
-            result = {
-                "id": str(h.hold_id),
-                "points": h.points,
-                "expires_at": h.expires_at.isoformat(),
-                "status": h.status,
-            }
-            await ledger.store_key_result(conn, claim_id=claim, result=result)
-        valid = True
-    except member_codes.InvalidRedemptionCode:
-        valid = False
-        raise
-    finally:
-        # Its own transaction: the audit of a refused code must survive the refusal's rollback.
-        async with ctx.engine.begin() as conn:
-            await member_codes.finish_attempt(conn, attempt_id=attempt, success=valid)
-    return AuthorizeRedemptionSuccess(hold=_hold_from_json(result), replayed=False)
-
-
-def _hold_from_json(data: dict[str, Any]) -> T.Hold:
-    return T.Hold(
-        id=strawberry.ID(data["id"]),
-        points=int(data["points"]),
-        expires_at=datetime.fromisoformat(data["expires_at"]),
-        status=data["status"],
-    )
 
 
 # ---------------------------------------------------------------------------------------------
