@@ -180,26 +180,3 @@ class Context:
         """The same, on psycopg's own pool: for the hot path (earn)."""
         async with driver_unit_of_work(self.pool) as conn:
             yield conn
-
-
-async def guarded(
-    info: Any,
-    scope: str,
-    work: Callable[[Context], Awaitable[T]],
-    *,
-    kind: str | None = None,
-) -> Any:
-    """Run `work` if the caller holds `scope` (and is a `kind` principal); domain errors
-    become typed results. Nothing is committed when it raises."""
-    from core.errors import DomainError
-    from gateway.graphql import errors as E
-
-    ctx: Context = info.context
-    if ctx.principal is None:
-        return E.forbidden("authentication required: send a Bearer access token")
-    if scope not in ctx.principal.scopes or (kind is not None and ctx.principal.kind != kind):
-        return E.forbidden(f"this operation needs the {scope!r} scope")
-    try:
-        return await work(ctx)
-    except DomainError as exc:
-        return E.to_graphql(exc)
