@@ -26,7 +26,9 @@ class RegisterMemberSuccess:
     member: T.MemberCard = strawberry.field(description="The new member and their card number.")
 
 
-RegisterMemberResult = E.result_union("RegisterMemberResult", RegisterMemberSuccess)
+RegisterMemberResult = E.result_union(
+    "RegisterMemberResult", RegisterMemberSuccess, registration.ERRORS | {ErrorCode.RATE_LIMITED}
+)
 
 
 @strawberry.type(description="Member mutations.")

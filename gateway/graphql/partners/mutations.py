@@ -39,16 +39,24 @@ class CreatePartnerClientSuccess:
     scopes: list[str] = strawberry.field(description="Scopes granted.")
 
 
-CreatePartnerResult = E.result_union("CreatePartnerResult", CreatePartnerSuccess)
+CreatePartnerResult = E.result_union(
+    "CreatePartnerResult", CreatePartnerSuccess, terms.CREATE_PARTNER_ERRORS | E.GUARDED
+)
 
 
-SetAgreementResult = E.result_union("SetAgreementResult", SetAgreementSuccess)
+SetAgreementResult = E.result_union(
+    "SetAgreementResult", SetAgreementSuccess, terms.SET_AGREEMENT_ERRORS | E.GUARDED
+)
 
 
-SetEarnRuleResult = E.result_union("SetEarnRuleResult", SetEarnRuleSuccess)
+SetEarnRuleResult = E.result_union(
+    "SetEarnRuleResult", SetEarnRuleSuccess, terms.SET_EARN_RULE_ERRORS | E.GUARDED
+)
 
 
-CreatePartnerClientResult = E.result_union("CreatePartnerClientResult", CreatePartnerClientSuccess)
+CreatePartnerClientResult = E.result_union(
+    "CreatePartnerClientResult", CreatePartnerClientSuccess, terms.CREATE_CLIENT_ERRORS | E.GUARDED
+)
 
 
 @strawberry.type(description="Partner mutations (operator).")

@@ -73,23 +73,29 @@ class CreateRedemptionCodeSuccess:
         return self.redemption_code.expires_at
 
 
-EarnResult = E.result_union("EarnResult", EarnSuccess)
+EarnResult = E.result_union("EarnResult", EarnSuccess, earning.ERRORS | E.GUARDED)
 
 
-RefundResult = E.result_union("RefundResult", RefundSuccess)
+RefundResult = E.result_union("RefundResult", RefundSuccess, refunding.ERRORS | E.GUARDED)
 
 
-AuthorizeRedemptionResult = E.result_union("AuthorizeRedemptionResult", AuthorizeRedemptionSuccess)
+AuthorizeRedemptionResult = E.result_union(
+    "AuthorizeRedemptionResult", AuthorizeRedemptionSuccess, redeem.AUTHORIZE_ERRORS | E.GUARDED
+)
 
 
-CaptureRedemptionResult = E.result_union("CaptureRedemptionResult", CaptureRedemptionSuccess)
+CaptureRedemptionResult = E.result_union(
+    "CaptureRedemptionResult", CaptureRedemptionSuccess, redeem.CAPTURE_ERRORS | E.GUARDED
+)
 
 
-VoidRedemptionResult = E.result_union("VoidRedemptionResult", VoidRedemptionSuccess)
+VoidRedemptionResult = E.result_union(
+    "VoidRedemptionResult", VoidRedemptionSuccess, redeem.VOID_ERRORS | E.GUARDED
+)
 
 
 CreateRedemptionCodeResult = E.result_union(
-    "CreateRedemptionCodeResult", CreateRedemptionCodeSuccess
+    "CreateRedemptionCodeResult", CreateRedemptionCodeSuccess, redeem.ISSUE_CODE_ERRORS | E.GUARDED
 )
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import strawberry
 
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
 from gateway import authz
 from gateway.graphql import errors as E
@@ -23,6 +23,19 @@ def _id(value: str, what: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise DomainValidation(f"{what} is not a valid id", field=what) from None
+
+
+# What each mutation's settlement call may raise (the result unions list these error types).
+RUN_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.NOT_FOUND})
+CLOSE_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.NOT_FOUND})
+RECONCILE_ERRORS = frozenset(
+    {
+        ErrorCode.VALIDATION,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.PARTNER_NOT_FOUND,
+        ErrorCode.LIMIT_EXCEEDED,
+    }
+)
 
 
 @strawberry.input(
@@ -68,11 +81,15 @@ class ReconcileStatementSuccess:
     report: ReconciliationReport = strawberry.field(description="The reconciliation report.")
 
 
-RunSettlementResult = E.result_union("RunSettlementResult", RunSettlementSuccess)
-CloseSettlementPeriodResult = E.result_union(
-    "CloseSettlementPeriodResult", CloseSettlementPeriodSuccess
+RunSettlementResult = E.result_union(
+    "RunSettlementResult", RunSettlementSuccess, RUN_ERRORS | E.GUARDED
 )
-ReconcileStatementResult = E.result_union("ReconcileStatementResult", ReconcileStatementSuccess)
+CloseSettlementPeriodResult = E.result_union(
+    "CloseSettlementPeriodResult", CloseSettlementPeriodSuccess, CLOSE_ERRORS | E.GUARDED
+)
+ReconcileStatementResult = E.result_union(
+    "ReconcileStatementResult", ReconcileStatementSuccess, RECONCILE_ERRORS | E.GUARDED
+)
 
 
 @strawberry.type(description="Settlement mutations.")
