@@ -1,9 +1,9 @@
-"""Settlement in GraphQL: periods (Relay), statements, the inter-partner matrix, payment
-instructions, adjustments, reconciliation reports, the points liability; runSettlement and
-closeSettlementPeriod.
+"""Settlement types: periods (Relay), statements, the inter-partner matrix, payment
+instructions, adjustments, seal verification, the points liability, reconciliation reports.
 
 The operator sees everything; a partner client with `settlement:read` sees only its own
-statement, the matrix cells in its row or column, and its own reconciliations.
+statement, the matrix cells in its row or column, and its own reconciliations
+(`gateway.authz.settlement_partner` decides which).
 """
 
 from __future__ import annotations
