@@ -107,11 +107,11 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             await app.state.pool.close()
             await app.state.engine.dispose()
 
-    from gateway.graphql.context import AppCaches
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
     from gateway.metrics import MetricsMiddleware, metrics
     from gateway.settlement_http import routes as settlement_routes
+    from loyalty.caches import Caches
 
     graphql = GraphQLEndpoint(
         build_schema(
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         routes.append(Mount(STATIC_GRAPHIQL, graphiql_assets, name="graphiql"))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
     app.state.settings = settings
-    app.state.caches = AppCaches()
+    app.state.caches = Caches()
     app.state.rate_limits = RateLimits(settings)
     app.state.hash_limiter = anyio.CapacityLimiter(settings.password_hash_threads)
     return app

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.errors import DomainError, ErrorCode
+from gateway import authz
 from gateway.oauth.auth import AuthError, Principal, authenticate
 from gateway.ratelimit import per_caller
 from settlement import exports, reconciliation
@@ -127,16 +128,6 @@ async def _caller(request: Request) -> Principal | JSONResponse:
     return principal
 
 
-def _may_see(principal: Principal, partner_id: uuid.UUID) -> bool:
-    if "operator" in principal.scopes:
-        return True
-    return (
-        principal.kind == "partner"
-        and "settlement:read" in principal.scopes
-        and principal.partner_id == partner_id
-    )
-
-
 def _ids(request: Request) -> tuple[uuid.UUID, uuid.UUID] | None:
     try:
         return (
@@ -153,7 +144,7 @@ async def statement_file(request: Request) -> Response:
     if isinstance(caller, JSONResponse):
         return caller
     ids = _ids(request)
-    if ids is None or not _may_see(caller, ids[1]):
+    if ids is None or not authz.may_see_settlement(caller, ids[1]):
         return _error(404, "NOT_FOUND", "no such statement")
     period_id, partner_id = ids
     fmt = request.path_params["fmt"]
@@ -187,7 +178,7 @@ async def liability_file(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, JSONResponse):
         return caller
-    if "operator" not in caller.scopes:
+    if not authz.is_operator(caller):
         return _error(403, "FORBIDDEN", "the liability report is the operator's")
     async with request.app.state.engine.connect() as conn:
         body = await exports.liability_csv(conn)
@@ -200,18 +191,19 @@ async def upload_reconciliation(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, JSONResponse):
         return caller
+    bad_ids = "period id (and, for the operator, partner_id) must be ids"
     try:
         period_id = uuid.UUID(request.path_params["period_id"])
-        if "operator" in caller.scopes:
-            partner_id = uuid.UUID(request.query_params.get("partner_id", ""))
-        elif caller.kind == "partner" and "settlement:read" in caller.scopes and caller.partner_id:
-            partner_id = caller.partner_id
-        else:
-            return _error(403, "FORBIDDEN", "this needs the settlement:read scope")
     except ValueError:
-        return _error(
-            422, "VALIDATION", "period id (and, for the operator, partner_id) must be ids"
-        )
+        return _error(422, "VALIDATION", bad_ids)
+    try:
+        own = authz.settlement_partner(caller)
+    except authz.Denied:
+        return _error(403, "FORBIDDEN", "this needs the settlement:read scope")
+    try:
+        partner_id = own or uuid.UUID(request.query_params.get("partner_id", ""))
+    except ValueError:
+        return _error(422, "VALIDATION", bad_ids)
     try:
         statuses, _, limit = _page_query(request)
         reconciliation.page_args(statuses=statuses, after=None, limit=limit)
@@ -251,11 +243,9 @@ async def reconciliation_report(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, JSONResponse):
         return caller
-    if "operator" in caller.scopes:
-        viewer = None
-    elif caller.kind == "partner" and "settlement:read" in caller.scopes and caller.partner_id:
-        viewer = caller.partner_id
-    else:
+    try:
+        viewer = authz.settlement_partner(caller)
+    except authz.Denied:
         return _error(403, "FORBIDDEN", "this needs the settlement:read scope")
     try:
         period_id = uuid.UUID(request.path_params["period_id"])

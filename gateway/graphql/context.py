@@ -1,11 +1,11 @@
-"""Per-request GraphQL context: who is calling, the database, loaders, caches."""
+"""Per-request GraphQL context: who is calling, the database, loaders, caches.
+
+It is also the `loyalty.runtime.Runtime` the use cases run on."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,10 +21,9 @@ from core.settings import Settings
 from gateway.oauth.auth import Principal
 from ledger import service as ledger
 from ledger.batch import EarnBatcher
-from members import service as members
-from members.errors import MemberNotFound
+from loyalty.caches import Caches
 from partners import service as partners
-from partners.service import PartnerConfig, PartnerRecord
+from partners.service import PartnerRecord
 from settlement import service as settlement
 
 T = TypeVar("T")
@@ -38,91 +37,6 @@ _PERIOD_LOADERS = (
 )
 
 
-class TTLCache:
-    """A small per-process cache with expiry (partner configuration on the earn path).
-
-    A change made through the API is visible in this process at once (`invalidate`); other
-    processes see it within `ttl` seconds.
-    """
-
-    def __init__(self, ttl: float, maxsize: int = 10_000) -> None:
-        self.ttl, self.maxsize = ttl, maxsize
-        self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-
-    async def get(self, key: Any, load: Callable[[], Awaitable[T]]) -> T:
-        now = time.monotonic()
-        hit = self._data.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]  # type: ignore[no-any-return]
-        value = await load()
-        self._data[key] = (now + self.ttl, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-        return value
-
-    def peek(self, key: Any) -> Any:
-        """The cached value, or None when absent or expired."""
-        hit = self._data.get(key)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
-
-    def put(self, key: Any, value: Any) -> None:
-        self._data[key] = (time.monotonic() + self.ttl, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-    def invalidate(self, key: Any = None) -> None:
-        if key is None:
-            self._data.clear()
-        else:
-            self._data.pop(key, None)
-
-
-class MemberCards:
-    """Card number -> member id for the whole process, on the earn path.
-
-    Concurrent requests' lookups share ONE query (a DataLoader across requests, on psycopg's
-    pool), and known cards are remembered: a card number never changes hands once issued."""
-
-    def __init__(self, ttl: float = 300.0, maxsize: int = 100_000) -> None:
-        self.cache = TTLCache(ttl=ttl, maxsize=maxsize)
-        self._loader: DataLoader[str, uuid.UUID | None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.pool: AsyncConnectionPool | None = None
-        self.queries = 0
-
-    async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
-        hit = self.cache.peek(card_number)
-        if hit is not None:
-            return hit  # type: ignore[no-any-return]
-        loop = asyncio.get_running_loop()
-        if self._loader is None or self._loop is not loop or self.pool is not pool:
-            self._loop, self.pool = loop, pool
-            self._loader = DataLoader(load_fn=self._load, cache=False, max_batch_size=500)
-        member_id = await self._loader.load(card_number)
-        if member_id is None:
-            raise MemberNotFound("no member has this card number")
-        self.cache.put(card_number, member_id)
-        return member_id
-
-    async def _load(self, cards: list[str]) -> list[uuid.UUID | None]:
-        assert self.pool is not None
-        self.queries += 1
-        async with self.pool.connection() as conn:
-            found = await members.ids_by_cards(DriverConnection(conn), card_numbers=cards)
-        return [found.get(c) for c in cards]
-
-
-@dataclass
-class AppCaches:
-    """Process-wide caches, kept on the app state."""
-
-    partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
-    # card number -> member id never changes once issued: cache positive lookups longer.
-    member_by_card: MemberCards = field(default_factory=MemberCards)
-
-
 @dataclass
 class Context:
     """What every resolver gets as `info.context`."""
@@ -133,7 +47,7 @@ class Context:
     pool: AsyncConnectionPool
     earns: EarnBatcher  # group commit for the earn hot path
     settings: Settings
-    caches: AppCaches
+    caches: Caches  # the use cases' (loyalty.caches)
     principal: Principal | None
     # graphql-transport-ws: the `connection_init` payload (may carry the bearer token).
     connection_params: dict[str, Any] | None = None
@@ -266,33 +180,3 @@ class Context:
         """The same, on psycopg's own pool: for the hot path (earn)."""
         async with driver_unit_of_work(self.pool) as conn:
             yield conn
-
-    async def partner_config(self, partner_id: uuid.UUID) -> PartnerConfig:
-        async def load() -> PartnerConfig:
-            async with self.engine.connect() as conn:
-                return await partners.get_config(conn, partner_id=partner_id)
-
-        return await self.caches.partner_config.get(partner_id, load)
-
-
-async def guarded(
-    info: Any,
-    scope: str,
-    work: Callable[[Context], Awaitable[T]],
-    *,
-    kind: str | None = None,
-) -> Any:
-    """Run `work` if the caller holds `scope` (and is a `kind` principal); domain errors
-    become typed results. Nothing is committed when it raises."""
-    from core.errors import DomainError
-    from gateway.graphql import errors as E
-
-    ctx: Context = info.context
-    if ctx.principal is None:
-        return E.forbidden("authentication required: send a Bearer access token")
-    if scope not in ctx.principal.scopes or (kind is not None and ctx.principal.kind != kind):
-        return E.forbidden(f"this operation needs the {scope!r} scope")
-    try:
-        return await work(ctx)
-    except DomainError as exc:
-        return E.to_graphql(exc)

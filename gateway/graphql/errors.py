@@ -6,6 +6,7 @@ turns one into the error type of that code, so resolvers never build errors by h
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Union
 
 import strawberry
@@ -139,6 +140,18 @@ def forbidden(message: str = "this operation needs a token with another scope") 
     return ForbiddenError(code=ErrorCode.FORBIDDEN.value, message=message)
 
 
-def result_union(name: str, success: type) -> Any:
-    """`FooBarResult`: the union of `FooBarSuccess` and every error type (Relay convention)."""
-    return Annotated[Union[success, *ERROR_TYPES], strawberry.union(name)]  # type: ignore[valid-type]
+# What the gateway itself may answer to a guarded mutation: a refusal of the caller
+# (`access.guarded`) and of an argument (`inputs.InputCheck`).
+GUARDED = frozenset({ErrorCode.FORBIDDEN, ErrorCode.VALIDATION})
+
+
+def error_types(codes: Iterable[str]) -> tuple[type[Error], ...]:
+    """The error types of `codes`, in the order of ERROR_TYPES."""
+    wanted = {_BY_CODE[c] for c in codes}
+    return tuple(t for t in ERROR_TYPES if t in wanted)
+
+
+def result_union(name: str, success: type, codes: Iterable[str]) -> Any:
+    """`FooBarResult`: the union of `FooBarSuccess` and the error types of `codes`, the error
+    codes the mutation can return (Relay convention)."""
+    return Annotated[Union[success, *error_types(codes)], strawberry.union(name)]  # type: ignore[valid-type]

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from core.db import create_driver_pool
-from gateway.graphql.context import MemberCards
+from loyalty.caches import MemberCards
 from members import service as members
 from members.cards import new_card_number
 from members.errors import MemberNotFound

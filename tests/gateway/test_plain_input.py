@@ -7,7 +7,8 @@ import pytest
 import strawberry
 
 from gateway.graphql import types as T
-from gateway.graphql.schema import EarnInput, build_schema
+from gateway.graphql.points.inputs import EarnInput
+from gateway.graphql.schema import build_schema
 
 
 def build(cls: type, value: dict) -> object:

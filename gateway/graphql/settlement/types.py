@@ -1,9 +1,9 @@
-"""Settlement in GraphQL: periods (Relay), statements, the inter-partner matrix, payment
-instructions, adjustments, reconciliation reports, the points liability; runSettlement and
-closeSettlementPeriod.
+"""Settlement types: periods (Relay), statements, the inter-partner matrix, payment
+instructions, adjustments, seal verification, the points liability, reconciliation reports.
 
 The operator sees everything; a partner client with `settlement:read` sees only its own
-statement, the matrix cells in its row or column, and its own reconciliations.
+statement, the matrix cells in its row or column, and its own reconciliations
+(`gateway.authz.settlement_partner` decides which).
 """
 
 from __future__ import annotations
@@ -17,37 +17,17 @@ import strawberry
 from graphql import GraphQLError
 
 from core.errors import DomainError
-from core.errors import ValidationError as DomainValidation
 from core.money import Money as DomainMoney
-from gateway.graphql import errors as E
 from gateway.graphql import types as T
-from gateway.graphql.context import Context, guarded
 from settlement import reconciliation
 from settlement import service as settlement
 
-MAX_PERIODS_PAGE = 100
 # A period cursor is its start in microseconds since 1970: past year 9999 it is no datetime.
 MAX_PERIOD_CURSOR = int(datetime(9999, 12, 31, tzinfo=_UTC).timestamp()) * 1_000_000
 
 
 def _money(m: DomainMoney | None) -> T.Money | None:
     return T.Money.of(m.amount, m.currency) if m is not None else None
-
-
-def _viewer(ctx: Context) -> uuid.UUID | None:
-    """None for the operator (everything); the partner's id for a partner with
-    settlement:read; anyone else is refused."""
-    p = ctx.principal
-    if p is None:
-        raise GraphQLError("authentication required", extensions={"code": "FORBIDDEN"})
-    if "operator" in p.scopes:
-        return None
-    if p.kind == "partner" and "settlement:read" in p.scopes and p.partner_id is not None:
-        return p.partner_id
-    raise GraphQLError(
-        "settlement data needs an operator token or the settlement:read scope",
-        extensions={"code": "FORBIDDEN"},
-    )
 
 
 async def _partner(info: strawberry.Info, partner_id: uuid.UUID) -> T.Partner | None:
@@ -424,222 +404,3 @@ class ReconciliationReport:
             created_at=r.created_at,
             preloaded=lines,
         )
-
-
-def _id(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise DomainValidation(f"{what} is not a valid id", field=what) from None
-
-
-@strawberry.type(description="Settlement queries.")
-class SettlementQuery:
-    @strawberry.field(
-        description="Settlement periods, newest first (Relay connection). Operator: all; "
-        "a partner with settlement:read: its own view."
-    )
-    async def settlement_periods(
-        self, info: strawberry.Info, first: int = 20, after: str | None = None
-    ) -> T.Connection[SettlementPeriod]:
-        viewer = _viewer(info.context)
-        if not 0 < first <= MAX_PERIODS_PAGE:
-            raise GraphQLError(
-                f"first must be between 1 and {MAX_PERIODS_PAGE}", extensions={"code": "VALIDATION"}
-            )
-        try:
-            before = T.decode_cursor(after, maximum=MAX_PERIOD_CURSOR)
-        except DomainError as exc:
-            raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
-        before_at = (
-            datetime.fromtimestamp(before / 1_000_000, tz=_UTC) if before is not None else None
-        )
-        async with info.context.read() as conn:
-            rows = await settlement.list_periods(
-                conn, first=first + 1, before=before_at, partner_id=viewer
-            )
-        return T.page(
-            rows,
-            first=first,
-            after=before,
-            key=lambda p: int(p.period_start.timestamp() * 1_000_000),
-            node=lambda p: SettlementPeriod.of(p, viewer),
-        )
-
-    @strawberry.field(description="One settlement period (operator, or a partner's own view).")
-    async def settlement_period(
-        self, info: strawberry.Info, id: strawberry.ID
-    ) -> SettlementPeriod | None:
-        viewer = _viewer(info.context)
-        try:
-            pid = uuid.UUID(str(id))
-        except ValueError:
-            return None
-        async with info.context.read() as conn:
-            try:
-                p = await settlement.get_period(conn, period_id=pid, partner_id=viewer)
-            except DomainError:
-                return None
-        return SettlementPeriod.of(p, viewer)
-
-    @strawberry.field(description="The points liability now, by issuing partner (operator).")
-    async def points_liability(self, info: strawberry.Info) -> list[LiabilityLine]:
-        if _viewer(info.context) is not None:
-            raise GraphQLError(
-                "the liability report is the operator's", extensions={"code": "FORBIDDEN"}
-            )
-        async with info.context.read() as conn:
-            lines = await settlement.liability(conn)
-        return [
-            LiabilityLine(
-                points=x.points,
-                issue_price=str(x.issue_price) if x.issue_price is not None else None,
-                value=T.Money.of(x.value.amount, x.value.currency),
-                as_of=x.as_of,
-                issuer_id=x.issuer_id,
-            )
-            for x in lines
-        ]
-
-    @strawberry.field(
-        description="A reconciliation report (operator, or the partner it belongs to)."
-    )
-    async def reconciliation(
-        self, info: strawberry.Info, id: strawberry.ID
-    ) -> ReconciliationReport | None:
-        viewer = _viewer(info.context)
-        try:
-            rid = uuid.UUID(str(id))
-        except ValueError:
-            return None
-        async with info.context.read() as conn:
-            try:
-                r = await reconciliation.get_report(
-                    conn, reconciliation_id=rid, partner_id=viewer, with_lines=False
-                )
-            except DomainError:
-                return None
-        return ReconciliationReport.of(r)
-
-
-@strawberry.input(
-    description="A range of the ledger's effective time to settle: [periodStart, periodEnd)."
-)
-class RunSettlementInput:
-    period_start: datetime = strawberry.field(description="Inclusive start (RFC 3339 with offset).")
-    period_end: datetime = strawberry.field(description="Exclusive end; in the past or present.")
-
-
-@strawberry.input(description="Close (freeze and seal) a period whose end has passed.")
-class CloseSettlementPeriodInput:
-    period_id: strawberry.ID = strawberry.field(description="The period.")
-
-
-@strawberry.input(
-    description="A partner's own record of a period, as CSV text (small files; "
-    "larger ones: POST /settlement/periods/{id}/reconciliations)."
-)
-class ReconcileStatementInput:
-    period_id: strawberry.ID = strawberry.field(description="The period.")
-    csv: str = strawberry.field(
-        description="Header order_ref,kind,points,amount then one line per event."
-    )
-    partner_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Operator only: the partner the file is for."
-    )
-    filename: str | None = strawberry.field(default=None, description="A name for the report.")
-
-
-@strawberry.type(description="The period was computed (or returned unchanged if closed).")
-class RunSettlementSuccess:
-    period: SettlementPeriod = strawberry.field(description="The period with its statements.")
-
-
-@strawberry.type(description="The period is closed and sealed.")
-class CloseSettlementPeriodSuccess:
-    period: SettlementPeriod = strawberry.field(description="The closed period.")
-
-
-@strawberry.type(description="The file was matched against the ledger.")
-class ReconcileStatementSuccess:
-    report: ReconciliationReport = strawberry.field(description="The reconciliation report.")
-
-
-_result = E.result_union
-
-
-RunSettlementResult = _result("RunSettlementResult", RunSettlementSuccess)
-CloseSettlementPeriodResult = _result("CloseSettlementPeriodResult", CloseSettlementPeriodSuccess)
-ReconcileStatementResult = _result("ReconcileStatementResult", ReconcileStatementSuccess)
-
-
-@strawberry.type(description="Settlement mutations.")
-class SettlementMutation:
-    @strawberry.mutation(
-        description="Settle a range of the ledger's effective time (operator); idempotent."
-    )
-    async def run_settlement(
-        self, info: strawberry.Info, input: RunSettlementInput
-    ) -> RunSettlementResult:
-        async def work(ctx: Context) -> RunSettlementSuccess:
-            async with ctx.unit_of_work() as conn:
-                period = await settlement.run(
-                    conn,
-                    period_start=input.period_start,
-                    period_end=input.period_end,
-                    actor=ctx.actor,
-                    currency=ctx.settings.settlement_currency,
-                )
-            return RunSettlementSuccess(period=SettlementPeriod.of(period, None))
-
-        return await guarded(info, "operator", work)
-
-    @strawberry.mutation(
-        description="Run the expiry up to the period's end, then close and seal it (operator)."
-    )
-    async def close_settlement_period(
-        self, info: strawberry.Info, input: CloseSettlementPeriodInput
-    ) -> CloseSettlementPeriodResult:
-        async def work(ctx: Context) -> CloseSettlementPeriodSuccess:
-            period = await settlement.expire_and_close(
-                ctx.engine, period_id=_id(input.period_id, "periodId"), actor=ctx.actor
-            )
-            return CloseSettlementPeriodSuccess(period=SettlementPeriod.of(period, None))
-
-        return await guarded(info, "operator", work)
-
-    @strawberry.mutation(
-        description="Match a partner's CSV record of a period against the ledger "
-        "(partner with settlement:read for itself, or the operator for any partner)."
-    )
-    async def reconcile_statement(
-        self, info: strawberry.Info, input: ReconcileStatementInput
-    ) -> ReconcileStatementResult:
-        ctx: Context = info.context
-        p = ctx.principal
-        if p is None:
-            return E.forbidden("authentication required: send a Bearer access token")
-        try:
-            if "operator" in p.scopes:
-                if input.partner_id is None:
-                    raise DomainValidation(
-                        "partnerId is required for the operator", field="partnerId"
-                    )
-                partner_id = _id(input.partner_id, "partnerId")
-            elif p.kind == "partner" and "settlement:read" in p.scopes and p.partner_id:
-                partner_id = p.partner_id
-            else:
-                return E.forbidden("this operation needs the 'settlement:read' scope")
-            async with ctx.unit_of_work() as conn:
-                report = await reconciliation.reconcile(
-                    conn,
-                    period_id=_id(input.period_id, "periodId"),
-                    partner_id=partner_id,
-                    data=input.csv,
-                    actor=ctx.actor,
-                    filename=input.filename,
-                    max_per_period=ctx.settings.reconciliation_max_per_period,
-                )
-        except DomainError as exc:
-            return E.to_graphql(exc)
-        return ReconcileStatementSuccess(report=ReconciliationReport.of(report, report.lines))

@@ -1,0 +1,1 @@
+"""GraphQL of the members domain: types, inputs, queries, mutations."""

@@ -1,0 +1,82 @@
+"""The member calling with a member token: `me`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import strawberry
+from graphql import GraphQLError
+
+from core.errors import DomainError
+from gateway.graphql import types as T
+from ledger import service as ledger
+
+MAX_PAGE = 100
+
+
+@strawberry.type(description="The member calling with a member token.")
+class Me:
+    id: strawberry.ID = strawberry.field(description="Member id.")
+    card_number: str = strawberry.field(description="16-digit card number with a Luhn check digit.")
+    email: str | None = strawberry.field(description="Login e-mail.")
+    name: str | None = strawberry.field(description="Display name.")
+    member_id: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(
+        description="Status tier in the coalition (tiers are configured by the operator)."
+    )
+    def tier(self) -> str | None:
+        return None
+
+    @strawberry.field(description="Points available, pending and on hold.")
+    async def balance(self, info: strawberry.Info) -> T.Balance:
+        async with info.context.read() as conn:
+            b = await ledger.balance(conn, member_id=self.member_id)
+        return T.Balance(
+            available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.total, debt=b.debt
+        )
+
+    @strawberry.field(description="Points (available or pending) that expire within `days` days.")
+    async def expiring_points(self, info: strawberry.Info, days: int = 30) -> int:
+        if not 0 < days <= 3660:
+            raise GraphQLError("days must be between 1 and 3660", extensions={"code": "VALIDATION"})
+        async with info.context.read() as conn:
+            b = await ledger.balance(
+                conn, member_id=self.member_id, expiring_within=timedelta(days=days)
+            )
+        return b.expiring
+
+    @strawberry.field(
+        description="Movements on the member's points, newest first (Relay connection)."
+    )
+    async def activity(
+        self, info: strawberry.Info, first: int = 20, after: str | None = None
+    ) -> T.Connection[T.Activity]:
+        if not 0 < first <= MAX_PAGE:
+            raise GraphQLError(
+                f"first must be between 1 and {MAX_PAGE}", extensions={"code": "VALIDATION"}
+            )
+        try:
+            before = T.decode_cursor(after)
+        except DomainError as exc:
+            raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
+        async with info.context.read() as conn:
+            items = await ledger.history(
+                conn, member_id=self.member_id, limit=first + 1, before=before
+            )
+        return T.page(
+            items,
+            first=first,
+            after=before,
+            key=lambda i: i.entry_id,
+            node=lambda i: T.Activity(
+                id=strawberry.ID(str(i.entry_id)),
+                transaction_id=strawberry.ID(str(i.transaction_id)),
+                kind=i.kind,
+                points=i.amount,
+                order_ref=i.ref,
+                at=i.effective_at,
+                partner_id=i.partner_id,
+            ),
+        )

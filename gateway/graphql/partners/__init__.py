@@ -1,0 +1,1 @@
+"""GraphQL of the partners domain: types, inputs, queries, mutations."""

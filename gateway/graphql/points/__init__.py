@@ -1,0 +1,1 @@
+"""GraphQL of the points domain: types, inputs, queries, mutations."""

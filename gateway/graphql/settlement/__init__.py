@@ -1,0 +1,1 @@
+"""GraphQL of the settlement domain: types, inputs, queries, mutations."""

@@ -1,0 +1,6 @@
+"""Use cases that compose the domains: earn for a purchase, redeem, refund, register.
+
+One function each, called by the GraphQL resolvers and, later, by imports, the CLI and
+webhooks. They run on a `runtime.Runtime` (database, earn batcher, settings, process caches)
+and raise domain errors; none of them knows about HTTP or GraphQL.
+"""

@@ -1,0 +1,124 @@
+"""Process-wide caches of the use cases: partner configuration and card numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiodataloader import DataLoader
+from psycopg_pool import AsyncConnectionPool
+
+from core.db import DriverConnection
+from members import service as members
+from members.errors import MemberNotFound
+from partners import service as partners
+from partners.service import PartnerConfig
+
+if TYPE_CHECKING:
+    from loyalty.runtime import Runtime
+
+T = TypeVar("T")
+
+
+class TTLCache:
+    """A small per-process cache with expiry (partner configuration on the earn path).
+
+    A change made through the use cases is visible in this process at once (`invalidate`);
+    other processes see it within `ttl` seconds.
+    """
+
+    def __init__(self, ttl: float, maxsize: int = 10_000) -> None:
+        self.ttl, self.maxsize = ttl, maxsize
+        self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    async def get(self, key: Any, load: Callable[[], Awaitable[T]]) -> T:
+        """The cached value, or `load()`'s, remembered for `ttl` seconds."""
+        now = time.monotonic()
+        hit = self._data.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]  # type: ignore[no-any-return]
+        value = await load()
+        self._data[key] = (now + self.ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+        return value
+
+    def peek(self, key: Any) -> Any:
+        """The cached value, or None when absent or expired."""
+        hit = self._data.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: Any, value: Any) -> None:
+        """Remember `value` for `ttl` seconds."""
+        self._data[key] = (time.monotonic() + self.ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def invalidate(self, key: Any = None) -> None:
+        """Forget `key` (everything when None)."""
+        if key is None:
+            self._data.clear()
+        else:
+            self._data.pop(key, None)
+
+
+class MemberCards:
+    """Card number -> member id for the whole process, on the earn path.
+
+    Concurrent requests' lookups share ONE query (a DataLoader across requests, on psycopg's
+    pool), and known cards are remembered: a card number never changes hands once issued."""
+
+    def __init__(self, ttl: float = 300.0, maxsize: int = 100_000) -> None:
+        self.cache = TTLCache(ttl=ttl, maxsize=maxsize)
+        self._loader: DataLoader[str, uuid.UUID | None] | None = None
+        self.pool: AsyncConnectionPool | None = None
+        self.queries = 0
+
+    async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
+        """The member holding `card_number`; MemberNotFound when nobody does."""
+        hit = self.cache.peek(card_number)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        loader = self._loader
+        if loader is None or loader.loop is not asyncio.get_running_loop() or self.pool is not pool:
+            self.pool = pool
+            # Made inside the running loop, to which it binds.
+            loader = self._loader = DataLoader(self._load, cache=False, max_batch_size=500)
+        member_id = await loader.load(card_number)
+        if member_id is None:
+            raise MemberNotFound("no member has this card number")
+        self.cache.put(card_number, member_id)
+        return member_id
+
+    async def _load(self, cards: list[str]) -> list[uuid.UUID | None]:
+        assert self.pool is not None
+        self.queries += 1
+        async with self.pool.connection() as conn:
+            found = await members.ids_by_cards(DriverConnection(conn), card_numbers=cards)
+        return [found.get(c) for c in cards]
+
+
+@dataclass
+class Caches:
+    """Process-wide caches, kept on the app state."""
+
+    partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
+    # card number -> member id never changes once issued: cache positive lookups longer.
+    member_by_card: MemberCards = field(default_factory=MemberCards)
+
+
+async def partner_config(rt: Runtime, partner_id: uuid.UUID) -> PartnerConfig:
+    """A partner's configuration (earn rule, currency, first agreement), cached briefly."""
+
+    async def load() -> PartnerConfig:
+        async with rt.engine.connect() as conn:
+            return await partners.get_config(conn, partner_id=partner_id)
+
+    return await rt.caches.partner_config.get(partner_id, load)

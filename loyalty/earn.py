@@ -1,0 +1,104 @@
+"""Earn for a purchase: a partner credits a member's card with points for a bill."""
+
+from __future__ import annotations
+
+import uuid
+
+from core.clock import utcnow
+from core.errors import DomainError, ErrorCode
+from core.errors import ValidationError as DomainValidation
+from core.money import Money
+from ledger import service as ledger
+from ledger.service import EarnResult
+from loyalty.caches import partner_config
+from loyalty.checks import text
+from loyalty.runtime import Runtime
+from members.cards import is_valid_card_number
+from partners.errors import RuleMissing
+
+# What `earn` may raise (gateway.graphql checks each mutation's result union against its table).
+ERRORS = frozenset(
+    {
+        ErrorCode.VALIDATION,
+        ErrorCode.NO_AGREEMENT,
+        ErrorCode.MEMBER_NOT_FOUND,
+        ErrorCode.PARTNER_NOT_FOUND,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+    }
+)
+
+
+async def earn(
+    rt: Runtime,
+    *,
+    actor: str,
+    key_space: str,
+    partner_id: uuid.UUID,
+    card_number: str,
+    amount: str,
+    currency: str,
+    category: str | None,
+    order_ref: str,
+    idempotency_key: str,
+) -> EarnResult:
+    """Credit the card's member with the points the partner's rule gives for this purchase,
+    in the group commit of the ledger (`ledger.batch`); a retry answers as the original did."""
+    if not is_valid_card_number(card_number):
+        raise DomainValidation(
+            "cardNumber must be 16 digits with a valid Luhn check digit", field="cardNumber"
+        )
+    money = Money.parse(amount, currency, positive=True)
+    order_ref = text(order_ref, "orderRef")
+    category = text(category, "category", 100) if category is not None else None
+    cfg = await partner_config(rt, partner_id)
+    if money.currency != cfg.partner.currency:
+        raise DomainValidation(f"amount must be in {cfg.partner.currency}", field="amount")
+    # What the partner sent, nothing derived from it: a retry replays the original
+    # result whatever the partner's rules have become since.
+    digest = ledger.earn_request_digest(
+        card_number=card_number,
+        amount=money.amount,
+        currency=money.currency,
+        category=category,
+        ref=order_ref,
+    )
+    at = utcnow()
+    try:
+        cfg.require_agreement(at)  # from the cached config: no round trip
+        if cfg.rule is None:
+            raise RuleMissing("this partner has no earn rule yet")
+        points = cfg.rule.points_for(money.amount, category)
+        if points <= 0:
+            raise DomainValidation("this purchase earns no points", field="amount")
+    except DomainError:
+        # Refused under the terms in force now; the retry of an earlier earn is not.
+        replay = await _replay(rt, key_space, idempotency_key, digest)
+        if replay is None:
+            raise
+        return replay
+    member_id = await rt.caches.member_by_card.member_id(rt.pool, card_number)
+    return await rt.earns.earn(  # group commit: see ledger.batch
+        actor=actor,
+        key_space=key_space,
+        digest=digest,
+        at=at,
+        idempotency_key=idempotency_key,
+        member_id=member_id,
+        partner_id=partner_id,
+        points=points,
+        hold_days=cfg.rule.hold_days,
+        validity_months=rt.settings.points_validity_months,
+        ref=order_ref,
+        amount=money.amount,
+        currency=money.currency,
+        category=category,
+    )
+
+
+async def _replay(rt: Runtime, key_space: str, key: str, digest: str) -> EarnResult | None:
+    """The original result of an earn under this key and request, if there was one."""
+    async with rt.engine.connect() as conn:
+        stored = await ledger.stored_result(
+            conn, key_space=key_space, operation="earn", key=key, digest=digest
+        )
+    return None if stored is None else EarnResult.from_json(stored, replayed=True)
