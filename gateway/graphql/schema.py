@@ -646,7 +646,7 @@ class Mutation(SettlementMutation):
                     raise
                 return _earned(replay)
             member_id = await _member_by_card(ctx, input.card_number)
-            r = await ctx.earns.earn(  # group commit: see ledger.batch
+            request = ledger.EarnRequest(
                 actor=ctx.actor,
                 key_space=ctx.key_space,
                 digest=digest,
@@ -662,6 +662,7 @@ class Mutation(SettlementMutation):
                 currency=money.currency,
                 category=category,
             )
+            r = await ctx.earns.earn(request)  # group commit: see ledger.batch
             return _earned(r)
 
         return await guarded(info, "points:earn", work, kind="partner")
