@@ -1,4 +1,4 @@
-"""What the ledger publishes for reading: balances, history, holds, account sums.
+"""What the ledger publishes for reading: balances, history, holds, orders, account sums.
 
 Other packages read the ledger through these functions (point lookups) and through the views of
 migration 0008 (`ledger_events`, `ledger_lots`, `ledger_lot_postings`, `ledger_lot_holds`: for
@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -158,3 +159,53 @@ async def get_hold(conn: AsyncConnection, *, hold_id: uuid.UUID) -> HoldRecord:
     if record.status == HoldStatus.ACTIVE and record.expires_at <= utcnow():
         record = HoldRecord(**{**asdict(record), "status": HoldStatus.EXPIRED})
     return record
+
+
+@dataclass(frozen=True)
+class OrderEarn:
+    """The earn of a partner's order: its transaction and the purchase it paid for."""
+
+    id: uuid.UUID
+    points: int
+    amount: Decimal | None
+    currency: str | None
+
+
+async def order_earn(
+    conn: AsyncConnection, *, partner_id: uuid.UUID, order_ref: str
+) -> OrderEarn | None:
+    """The earn of the partner's order `order_ref` (at most one: the database enforces it)."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, points, amount, currency FROM transactions "
+                "WHERE partner_id = :p AND ref = :ref AND kind = 'earn'"
+            ),
+            {"p": partner_id, "ref": order_ref},
+        )
+    ).one_or_none()
+    return None if row is None else OrderEarn(*row)
+
+
+@dataclass(frozen=True)
+class CapturedHold:
+    """A captured hold of a partner's order: the points paid and the purchase they paid for."""
+
+    id: uuid.UUID
+    captured: int
+    purchase_amount: Decimal | None
+    currency: str | None
+
+
+async def captured_holds(
+    conn: AsyncConnection, *, partner_id: uuid.UUID, order_ref: str
+) -> list[CapturedHold]:
+    """The partner's captured holds for the order `order_ref`, oldest first."""
+    rows = await conn.execute(
+        text(
+            "SELECT id, captured, purchase_amount, currency FROM holds "
+            "WHERE partner_id = :p AND order_ref = :ref AND status = 'captured' ORDER BY id"
+        ),
+        {"p": partner_id, "ref": order_ref},
+    )
+    return [CapturedHold(*r) for r in rows]

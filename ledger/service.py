@@ -59,12 +59,16 @@ from ledger.earn import (
 from ledger.holds import DEFAULT_HOLD_TTL, authorize, capture, capture_digest, void
 from ledger.jobs import expire_points, release_expired_holds
 from ledger.reads import (
+    CapturedHold,
     HistoryItem,
     HoldRecord,
+    OrderEarn,
     account_balance,
     balance,
+    captured_holds,
     get_hold,
     history,
+    order_earn,
 )
 from ledger.results import (
     Balance,
@@ -88,12 +92,14 @@ __all__ = [
     "_EARN",
     "Balance",
     "CaptureResult",
+    "CapturedHold",
     "EarnRequest",
     "EarnResult",
     "ExpiryReport",
     "HistoryItem",
     "HoldRecord",
     "HoldResult",
+    "OrderEarn",
     "ReturnResult",
     "ReversalResult",
     "VoidResult",
@@ -103,6 +109,7 @@ __all__ = [
     "balance",
     "capture",
     "capture_digest",
+    "captured_holds",
     "check_earn",
     "claim_key",
     "client_digest",
@@ -115,6 +122,7 @@ __all__ = [
     "member_key_space",
     "open_member_accounts",
     "open_partner_accounts",
+    "order_earn",
     "partner_key_space",
     "release_expired_holds",
     "request_hash",

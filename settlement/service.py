@@ -765,7 +765,7 @@ _LATE_EVENTS = text(
         FROM settlement_periods c WHERE c.status = 'closed'
     ), late AS (
         SELECT t.id, c.id AS closed_id, c.target
-        FROM transactions t
+        FROM ledger_events t
         JOIN closed c ON t.effective_at >= c.period_start AND t.effective_at < c.period_end
         WHERE t.recorded_at >= coalesce(CAST(:watermark AS timestamptz), '-infinity')
           AND t.recorded_at >= c.frozen_before
@@ -850,9 +850,9 @@ _BREAKAGE = text(
            count(*) FILTER (WHERE pr.issue_price IS NULL) AS unpriced,
            min(x.effective_at) AS effective_at, min(x.recorded_at) AS recorded_at
     FROM settle_tx x
-    JOIN lot_postings lp ON lp.transaction_id = x.id AND lp.kind = 'expiry'
-    JOIN lots l ON l.id = lp.lot_id
-    JOIN transactions e ON e.id = l.earn_tx_id
+    JOIN ledger_lot_postings lp ON lp.transaction_id = x.id AND lp.kind = 'expiry'
+    JOIN ledger_lots l ON l.id = lp.lot_id
+    JOIN ledger_events e ON e.id = l.earn_tx_id
     {price_join("pr", "l.issuer_id", "e.effective_at", "e.recorded_at")}
     WHERE x.kind = 'expiry'
     GROUP BY l.issuer_id, x.adjusts, CASE WHEN x.adjusts IS NOT NULL THEN x.id END
@@ -866,8 +866,8 @@ _MATRIX = text(
     SELECT l.issuer_id, x.partner_id AS redeemer_id,
            -sum(lp.points) AS points, -sum(lp.points * x.price) AS value
     FROM settle_tx x
-    JOIN lot_postings lp ON lp.transaction_id = x.id AND lp.kind IN ('capture', 'return')
-    JOIN lots l ON l.id = lp.lot_id
+    JOIN ledger_lot_postings lp ON lp.transaction_id = x.id AND lp.kind IN ('capture', 'return')
+    JOIN ledger_lots l ON l.id = lp.lot_id
     WHERE x.kind IN ('capture', 'return')
     GROUP BY l.issuer_id, x.partner_id
     """
@@ -1175,7 +1175,7 @@ async def settled_in(conn: AsyncConnection, *, transaction_id: uuid.UUID) -> uui
                     (SELECT p.id FROM settlement_periods p
                      WHERE t.effective_at >= p.period_start AND t.effective_at < p.period_end
                        AND (p.status = 'open' OR t.recorded_at < p.frozen_before))) AS period_id
-                FROM transactions t WHERE t.id = :t
+                FROM ledger_events t WHERE t.id = :t
                 """
             ),
             {"t": transaction_id},
@@ -1199,7 +1199,7 @@ async def close(
         raise PeriodNotEnded(_not_ended(period))
     pending = (
         await conn.execute(
-            text("SELECT count(*) FROM lots WHERE remaining > 0 AND expires_at < :end"),
+            text("SELECT count(*) FROM ledger_lots WHERE remaining > 0 AND expires_at < :end"),
             {"end": period.period_end},
         )
     ).scalar_one()
@@ -1439,21 +1439,18 @@ async def verify(conn: AsyncConnection, *, period_id: uuid.UUID) -> Verification
 _LIABILITY = text(
     f"""
     WITH {PRICE_CTE}, held AS (
-        SELECT ha.lot_id, sum(ha.points - ha.captured) AS pts
-        FROM holds h JOIN hold_allocations ha ON ha.hold_id = h.id
-        WHERE h.status = 'active'
-        GROUP BY ha.lot_id
+        SELECT lot_id, points AS pts FROM ledger_lot_holds
     ), later AS (
-        SELECT lot_id, sum(points) AS pts FROM lot_postings WHERE effective_at >= :at
+        SELECT lot_id, sum(points) AS pts FROM ledger_lot_postings WHERE effective_at >= :at
         GROUP BY lot_id
     ), ids AS (
-        SELECT id FROM lots WHERE remaining > 0 AND expires_at > :at
+        SELECT id FROM ledger_lots WHERE remaining > 0 AND expires_at > :at
         UNION SELECT lot_id FROM held
         UNION SELECT lot_id FROM later
     ), outstanding AS (
         SELECT l.issuer_id,
                sum(l.remaining + coalesce(held.pts, 0) - coalesce(later.pts, 0)) AS points
-        FROM ids JOIN lots l ON l.id = ids.id
+        FROM ids JOIN ledger_lots l ON l.id = ids.id
         LEFT JOIN held ON held.lot_id = l.id
         LEFT JOIN later ON later.lot_id = l.id
         WHERE l.earned_at < :at AND l.expires_at > :at
@@ -1600,7 +1597,7 @@ async def plan_periods(
     earliest = (
         await conn.execute(
             text(
-                "SELECT least((SELECT min(effective_at) FROM transactions), "
+                "SELECT least((SELECT min(effective_at) FROM ledger_events), "
                 "(SELECT min(period_start) FROM settlement_periods))"
             )
         )
