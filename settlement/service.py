@@ -50,7 +50,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core.clock import ensure_aware, utcnow
 from core.ids import uuid7
 from core.money import Money, minor_units, quantize
-from core.settings import get_settings
 from ledger import service as ledger
 from settlement.errors import (
     ExpiryPending,
@@ -261,10 +260,6 @@ def period_bounds(
 
 def _now(now: datetime | None) -> datetime:
     return utcnow() if now is None else ensure_aware(now)
-
-
-def _currency(currency: str | None) -> str:
-    return (currency or get_settings().settlement_currency).upper()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,11 +659,12 @@ async def run(
     period_start: datetime,
     period_end: datetime,
     actor: str,
-    currency: str | None = None,
+    currency: str,
     now: datetime | None = None,
 ) -> Period:
     """Settle the range [period_start, period_end): create the period if there is none with
-    these bounds, (re)compute it while open, return it frozen and unchanged once closed."""
+    these bounds (settled in `currency`), (re)compute it while open, return it frozen and
+    unchanged once closed."""
     start, end = _validate_range(period_start, period_end, _now(now))
     existing = await get_period_by_range(conn, period_start=start, period_end=end)
     if existing is not None:
@@ -678,7 +674,7 @@ async def run(
         start=start,
         end=end,
         kind=PeriodKind.CUSTOM,
-        currency=_currency(currency),
+        currency=currency.upper(),
         actor=actor,
     )
     if period_id is None:
@@ -1469,14 +1465,14 @@ _LIABILITY = text(
 async def liability(
     conn: AsyncConnection,
     *,
+    currency: str,
     at: datetime | None = None,
     partner_id: uuid.UUID | None = None,
-    currency: str | None = None,
 ) -> list[LiabilityLine]:
-    """Outstanding points by issuing partner at `at` (default now) and their value at the
-    issue price in force then; with `partner_id`, only that issuer's line."""
+    """Outstanding points by issuing partner at `at` (default now) and their value in
+    `currency` at the issue price in force then; with `partner_id`, only that issuer's line."""
     at = _now(at)
-    cur = _currency(currency)
+    cur = currency.upper()
     rows = await conn.execute(_LIABILITY, {"at": at, "partner": partner_id, "currency": cur})
     return [
         LiabilityLine(
@@ -1587,8 +1583,8 @@ async def plan_periods(
     *,
     now: datetime,
     granularity: str,
-    timezone: str = "UTC",
-    currency: str | None = None,
+    timezone: str,
+    currency: str,
     actor: str = "system:settle",
 ) -> int:
     """Create the periods of `granularity` missing between the ledger's first event and `now`
@@ -1610,7 +1606,7 @@ async def plan_periods(
             text("SELECT period_start, period_end FROM settlement_periods ORDER BY period_start")
         )
     ]
-    cur = _currency(currency)
+    cur = currency.upper()
     created = 0
     slot_start, slot_end = period_bounds(earliest, granularity=granularity, timezone=timezone)
     while slot_start <= now:
@@ -1626,26 +1622,20 @@ async def plan_periods(
 async def settle_due(
     engine: AsyncEngine,
     *,
+    granularity: str,
+    timezone: str,
+    close_delay: timedelta,
+    currency: str,
     now: datetime | None = None,
-    granularity: str | None = None,
-    timezone: str | None = None,
-    close_delay: timedelta | None = None,
-    currency: str | None = None,
     actor: str = "system:settle",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> SettleReport:
-    """Create the due periods, run every open one that has started and close (expiry first)
-    those whose end (plus `close_delay`) has passed. Safe to run from cron every few minutes:
-    one job at a time (an advisory lock), each period in its own unit of work, idempotent."""
-    settings = get_settings()
+    """Create the due periods of `granularity` (days, weeks or months starting in `timezone`,
+    settled in `currency`), run every open one that has started and close (expiry first) those
+    whose end (plus `close_delay`) has passed. Safe to run from cron every few minutes: one job
+    at a time (an advisory lock), each period in its own unit of work, idempotent."""
     now = _now(now)
-    granularity = granularity or settings.settlement_period
-    timezone = timezone or settings.settlement_timezone
-    delay = (
-        close_delay
-        if close_delay is not None
-        else timedelta(minutes=settings.settlement_close_delay_minutes)
-    )
+    delay = close_delay
     if granularity not in GRANULARITIES:
         raise InvalidPeriod(f"period must be one of {', '.join(GRANULARITIES)}")
     async with engine.connect() as lock_conn:

@@ -489,7 +489,9 @@ class SettlementQuery:
                 "the liability report is the operator's", extensions={"code": "FORBIDDEN"}
             )
         async with info.context.read() as conn:
-            lines = await settlement.liability(conn)
+            lines = await settlement.liability(
+                conn, currency=info.context.settings.settlement_currency
+            )
         return [
             LiabilityLine(
                 points=x.points,
