@@ -117,7 +117,7 @@ class Balance:
     def total(self) -> int:
         """The member's points now: available + pending + on hold."""
         # Not `wallet`: that still holds lots that expired since the last expiry run, which
-        # are gone (DOMAIN.md) and which the points liability no longer counts.
+        # are gone (DOMAIN.md) and which the points liability does not count.
         return self.available + self.pending + self.on_hold
 
 

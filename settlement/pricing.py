@@ -5,7 +5,7 @@ An event uses the agreement of its partner with the latest `effective_from` not 
 event's effective time, among the agreements already recorded when the event was recorded (an
 agreement entered later with a past `effective_from` never reprices recorded events). A
 reversal uses the issue price of the earn it reverses, a return the redemption price of the
-capture it returns: the original event's times are used (`transactions.reverses_id`).
+capture it returns: the original event's times are used (`ledger_events.reverses_id`).
 Agreements in another currency than the settlement's are not used; such events are unpriced
 (counted, priced at zero) and the statement says so.
 """

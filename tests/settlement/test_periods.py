@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from core.clock import utcnow
 from core.db import create_engine
 from core.settings import get_settings
+from settlement import runs as settlement_runs
 from settlement import service as settlement
 from settlement.errors import (
     ExpiryPending,
@@ -49,7 +50,7 @@ async def test_late_event_lands_in_next_open_period_as_adjustment(
     # With no margin, the transactions recorded before the close are covered by the period's
     # range alone (as in production, minutes after the end); with the default one, they were
     # recorded in the last minutes and the close lists them one by one.
-    monkeypatch.setattr(settlement, "LATE_MARGIN", margin)
+    monkeypatch.setattr(settlement_runs, "LATE_MARGIN", margin)
     (a, b), (m, _) = await coalition(
         sengine,
         prices=[("0.015", "0.01"), ("0.02", "0.012")],
