@@ -25,7 +25,7 @@ from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
-from settlement.service import SettleReport
+from settlement import service as settlement
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,9 @@ async def settle_with(
     granularity: str | None = None,
     actor: str = "system:serve-scheduler",
     progress: Callable[[int, int, str], None] | None = None,
-) -> SettleReport:
+) -> settlement.SettleReport:
     """One settlement run under `settings` (period, time zone, close delay, currency); what the
     scheduler in `serve` runs, and `coalition settle` (which may name another `granularity`)."""
-    from settlement import service as settlement
-
     return await settlement.settle_due(
         engine,
         granularity=granularity or settings.settlement_period,

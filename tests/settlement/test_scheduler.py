@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,7 +61,8 @@ async def test_the_serve_scheduler_passes_the_apps_settings(
     sengine: AsyncEngine, settle_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the app's lifespan (SETTLE_EVERY_MINUTES): the job it runs gets the settings the
-    app was built with, and the periods it creates follow them."""
+    app was built with, and the periods it creates follow them; the test process's collector is
+    left as it is."""
     (a,), (m, _) = await coalition(
         sengine, prices=[("0.015", "0.01")], effective_from=utcnow() - timedelta(days=30)
     )
@@ -77,8 +79,10 @@ async def test_the_serve_scheduler_passes_the_apps_settings(
 
     monkeypatch.setattr(settlement, "settle_due", observed)
     app = create_app(daily_in_moscow(settle_db, settle_every_minutes=5), database_url=settle_db)
+    frozen = gc.get_freeze_count()
     async with LifespanManager(app):
         await asyncio.wait_for(ran.wait(), timeout=60)
+    assert gc.get_freeze_count() == frozen  # only `coalition serve` freezes the collector
     assert {k: calls[0][k] for k in ("granularity", "timezone", "close_delay", "currency")} == {
         "granularity": "daily",
         "timezone": "Europe/Moscow",
