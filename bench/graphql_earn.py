@@ -199,7 +199,7 @@ def main() -> None:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "gateway.app:create_app",
+                "gateway.cli:serving_app",
                 "--port",
                 str(port),
                 "--workers",

@@ -259,11 +259,15 @@ async def measure(uri: str, *, profile: bool = False) -> dict[str, Any]:
     try:
         t = time.perf_counter()
         async with engine.begin() as conn:
-            period = await settlement.run(conn, period_start=START, period_end=END, actor="bench")
+            period = await settlement.run(
+                conn, currency="RUB", period_start=START, period_end=END, actor="bench"
+            )
         out["run_s"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         async with engine.begin() as conn:
-            again = await settlement.run(conn, period_start=START, period_end=END, actor="bench")
+            again = await settlement.run(
+                conn, currency="RUB", period_start=START, period_end=END, actor="bench"
+            )
         out["rerun_s"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         closed = await settlement.expire_and_close(engine, period_id=period.id, actor="bench")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -25,6 +25,7 @@ from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
+from settlement import service as settlement
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +49,42 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def settle_periodically(engine: AsyncEngine, every_seconds: float) -> None:
-    """Run the settlement job every `every_seconds` inside `serve` (SETTLE_EVERY_MINUTES).
+async def settle_with(
+    engine: AsyncEngine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    granularity: str | None = None,
+    actor: str = "system:serve-scheduler",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> settlement.SettleReport:
+    """One settlement run under `settings` (period, time zone, close delay, currency); what the
+    scheduler in `serve` runs, and `coalition settle` (which may name another `granularity`)."""
+    return await settlement.settle_due(
+        engine,
+        granularity=granularity or settings.settlement_period,
+        timezone=settings.settlement_timezone,
+        close_delay=timedelta(minutes=settings.settlement_close_delay_minutes),
+        currency=settings.settlement_currency,
+        now=now,
+        actor=actor,
+        progress=progress,
+    )
+
+
+async def settle_periodically(engine: AsyncEngine, settings: Settings) -> None:
+    """Run `settle_with(settings)` every SETTLE_EVERY_MINUTES inside `serve`.
 
     Safe with several app processes: the job takes an advisory lock and skips when another
     process holds it; every run is idempotent. A failed run is logged and retried next time.
     """
-    from settlement import service as settlement
-
     while True:
         try:
-            report = await settlement.settle_due(engine, actor="system:serve-scheduler")
+            report = await settle_with(engine, settings)
             log.info("settlement run: %s", report)
         except Exception:  # the scheduler must outlive a bad run; the next one retries
             log.exception("settlement run failed")
-        await asyncio.sleep(every_seconds)
+        await asyncio.sleep(settings.settle_every_minutes * 60.0)
 
 
 def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
@@ -84,18 +106,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             max_in_flight=settings.earn_batch_in_flight,
             split_at=settings.earn_batch_split_at,
         )
-        # Everything built so far (schema, pools, caches) lives as long as the process: move it
-        # out of the collector's sight, and collect the young generation less often: with many
-        # requests in flight, each collection would walk all of it, the largest single CPU cost
-        # of a GraphQL earn.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
         scheduler = None
         if settings.settle_every_minutes:
-            scheduler = asyncio.create_task(
-                settle_periodically(app.state.engine, settings.settle_every_minutes * 60.0)
-            )
+            scheduler = asyncio.create_task(settle_periodically(app.state.engine, settings))
         try:
             yield
         finally:

@@ -209,6 +209,13 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
     # Settle the months of that history: past months closed and sealed, the current one open.
     from settlement import service as settlement
 
-    settled = await settlement.settle_due(engine, granularity="monthly", actor=OPERATOR_ID)
+    settled = await settlement.settle_due(
+        engine,
+        granularity="monthly",
+        timezone=settings.settlement_timezone,
+        close_delay=timedelta(minutes=settings.settlement_close_delay_minutes),
+        currency=settings.settlement_currency,
+        actor=OPERATOR_ID,
+    )
     report.periods = settled
     return report

@@ -161,7 +161,12 @@ async def statement_file(request: Request) -> Response:
                         "Content-Disposition": f'attachment; filename="statement-{period_id}-{partner_id}.csv"'
                     },
                 )
-            pdf = await exports.statement_pdf(conn, period_id=period_id, partner_id=partner_id)
+            pdf = await exports.statement_pdf(
+                conn,
+                period_id=period_id,
+                partner_id=partner_id,
+                operator_name=request.app.state.settings.operator_name,
+            )
     except DomainError as exc:
         return _error(404 if exc.code.endswith("NOT_FOUND") else 422, exc.code, exc.message)
     return Response(
@@ -181,7 +186,9 @@ async def liability_file(request: Request) -> Response:
     if not authz.is_operator(caller):
         return _error(403, "FORBIDDEN", "the liability report is the operator's")
     async with request.app.state.engine.connect() as conn:
-        body = await exports.liability_csv(conn)
+        body = await exports.liability_csv(
+            conn, currency=request.app.state.settings.settlement_currency
+        )
     return Response(body, media_type="text/csv; charset=utf-8")
 
 

@@ -31,9 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -43,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.db import driver_unit_of_work
 from core.ids import uuid7
 from ledger import service
-from ledger.service import DEFAULT_VALIDITY_MONTHS, EarnResult
+from ledger.service import EarnRequest, EarnResult
 
 log = logging.getLogger(__name__)
 
@@ -115,44 +114,19 @@ SELECT i FROM w
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class _Earn:
     """One caller's earn, validated, waiting for its batch."""
 
-    actor: str
+    request: EarnRequest
     space: str  # the key space (ledger.service: the partner's, for a partner's clients)
-    key: str
     digest: str
-    member_id: uuid.UUID
-    partner_id: uuid.UUID
-    points: int
-    ref: str | None
-    amount: Decimal | None
-    currency: str | None
-    category: str | None
     at: datetime
-    hold_days: int
-    validity_months: int
     future: asyncio.Future[EarnResult]
 
-    def arguments(self) -> dict[str, Any]:
-        """The same earn, as `ledger.service.earn`'s arguments (for the single path)."""
-        return {
-            "actor": self.actor,
-            "key_space": self.space,
-            "digest": self.digest,
-            "idempotency_key": self.key,
-            "member_id": self.member_id,
-            "partner_id": self.partner_id,
-            "points": self.points,
-            "hold_days": self.hold_days,
-            "validity_months": self.validity_months,
-            "ref": self.ref,
-            "amount": self.amount,
-            "currency": self.currency,
-            "category": self.category,
-            "at": self.at,
-        }
+    def checked(self) -> EarnRequest:
+        """The same earn, as checked, for the single path (`ledger.service.earn`)."""
+        return replace(self.request, key_space=self.space, digest=self.digest, at=self.at)
 
 
 @dataclass
@@ -191,61 +165,23 @@ class EarnBatcher:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def earn(
-        self,
-        *,
-        actor: str,
-        idempotency_key: str,
-        member_id: uuid.UUID,
-        partner_id: uuid.UUID,
-        points: int,
-        hold_days: int = 0,
-        validity_months: int = DEFAULT_VALIDITY_MONTHS,
-        ref: str | None = None,
-        amount: Decimal | None = None,
-        currency: str | None = None,
-        category: str | None = None,
-        at: datetime | None = None,
-        key_space: str | None = None,
-        digest: str | None = None,
-    ) -> EarnResult:
-        """`ledger.service.earn`, committed in a group: same arguments, results and errors."""
-        at, digest = service.check_earn(
-            idempotency_key=idempotency_key,
-            member_id=member_id,
-            partner_id=partner_id,
-            points=points,
-            hold_days=hold_days,
-            validity_months=validity_months,
-            ref=ref,
-            amount=amount,
-            currency=currency,
-            category=category,
-            at=at,
-            digest=digest,
-        )
-        request = _Earn(
-            actor,
-            key_space or actor,
-            idempotency_key,
+    async def earn(self, request: EarnRequest | None = None, /, **fields: Any) -> EarnResult:
+        """`ledger.service.earn`, committed in a group: same request, results and errors."""
+        if request is None:
+            request = EarnRequest(**fields)
+        at, digest = service.check_earn(request)
+        pending = _Earn(
+            request,
+            request.key_space or request.actor,
             digest,
-            member_id,
-            partner_id,
-            points,
-            ref,
-            amount,
-            currency,
-            category,
             at,
-            hold_days,
-            validity_months,
             asyncio.get_running_loop().create_future(),
         )
-        self._pending.append(request)
+        self._pending.append(pending)
         self._kick()
         # Not shielded: a caller that goes away leaves its earn to the batch, which commits it
         # (as a single-path earn whose client disconnects mid-commit); a replay returns it.
-        return await request.future
+        return await pending.future
 
     async def drain(self) -> None:
         """Wait until every batch started so far has finished (for shutdown)."""
@@ -289,12 +225,13 @@ class EarnBatcher:
         orders: set[tuple[uuid.UUID, str]] = set()
         rest: list[_Earn] = []
         for r in self._pending:
-            order = (r.partner_id, r.ref) if r.ref is not None else None
-            if len(batch) >= limit or (r.space, r.key) in keys or order in orders:
+            q = r.request
+            order = (q.partner_id, q.ref) if q.ref is not None else None
+            if len(batch) >= limit or (r.space, q.idempotency_key) in keys or order in orders:
                 rest.append(r)
                 continue
             batch.append(r)
-            keys.add((r.space, r.key))
+            keys.add((r.space, q.idempotency_key))
             if order is not None:
                 orders.add(order)
         self._pending = rest
@@ -328,7 +265,7 @@ class EarnBatcher:
             # first); different members' run side by side.
             by_member: dict[uuid.UUID, list[_Earn]] = {}
             for r in alone:
-                by_member.setdefault(r.member_id, []).append(r)
+                by_member.setdefault(r.request.member_id, []).append(r)
             await asyncio.gather(*(self._alone_in_order(rs) for rs in by_member.values()))
 
     async def _alone_in_order(self, requests: list[_Earn]) -> None:
@@ -338,7 +275,7 @@ class EarnBatcher:
     async def _alone(self, request: _Earn) -> None:
         try:
             async with driver_unit_of_work(self.pool) as conn:
-                result = await service.earn(conn, **request.arguments())
+                result = await service.earn(conn, request.checked())
         except BaseException as exc:  # the caller gets exactly what the single path raised
             if not request.future.done():
                 request.future.set_exception(exc)
@@ -355,14 +292,14 @@ class EarnBatcher:
         those to run alone."""
         results = []
         for r in batch:
-            available_at = r.at + timedelta(days=r.hold_days)
+            available_at = r.at + timedelta(days=r.request.hold_days)
             results.append(
                 EarnResult(
                     transaction_id=uuid7(),
-                    points=r.points,
+                    points=r.request.points,
                     status="pending" if available_at > r.at else "available",
                     available_at=available_at,
-                    expires_at=service.add_months(r.at, r.validity_months),
+                    expires_at=service.add_months(r.at, r.request.validity_months),
                 )
             )
         # The batch travels as one JSON document (one parameter): psycopg's per-element array
@@ -374,23 +311,25 @@ class EarnBatcher:
                 {
                     "i": i,
                     "space": r.space,
-                    "actor": r.actor,
-                    "key": r.key,
+                    "actor": q.actor,
+                    "key": q.idempotency_key,
                     "hash": r.digest,
-                    "member": r.member_id,
-                    "partner": r.partner_id,
-                    "ref": r.ref,
+                    "member": q.member_id,
+                    "partner": q.partner_id,
+                    "ref": q.ref,
                     "tx": x.transaction_id,
-                    "points": r.points,
-                    "amount": None if r.amount is None else str(r.amount),
-                    "currency": r.currency,
-                    "category": r.category,
+                    "points": q.points,
+                    "amount": None if q.amount is None else str(q.amount),
+                    "currency": q.currency,
+                    "category": q.category,
                     "at": r.at,
                     "available_at": x.available_at,
                     "expires_at": x.expires_at,
                     "result": x.stored_values(),  # what a replay gets back (`from_json`)
                 }
-                for i, (r, x) in enumerate(zip(batch, results, strict=True))
+                for i, (r, q, x) in enumerate(
+                    zip(batch, (r.request for r in batch), results, strict=True)
+                )
             ]
         ).decode()
         params = {"rows": rows}

@@ -77,7 +77,7 @@ async def earn(
             raise
         return replay
     member_id = await rt.caches.member_by_card.member_id(rt.pool, card_number)
-    return await rt.earns.earn(  # group commit: see ledger.batch
+    request = ledger.EarnRequest(
         actor=actor,
         key_space=key_space,
         digest=digest,
@@ -93,6 +93,7 @@ async def earn(
         currency=money.currency,
         category=category,
     )
+    return await rt.earns.earn(request)  # group commit: see ledger.batch
 
 
 async def _replay(rt: Runtime, key_space: str, key: str, digest: str) -> EarnResult | None:

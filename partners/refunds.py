@@ -86,24 +86,8 @@ async def refund(
             replayed=True,
         )
 
-    earn = (
-        await conn.execute(
-            text(
-                "SELECT id, points, amount, currency FROM transactions "
-                "WHERE partner_id = :p AND ref = :ref AND kind = 'earn'"
-            ),
-            {"p": partner_id, "ref": order_ref},
-        )
-    ).one_or_none()
-    holds = (
-        await conn.execute(
-            text(
-                "SELECT id, captured, purchase_amount, currency FROM holds "
-                "WHERE partner_id = :p AND order_ref = :ref AND status = 'captured' ORDER BY id"
-            ),
-            {"p": partner_id, "ref": order_ref},
-        )
-    ).all()
+    earn = await ledger.order_earn(conn, partner_id=partner_id, order_ref=order_ref)
+    holds = await ledger.captured_holds(conn, partner_id=partner_id, order_ref=order_ref)
     if earn is None and not holds:
         raise OrderNotFound(f"order {order_ref!r} has no points to refund")
     totals = [Decimal(earn.amount)] if earn is not None and earn.amount is not None else []

@@ -6,7 +6,7 @@ what a finance team files: parties, period, line items (points x unit price at e
 in force), the rounded charge and reimbursement, the net and who pays whom, adjustments,
 breakage, and the seal of a closed period. An open period's PDF is marked DRAFT.
 
-Reads the ledger's transactions and the agreements in set-based SQL (see settlement.service);
+Reads the ledger's views and the agreements in set-based SQL (see settlement.service);
 the database reads run on the event loop, the CSV writing and the PDF rendering (CPU) in a
 worker thread. Every CSV goes through `write_csv`, which neutralises spreadsheet formulas.
 """
@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import utcnow
 from core.money import minor_units, quantize
-from core.settings import get_settings
 from partners import service as partners
 from settlement import service as settlement
 from settlement.errors import PeriodNotFound
@@ -191,14 +190,15 @@ def _statement_rows_csv(
 
 
 async def liability_csv(
-    conn: AsyncConnection, *, at: datetime | None = None, history: int = 24
+    conn: AsyncConnection, *, currency: str, at: datetime | None = None, history: int = 24
 ) -> str:
-    """The points liability by issuing partner now, then at the end of each closed period."""
-    now_lines = await settlement.liability(conn, at=at)
+    """The points liability by issuing partner now (valued in `currency`), then at the end of
+    each closed period."""
+    now_lines = await settlement.liability(conn, currency=currency, at=at)
     snapshots = await settlement.liability_history(conn, first=history)
     ids = list({x.issuer_id for x in now_lines} | {x.issuer_id for s in snapshots for x in s.lines})
     names = {p.id: p.name for p in await partners.get_many(conn, ids=ids) if p is not None}
-    cur = get_settings().settlement_currency
+    cur = currency.upper()
     rows: list[list[Any]] = [
         [
             x.as_of.isoformat(),
@@ -320,10 +320,11 @@ async def statement_pdf(
     *,
     period_id: uuid.UUID,
     partner_id: uuid.UUID,
-    operator_name: str | None = None,
+    operator_name: str,
 ) -> bytes:
-    """A partner's statement as a PDF invoice: the reads here, the rendering in a worker thread
-    (reportlab takes tens of milliseconds of CPU per statement, which would stall the loop)."""
+    """A partner's statement as a PDF invoice issued by `operator_name`: the reads here, the
+    rendering in a worker thread (reportlab takes tens of milliseconds of CPU per statement,
+    which would stall the loop)."""
     period, st = await _statement_of(conn, period_id, partner_id)
     if period is None:  # pragma: no cover - get_period raises
         raise PeriodNotFound(str(period_id))
@@ -349,7 +350,7 @@ async def statement_pdf(
         period=period,
         statement=st,
         partner=partner,
-        operator=operator_name or get_settings().operator_name,
+        operator=operator_name,
         groups=groups,
         adjustments=adjustments,
         adjusted=adjusted,

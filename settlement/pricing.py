@@ -5,7 +5,7 @@ An event uses the agreement of its partner with the latest `effective_from` not 
 event's effective time, among the agreements already recorded when the event was recorded (an
 agreement entered later with a past `effective_from` never reprices recorded events). A
 reversal uses the issue price of the earn it reverses, a return the redemption price of the
-capture it returns: the original event's times are used (`transactions.reverses_id`).
+capture it returns: the original event's times are used (`ledger_events.reverses_id`).
 Agreements in another currency than the settlement's are not used; such events are unpriced
 (counted, priced at zero) and the statement says so.
 """
@@ -17,12 +17,12 @@ from __future__ import annotations
 CANDIDATES_OPEN = """
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
            t.recorded_at, CAST(NULL AS uuid) AS adjusts
-    FROM transactions t
+    FROM ledger_events t
     WHERE t.effective_at >= :start AND t.effective_at < :end {where}
     UNION ALL
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
            t.recorded_at, a.adjusts_period_id AS adjusts
-    FROM settlement_assignments a JOIN transactions t ON t.id = a.transaction_id
+    FROM settlement_assignments a JOIN ledger_events t ON t.id = a.transaction_id
     WHERE a.period_id = :period AND a.adjusts_period_id IS NOT NULL {where}
 """
 
@@ -31,7 +31,7 @@ CANDIDATES_OPEN = """
 CANDIDATES_FROZEN = """
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
            t.recorded_at, CAST(NULL AS uuid) AS adjusts
-    FROM transactions t
+    FROM ledger_events t
     WHERE t.effective_at >= :start AND t.effective_at < :end {where}
       AND (t.recorded_at < :frozen_before
            OR EXISTS (SELECT 1 FROM settlement_assignments a
@@ -39,7 +39,7 @@ CANDIDATES_FROZEN = """
     UNION ALL
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
            t.recorded_at, a.adjusts_period_id AS adjusts
-    FROM settlement_assignments a JOIN transactions t ON t.id = a.transaction_id
+    FROM settlement_assignments a JOIN ledger_events t ON t.id = a.transaction_id
     WHERE a.period_id = :period AND a.adjusts_period_id IS NOT NULL {where}
 """
 
@@ -94,7 +94,7 @@ def priced(candidates: str) -> str:
            CASE WHEN c.kind IN ('earn', 'reversal') THEN pr.issue_price
                 WHEN c.kind IN ('capture', 'return') THEN pr.redemption_price END AS price
     FROM ({candidates}) c
-    LEFT JOIN transactions o ON o.id = c.reverses_id AND c.kind IN ('reversal', 'return')
+    LEFT JOIN ledger_events o ON o.id = c.reverses_id AND c.kind IN ('reversal', 'return')
     {
         price_join(
             "pr",

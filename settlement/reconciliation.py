@@ -26,7 +26,8 @@ Parsing and matching run in a worker thread (`asyncio.to_thread`): a 100,000-lin
 about a second of CPU, which must not stall every other request on the event loop. The
 database reads and writes stay on the loop; the lines are written in chunks.
 
-Reads the ledger's `transactions` and the agreements in set-based SQL (see settlement.service).
+Reads the ledger's view `ledger_events` and the agreements in set-based SQL (see
+settlement.service).
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ from core.clock import utcnow
 from core.errors import ValidationError
 from core.ids import uuid7
 from core.money import Money, minor_units, quantize
-from core.settings import get_settings
 from partners import service as partners
 from settlement import service as settlement
 from settlement.errors import (
@@ -219,7 +219,7 @@ _LEDGER_SIDE = text(
     FROM ({
         priced(
             "SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at, "
-            "t.recorded_at, CAST(NULL AS uuid) AS adjusts FROM transactions t "
+            "t.recorded_at, CAST(NULL AS uuid) AS adjusts FROM ledger_events t "
             "WHERE t.partner_id = :partner AND t.effective_at >= :start AND t.effective_at < :end "
             "AND t.kind IN ('earn', 'reversal', 'capture', 'return')"
         )
@@ -351,17 +351,16 @@ async def reconcile(
     partner_id: uuid.UUID,
     data: bytes | str,
     actor: str,
+    max_per_period: int,
     filename: str | None = None,
-    max_per_period: int | None = None,
 ) -> ReconciliationReport:
     """Match a partner's file for a period against the ledger and store the report. A bad file
     raises ReconciliationFileError (naming the line), a partner already keeping
-    `max_per_period` reports for the period (default: the setting) ReconciliationLimitExceeded;
+    `max_per_period` reports for the period ReconciliationLimitExceeded;
     either way nothing is stored."""
     period = await settlement.get_period(conn, period_id=period_id)
     await partners.get(conn, partner_id=partner_id)
-    limit = max_per_period or get_settings().reconciliation_max_per_period
-    await _claim_slot(conn, period_id=period_id, partner_id=partner_id, limit=limit)
+    await _claim_slot(conn, period_id=period_id, partner_id=partner_id, limit=max_per_period)
     cur = period.currency
     lines, sha = await asyncio.to_thread(_prepare, data, cur)
     ledger_rows = (

@@ -39,7 +39,9 @@ async def _evil_coalition(sengine):
     await earn(sengine, n, b, 400, MAR + timedelta(days=2), ref="plain-1")
     await redeem(sengine, m, b, 300, MAR + timedelta(days=3), ref="=1+1")
     async with sengine.begin() as conn:
-        period = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
+        period = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
     return period, a, b
 
 
@@ -90,7 +92,7 @@ async def test_statement_csv_neutralises_formulas_and_keeps_numbers(sengine) -> 
 async def test_liability_csv_neutralises_partner_names(sengine) -> None:
     await _evil_coalition(sengine)
     async with sengine.connect() as conn:
-        body = await exports.liability_csv(conn)
+        body = await exports.liability_csv(conn, currency="RUB")
     rows = list(csv.DictReader(io.StringIO(body, newline="")))
     assert {r["issuer"] for r in rows} == {"'@SUM(1+1)", "'-cmd"}
     assert all(int(r["points"]) > 0 and Decimal(r["value"]) > 0 for r in rows)
@@ -111,9 +113,11 @@ async def test_rendering_runs_off_the_event_loop(sengine, monkeypatch) -> None:
     monkeypatch.setattr(exports, "render_statement_pdf", spy("pdf", exports.render_statement_pdf))
     monkeypatch.setattr(exports, "write_csv", spy("csv", exports.write_csv))
     async with sengine.connect() as conn:
-        pdf = await exports.statement_pdf(conn, period_id=period.id, partner_id=a)
+        pdf = await exports.statement_pdf(
+            conn, operator_name="Coalition operator", period_id=period.id, partner_id=a
+        )
         await exports.statement_csv(conn, period_id=period.id, partner_id=a)
-        await exports.liability_csv(conn)
+        await exports.liability_csv(conn, currency="RUB")
     assert pdf.startswith(b"%PDF")
     assert len(seen["pdf"]) == 1 and len(seen["csv"]) == 2
     assert loop_thread not in seen["pdf"] + seen["csv"]

@@ -141,7 +141,9 @@ async def test_month_matches_independent_recomputation(sengine, monkeypatch) -> 
     monkeypatch.setattr(settlement, "LATE_MARGIN", timedelta(0))
     w, partner_ids, _ = await generate_month(sengine)
     async with sengine.begin() as conn:
-        period = await settlement.run(conn, period_start=START, period_end=END, actor="operator")
+        period = await settlement.run(
+            conn, currency="RUB", period_start=START, period_end=END, actor="operator"
+        )
     assert period.status == "open"
     # The close runs the expiry up to the period's end first: the model does the same.
     period = await settlement.expire_and_close(sengine, period_id=period.id, actor="operator")

@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from core.clock import utcnow
 from core.db import create_engine
 from core.settings import get_settings
+from settlement import runs as settlement_runs
 from settlement import service as settlement
 from settlement.errors import (
     ExpiryPending,
@@ -48,7 +50,7 @@ async def test_late_event_lands_in_next_open_period_as_adjustment(
     # With no margin, the transactions recorded before the close are covered by the period's
     # range alone (as in production, minutes after the end); with the default one, they were
     # recorded in the last minutes and the close lists them one by one.
-    monkeypatch.setattr(settlement, "LATE_MARGIN", margin)
+    monkeypatch.setattr(settlement_runs, "LATE_MARGIN", margin)
     (a, b), (m, _) = await coalition(
         sengine,
         prices=[("0.015", "0.01"), ("0.02", "0.012")],
@@ -57,8 +59,12 @@ async def test_late_event_lands_in_next_open_period_as_adjustment(
     first = await earn(sengine, m, a, 1000, MAR + timedelta(days=4))
     await redeem(sengine, m, b, 300, MAR + timedelta(days=5))
     async with sengine.begin() as conn:
-        march = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
-        april = await settlement.run(conn, period_start=APR, period_end=MAY, actor="operator")
+        march = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
+        april = await settlement.run(
+            conn, currency="RUB", period_start=APR, period_end=MAY, actor="operator"
+        )
     march = await settlement.expire_and_close(sengine, period_id=march.id, actor="operator")
     before = await _state(sengine, march.id)
     assert before[0].status == "closed" and len(before[0].content_hash) == 64
@@ -78,7 +84,9 @@ async def test_late_event_lands_in_next_open_period_as_adjustment(
 
     # Re-running March changes nothing: same statements, same seal, still verifiable.
     async with sengine.begin() as conn:
-        again = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
+        again = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
         assert again.content_hash == march.content_hash
         assert await settlement.close(conn, period_id=march.id, actor="operator") == again
     assert await _state(sengine, march.id) == before
@@ -141,7 +149,9 @@ async def test_late_event_lands_in_next_open_period_as_adjustment(
     waiting = await earn(sengine, m, b, 10, MAR + timedelta(days=30))
     async with sengine.begin() as conn:
         assert await settlement.collect_late_events(conn) == 0
-        may = await settlement.run(conn, period_start=MAY, period_end=JUN, actor="operator")
+        may = await settlement.run(
+            conn, currency="RUB", period_start=MAY, period_end=JUN, actor="operator"
+        )
         adj = await settlement.adjustments(conn, period_id=may.id)
     assert [(x.transaction_id, x.adjusts_period_id) for x in adj] == [(waiting, march.id)]
     assert await _state(sengine, march.id) == before
@@ -153,7 +163,9 @@ async def test_closed_period_is_immutable_in_the_database(sengine) -> None:
     )
     await earn(sengine, m, a, 1000, MAR + timedelta(days=4))
     async with sengine.begin() as conn:
-        march = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
+        march = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
     march = await settlement.expire_and_close(sengine, period_id=march.id, actor="operator")
     tampering = [
         "UPDATE settlement_statements SET issuance_charge = 0, net = 0 WHERE period_id = :p",
@@ -182,7 +194,9 @@ async def test_refusals(sengine) -> None:
     now = utcnow()
     start, end = settlement.period_bounds(now, granularity="monthly")
     async with sengine.begin() as conn:
-        current = await settlement.run(conn, period_start=start, period_end=end, actor="operator")
+        current = await settlement.run(
+            conn, currency="RUB", period_start=start, period_end=end, actor="operator"
+        )
         assert current.status == "open"
         with pytest.raises(PeriodNotEnded):
             await settlement.close(conn, period_id=current.id, actor="operator")
@@ -192,24 +206,34 @@ async def test_refusals(sengine) -> None:
         with pytest.raises(InvalidPeriod, match="started"):
             await settlement.run(
                 conn,
+                currency="RUB",
                 period_start=end + timedelta(days=1),
                 period_end=end + timedelta(days=2),
                 actor="o",
             )
         with pytest.raises(InvalidPeriod, match="after"):
-            await settlement.run(conn, period_start=MAR, period_end=MAR, actor="o")
+            await settlement.run(conn, currency="RUB", period_start=MAR, period_end=MAR, actor="o")
         with pytest.raises(InvalidPeriod, match="time zone"):
             await settlement.run(
-                conn, period_start=datetime(2024, 3, 1), period_end=datetime(2024, 4, 1), actor="o"
+                conn,
+                currency="RUB",
+                period_start=datetime(2024, 3, 1),
+                period_end=datetime(2024, 4, 1),
+                actor="o",
             )
         with pytest.raises(InvalidPeriod, match="at most"):
             await settlement.run(
-                conn, period_start=MAR, period_end=MAR + timedelta(days=400), actor="o"
+                conn,
+                currency="RUB",
+                period_start=MAR,
+                period_end=MAR + timedelta(days=400),
+                actor="o",
             )
-        await settlement.run(conn, period_start=MAR, period_end=APR, actor="o")
+        await settlement.run(conn, currency="RUB", period_start=MAR, period_end=APR, actor="o")
         with pytest.raises(PeriodOverlap, match="overlaps"):
             await settlement.run(
                 conn,
+                currency="RUB",
                 period_start=MAR + timedelta(days=3),
                 period_end=APR + timedelta(days=3),
                 actor="o",
@@ -228,6 +252,14 @@ async def test_refusals(sengine) -> None:
     assert march.unpriced_events == 1
 
 
+MONTHLY: dict[str, Any] = {
+    "granularity": "monthly",
+    "timezone": "UTC",
+    "close_delay": timedelta(0),
+    "currency": "RUB",
+}
+
+
 async def test_settle_due_creates_runs_and_closes_periods_idempotently(sengine) -> None:
     jan = datetime(2024, 1, 1, tzinfo=UTC)
     feb = datetime(2024, 2, 1, tzinfo=UTC)
@@ -243,6 +275,7 @@ async def test_settle_due_creates_runs_and_closes_periods_idempotently(sengine) 
     async with sengine.begin() as conn:
         custom = await settlement.run(
             conn,
+            currency="RUB",
             period_start=jan + timedelta(days=10),
             period_end=jan + timedelta(days=20),
             actor="op",
@@ -256,6 +289,7 @@ async def test_settle_due_creates_runs_and_closes_periods_idempotently(sengine) 
         granularity="monthly",
         timezone="UTC",
         close_delay=timedelta(0),
+        currency="RUB",
         progress=lambda done, total, label: seen.append((done, total)),
     )
     assert report.created == 4  # Jan 1-11, Jan 21-Feb 1, February, March
@@ -283,26 +317,19 @@ async def test_settle_due_creates_runs_and_closes_periods_idempotently(sengine) 
         for p in periods:
             assert (await settlement.verify(conn, period_id=p.id)).ok == (p.status == "closed")
 
-    again = await settlement.settle_due(
-        sengine, now=now + timedelta(minutes=5), granularity="monthly", timezone="UTC"
-    )
+    again = await settlement.settle_due(sengine, now=now + timedelta(minutes=5), **MONTHLY)
     assert (again.created, again.closed, again.runs) == (0, (), 1)
     async with sengine.connect() as conn:
         assert {
             p.id: p.content_hash for p in await settlement.list_periods(conn, first=10)
         } == hashes
 
-    later = await settlement.settle_due(
-        sengine, now=APR + timedelta(hours=1), granularity="monthly", timezone="UTC"
-    )
+    later = await settlement.settle_due(sengine, now=APR + timedelta(hours=1), **MONTHLY)
     assert later.created == 1 and len(later.closed) == 1
 
     # Two jobs at once: one waits its turn (it reports that it skipped).
     results = await asyncio.gather(
-        *[
-            settlement.settle_due(sengine, now=APR + timedelta(hours=2), granularity="monthly")
-            for _ in range(3)
-        ]
+        *[settlement.settle_due(sengine, now=APR + timedelta(hours=2), **MONTHLY) for _ in range(3)]
     )
     assert sum(not r.skipped for r in results) >= 1
 

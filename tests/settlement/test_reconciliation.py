@@ -40,7 +40,9 @@ async def _march(sengine):
     await return_points(sengine, a, h1, 40, MAR + timedelta(days=5), ref="order-4")
     await earn(sengine, m, a, 7, APR, ref="order-5")  # April: not in the period
     async with sengine.begin() as conn:
-        period = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
+        period = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
     return period, a, b
 
 
@@ -60,6 +62,7 @@ async def test_every_discrepancy_class_is_found(sengine) -> None:
     async with sengine.begin() as conn:
         rep = await reconciliation.reconcile(
             conn,
+            max_per_period=20,
             period_id=period.id,
             partner_id=a,
             data=GOOD.encode(),
@@ -153,7 +156,12 @@ async def test_malformed_files_are_refused_naming_the_line(sengine, data, messag
     with pytest.raises(ReconciliationFileError) as err:
         async with sengine.begin() as conn:
             await reconciliation.reconcile(
-                conn, period_id=period.id, partner_id=a, data=data, actor="partner"
+                conn,
+                max_per_period=20,
+                period_id=period.id,
+                partner_id=a,
+                data=data,
+                actor="partner",
             )
     assert message in err.value.message
     assert err.value.code == "VALIDATION"
@@ -227,7 +235,12 @@ async def test_lines_page_returns_every_line_once(sengine) -> None:
     period, a, _ = await _march(sengine)
     async with sengine.begin() as conn:
         rep = await reconciliation.reconcile(
-            conn, period_id=period.id, partner_id=a, data=GOOD + _many(250), actor="a"
+            conn,
+            max_per_period=20,
+            period_id=period.id,
+            partner_id=a,
+            data=GOOD + _many(250),
+            actor="a",
         )
     assert [x.seq for x in rep.lines] == list(range(1, 258))  # 7 of GOOD, 250 more
     async with sengine.connect() as conn:
@@ -277,6 +290,6 @@ async def test_parsing_and_matching_run_off_the_event_loop(sengine, monkeypatch)
     monkeypatch.setattr(reconciliation, "_compare", spy(reconciliation._compare))
     async with sengine.begin() as conn:
         rep = await reconciliation.reconcile(
-            conn, period_id=period.id, partner_id=a, data=GOOD, actor="a"
+            conn, max_per_period=20, period_id=period.id, partner_id=a, data=GOOD, actor="a"
         )
     assert rep.matched == 3 and len(seen) == 2 and loop_thread not in seen

@@ -36,8 +36,12 @@ async def _three_partners(sengine):
     await return_points(sengine, c, h, 100, MAR + timedelta(days=4), ref="C-2")
     await reverse(sengine, a, ea, 50, MAR + timedelta(days=5), ref="A-1")
     async with sengine.begin() as conn:
-        period = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
-        april = await settlement.run(conn, period_start=APR, period_end=MAY, actor="operator")
+        period = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
+        april = await settlement.run(
+            conn, currency="RUB", period_start=APR, period_end=MAY, actor="operator"
+        )
     period = await settlement.expire_and_close(sengine, period_id=period.id, actor="operator")
     await earn(sengine, m, b, 10, MAR + timedelta(days=9), ref="B-late")  # adjusts March
     async with sengine.begin() as conn:
@@ -73,7 +77,7 @@ async def test_a_partner_sees_only_its_own(sengine) -> None:
             )
             adj = await settlement.adjustments(conn, period_id=april.id, partner_id=me)
             assert all(x.partner_id == me for x in adj) and (len(adj) == 1) == (me == b)
-            lines = await settlement.liability(conn, partner_id=me)
+            lines = await settlement.liability(conn, currency="RUB", partner_id=me)
             assert [x.issuer_id for x in lines] == ([] if me == c else [me])  # C's were all spent
             history = await settlement.liability_history(conn, partner_id=me)
             assert all(x.issuer_id == me for h in history for x in h.lines)
@@ -108,9 +112,13 @@ async def test_statement_csv_and_pdf(sengine) -> None:
             ("adjustment", "B-late", str(period.id)),
         ]
         for p_id, partner in ((period.id, a), (april.id, b)):
-            pdf = await exports.statement_pdf(conn, period_id=p_id, partner_id=partner)
+            pdf = await exports.statement_pdf(
+                conn, operator_name="Coalition operator", period_id=p_id, partner_id=partner
+            )
             assert pdf.startswith(b"%PDF-") and len(pdf) > 5_000
-        liability = list(csv.DictReader(io.StringIO(await exports.liability_csv(conn, at=APR))))
+        liability = list(
+            csv.DictReader(io.StringIO(await exports.liability_csv(conn, currency="RUB", at=APR)))
+        )
         assert {r["issuer"] for r in liability} >= {"Роснефть"}
 
 
@@ -125,7 +133,9 @@ async def test_liability_now_and_per_period(sengine) -> None:
     await redeem(sengine, m, b, 200, MAR + timedelta(days=3))  # from B's lot: earliest expiry
     await reverse(sengine, a, e, 100, MAR + timedelta(days=4))
     async with sengine.begin() as conn:
-        march = await settlement.run(conn, period_start=MAR, period_end=APR, actor="operator")
+        march = await settlement.run(
+            conn, currency="RUB", period_start=MAR, period_end=APR, actor="operator"
+        )
         # A price rise on April 1 values the liability at the end of March.
         await partners.set_agreement(
             conn,
@@ -146,11 +156,13 @@ async def test_liability_now_and_per_period(sengine) -> None:
         }
         assert snap.total_points == 1200 and snap.total_value.amount == Decimal("24.00")
         # Now (B's lot has expired, not yet swept): only A's points are outstanding.
-        now = {x.issuer_id: x.points for x in await settlement.liability(conn)}
+        now = {x.issuer_id: x.points for x in await settlement.liability(conn, currency="RUB")}
         assert now == {a: 900}
         # Mid-March, as the ledger knows it now.
         mid = {
             x.issuer_id: x.points
-            for x in await settlement.liability(conn, at=MAR + timedelta(days=2, hours=12))
+            for x in await settlement.liability(
+                conn, currency="RUB", at=MAR + timedelta(days=2, hours=12)
+            )
         }
         assert mid == {a: 1000, b: 500}

@@ -78,7 +78,9 @@ class SettlementQuery:
         if settlement_viewer(info.context) is not None:
             raise forbidden("the liability report is the operator's")
         async with info.context.read() as conn:
-            lines = await settlement.liability(conn)
+            lines = await settlement.liability(
+                conn, currency=info.context.settings.settlement_currency
+            )
         return [
             LiabilityLine(
                 points=x.points,

@@ -1,0 +1,220 @@
+"""The earn: points credited to a member as a new lot."""
+
+from __future__ import annotations
+
+import uuid
+from calendar import monthrange
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.ids import uuid7
+from ledger.claims import (
+    _STORE_RESULT,
+    _at,
+    _check_key,
+    _check_points,
+    _check_text,
+    _claim_and_lock,
+    request_hash,
+)
+from ledger.errors import (
+    DuplicateOrder,
+    LedgerValidation,
+)
+from ledger.results import EarnResult
+
+DEFAULT_VALIDITY_MONTHS = 36
+
+
+def _earn_statement(with_wallet: bool, with_debt: bool) -> Any:
+    legs = ["(:tx, :issuance, -CAST(:points AS bigint), :at, :actor)"]
+    if with_wallet:
+        legs.append("(:tx, :wallet, CAST(:net AS bigint), :at, :actor)")
+    if with_debt:
+        legs.append("(:tx, :debt, CAST(:repaid AS bigint), :at, :actor)")
+    return text(
+        f"""
+        WITH t AS (
+            INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount,
+                                      currency, category, effective_at, actor)
+            VALUES (:tx, 'earn', :points, :partner, :member, :ref, :amount, :currency,
+                    :category, :at, :actor)
+        ), e AS (
+            INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
+            VALUES {", ".join(legs)}
+        ), l AS (
+            INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining,
+                              earned_at, available_at, expires_at, actor)
+            VALUES (:member, :wallet, :partner, :tx, :points, :net, :at, :available_at,
+                    :expires_at, :actor)
+        )
+        {_STORE_RESULT}
+        """
+    )
+
+
+_EARN = {(w, d): _earn_statement(w, d) for w in (True, False) for d in (True, False)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EarnRequest:
+    """One earn, as every earn path takes it (`earn`, `EarnBatcher.earn`, the use case).
+
+    `amount`/`currency`/`category` describe the purchase; one earn per (partner, `ref`). The
+    key is `key_space`'s (default: the actor's); `digest` is the client's request (default: the
+    fields, see `earn_digest`), so that a replay gets the original result whatever was derived
+    since. Built on every earn: no validation here (`check_earn` does it)."""
+
+    actor: str
+    idempotency_key: str
+    member_id: uuid.UUID
+    partner_id: uuid.UUID
+    points: int
+    hold_days: int = 0
+    validity_months: int = DEFAULT_VALIDITY_MONTHS
+    ref: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    category: str | None = None
+    at: datetime | None = None
+    key_space: str | None = None
+    digest: str | None = None
+
+
+def check_earn(request: EarnRequest) -> tuple[datetime, str]:
+    """Refuse a malformed earn before anything is written; returns its effective time and the
+    digest that tells a replay from a different earn under the same key: the request's
+    `digest` when it has one (the client's request: see `earn_request_digest`), else one of its
+    fields."""
+    _check_points(request.points)
+    _check_key(request.idempotency_key)
+    _check_text(request.ref, "ref")
+    _check_text(request.currency, "currency")
+    _check_text(request.category, "category")
+    if not 0 <= request.hold_days <= 365:
+        raise LedgerValidation("hold_days must be between 0 and 365")
+    if request.digest is not None:
+        return _at(request.at), request.digest
+    digest = earn_digest(
+        member_id=request.member_id,
+        partner_id=request.partner_id,
+        points=request.points,
+        ref=request.ref,
+        amount=request.amount,
+        currency=request.currency,
+        category=request.category,
+        hold_days=request.hold_days,
+        validity_months=request.validity_months,
+    )
+    return _at(request.at), digest
+
+
+def earn_digest(
+    *,
+    member_id: uuid.UUID,
+    partner_id: uuid.UUID,
+    points: int,
+    ref: str | None,
+    amount: Decimal | None,
+    currency: str | None,
+    category: str | None,
+    hold_days: int,
+    validity_months: int,
+) -> str:
+    """What tells a replay of an earn from a different earn under the same key."""
+    # The values as request_hash would render them (str), so the encoder never calls back.
+    return request_hash(
+        "earn",
+        {
+            "member": str(member_id),
+            "partner": str(partner_id),
+            "points": points,
+            "ref": ref,
+            "amount": None if amount is None else str(amount),
+            "currency": currency,
+            "category": category,
+            "hold_days": hold_days,
+            "validity_months": validity_months,
+        },
+    )
+
+
+def add_months(at: datetime, months: int) -> datetime:
+    """`at` plus whole months, the day clamped to the month's last (as dateutil's relativedelta,
+    without its generality: this runs on every earn)."""
+    years, month0 = divmod(at.month - 1 + months, 12)
+    year, month = at.year + years, month0 + 1
+    return at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
+
+
+async def earn(
+    conn: AsyncConnection, request: EarnRequest | None = None, /, **fields: Any
+) -> EarnResult:
+    """Credit the request's points, issued by its partner, to a member as a new lot (two
+    statements). Takes an `EarnRequest`, or its fields as keywords."""
+    if request is None:
+        request = EarnRequest(**fields)
+    at, digest = check_earn(request)
+    points, ref = request.points, request.ref
+    claim = await _claim_and_lock(
+        conn,
+        actor=request.actor,
+        space=request.key_space,
+        op="earn",
+        key=request.idempotency_key,
+        digest=digest,
+        member_id=request.member_id,
+        partner_id=request.partner_id,
+    )
+    if isinstance(claim, dict):
+        return EarnResult.from_json(claim, replayed=True)
+
+    repaid = min(points, -claim.debt)  # a member's debt is repaid first from new earnings
+    net = points - repaid
+    tx_id = uuid7()
+    available_at = at + timedelta(days=request.hold_days)
+    expires_at = add_months(at, request.validity_months)
+    result = EarnResult(
+        transaction_id=tx_id,
+        points=points,
+        status="pending" if available_at > at else "available",
+        available_at=available_at,
+        expires_at=expires_at,
+        debt_repaid=repaid,
+    )
+    params = {
+        "tx": tx_id,
+        "points": points,
+        "net": net,
+        "repaid": repaid,
+        "partner": request.partner_id,
+        "member": request.member_id,
+        "ref": ref,
+        "amount": request.amount,
+        "currency": request.currency,
+        "category": request.category,
+        "at": at,
+        "actor": request.actor,
+        "issuance": claim.partner_account_id,
+        "wallet": claim.wallet_id,
+        "debt": claim.debt_id,
+        "available_at": available_at,
+        "expires_at": expires_at,
+        "result": result.to_json(),
+        "claim": claim.claim_id,
+    }
+    try:
+        await conn.execute(_EARN[(net > 0, repaid > 0)], params)
+    except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
+        # Through SQLAlchemy or straight on the driver (core.db.DriverConnection).
+        if "uq_transactions_earn_order" in str(getattr(exc, "orig", exc)):
+            raise DuplicateOrder(f"order {ref!r} already earned points") from None
+        raise
+    return result

@@ -1,0 +1,211 @@
+"""What the ledger publishes for reading: balances, history, holds, orders, account sums.
+
+Other packages read the ledger through these functions (point lookups) and through the views of
+migration 0008 (`ledger_events`, `ledger_lots`, `ledger_lot_postings`, `ledger_lot_holds`: for
+set-based SQL such as settlement's), never through its tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.clock import utcnow
+from ledger.claims import _at
+from ledger.errors import (
+    HoldNotFound,
+    MemberNotFound,
+)
+from ledger.models import HoldStatus
+from ledger.results import Balance
+
+
+async def account_balance(conn: AsyncConnection, *, kind: str, owner_id: uuid.UUID | None) -> int:
+    """The balance of any account, summed from its entries."""
+    value = (
+        await conn.execute(
+            text(
+                "SELECT coalesce(sum(e.amount), 0) FROM entries e JOIN accounts a ON a.id = e.account_id "
+                "WHERE a.kind = :kind AND a.owner_id IS NOT DISTINCT FROM :owner"
+            ),
+            {"kind": kind, "owner": owner_id},
+        )
+    ).scalar_one()
+    return int(value)
+
+
+_BALANCE = text(
+    """
+    WITH stale AS (
+        SELECT a.lot_id, sum(a.points) AS pts
+        FROM holds h JOIN hold_allocations a ON a.hold_id = h.id
+        WHERE h.member_id = :member AND h.status = 'active' AND h.expires_at <= :at
+        GROUP BY a.lot_id
+    ), eff AS (
+        SELECT l.available_at, l.expires_at, l.remaining + coalesce(stale.pts, 0) AS pts
+        FROM lots l LEFT JOIN stale ON stale.lot_id = l.id
+        WHERE l.member_id = :member AND (l.remaining > 0 OR stale.pts > 0) AND l.expires_at > :at
+    )
+    SELECT
+        (SELECT balance FROM accounts WHERE kind = 'wallet' AND owner_id = :member) AS wallet,
+        (SELECT balance FROM accounts WHERE kind = 'debt' AND owner_id = :member) AS debt,
+        coalesce((SELECT sum(pts) FROM eff WHERE available_at <= :at), 0) AS available,
+        coalesce((SELECT sum(pts) FROM eff WHERE available_at > :at), 0) AS pending,
+        coalesce((SELECT sum(pts) FROM eff WHERE expires_at <= :horizon), 0) AS expiring,
+        coalesce((SELECT sum(points) FROM holds
+                  WHERE member_id = :member AND status = 'active' AND expires_at > :at), 0)
+            AS on_hold
+    """
+)
+
+
+async def balance(
+    conn: AsyncConnection,
+    *,
+    member_id: uuid.UUID,
+    at: datetime | None = None,
+    expiring_within: timedelta = timedelta(days=30),
+) -> Balance:
+    """A member's available, pending, on-hold and soon-expiring points (one statement)."""
+    at = _at(at)
+    row = (
+        await conn.execute(
+            _BALANCE, {"member": member_id, "at": at, "horizon": at + expiring_within}
+        )
+    ).one()
+    if row.wallet is None:
+        raise MemberNotFound(f"member {member_id} not found")
+    return Balance(
+        wallet=int(row.wallet),
+        available=int(row.available),
+        pending=int(row.pending),
+        on_hold=int(row.on_hold),
+        expiring=int(row.expiring),
+        debt=-int(row.debt),
+    )
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One movement on a member's wallet or debt."""
+
+    entry_id: int
+    transaction_id: uuid.UUID
+    kind: str
+    account: str
+    amount: int
+    partner_id: uuid.UUID | None
+    ref: str | None
+    effective_at: datetime
+
+
+async def history(
+    conn: AsyncConnection, *, member_id: uuid.UUID, limit: int = 20, before: int | None = None
+) -> list[HistoryItem]:
+    """A member's movements, newest first, keyset-paginated by entry id."""
+    rows = await conn.execute(
+        text(
+            """
+            SELECT e.id AS entry_id, t.id AS transaction_id, t.kind, a.kind AS account, e.amount,
+                   t.partner_id, t.ref, e.effective_at
+            FROM accounts a
+            JOIN entries e ON e.account_id = a.id
+            JOIN transactions t ON t.id = e.transaction_id
+            WHERE a.owner_id = :member AND a.kind IN ('wallet', 'debt')
+              AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+            ORDER BY e.id DESC
+            LIMIT :limit
+            """
+        ),
+        {"member": member_id, "before": before, "limit": max(1, min(limit, 500))},
+    )
+    return [HistoryItem(**r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    """A hold as stored."""
+
+    id: uuid.UUID
+    member_id: uuid.UUID
+    partner_id: uuid.UUID
+    points: int
+    captured: int
+    returned: int
+    status: str
+    order_ref: str | None
+    expires_at: datetime
+
+
+async def get_hold(conn: AsyncConnection, *, hold_id: uuid.UUID) -> HoldRecord:
+    """One hold; an active hold whose time ran out reads as expired."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, member_id, partner_id, points, captured, returned, status, order_ref, "
+                "expires_at FROM holds WHERE id = :h"
+            ),
+            {"h": hold_id},
+        )
+    ).one_or_none()
+    if row is None:
+        raise HoldNotFound(f"hold {hold_id} not found")
+    record = HoldRecord(*row)
+    if record.status == HoldStatus.ACTIVE and record.expires_at <= utcnow():
+        record = HoldRecord(**{**asdict(record), "status": HoldStatus.EXPIRED})
+    return record
+
+
+@dataclass(frozen=True)
+class OrderEarn:
+    """The earn of a partner's order: its transaction and the purchase it paid for."""
+
+    id: uuid.UUID
+    points: int
+    amount: Decimal | None
+    currency: str | None
+
+
+async def order_earn(
+    conn: AsyncConnection, *, partner_id: uuid.UUID, order_ref: str
+) -> OrderEarn | None:
+    """The earn of the partner's order `order_ref` (at most one: the database enforces it)."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, points, amount, currency FROM transactions "
+                "WHERE partner_id = :p AND ref = :ref AND kind = 'earn'"
+            ),
+            {"p": partner_id, "ref": order_ref},
+        )
+    ).one_or_none()
+    return None if row is None else OrderEarn(*row)
+
+
+@dataclass(frozen=True)
+class CapturedHold:
+    """A captured hold of a partner's order: the points paid and the purchase they paid for."""
+
+    id: uuid.UUID
+    captured: int
+    purchase_amount: Decimal | None
+    currency: str | None
+
+
+async def captured_holds(
+    conn: AsyncConnection, *, partner_id: uuid.UUID, order_ref: str
+) -> list[CapturedHold]:
+    """The partner's captured holds for the order `order_ref`, oldest first."""
+    rows = await conn.execute(
+        text(
+            "SELECT id, captured, purchase_amount, currency FROM holds "
+            "WHERE partner_id = :p AND order_ref = :ref AND status = 'captured' ORDER BY id"
+        ),
+        {"p": partner_id, "ref": order_ref},
+    )
+    return [CapturedHold(*r) for r in rows]
