@@ -4,7 +4,7 @@
 
 Needs `wrk` (Debian: `apt-get install wrk`) as the separate load process. It creates a fresh
 database (DATABASE_URL's server, or the embedded one), seeds a partner with an earn rule and
-a client, 2,000 members, starts `uvicorn --factory gateway.app:create_app`, gets a JWT with
+a client, 2,000 members, starts `uvicorn --factory gateway.cli:serving_app`, gets a JWT with
 client_credentials, then runs wrk twice: `{ __typename }` (the ceiling: auth + GraphQL, no
 database) and `earn` with a unique idempotency key and order per request. It checks the ledger
 afterwards (one earn transaction per successful request) and writes bench/out/graphql_earn.json.
