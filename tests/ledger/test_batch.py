@@ -476,7 +476,9 @@ async def test_a_key_space_is_shared_by_its_actors_in_the_batch_and_alone(
         batcher.earn(**request("till-1", k1, 10, "d1", "S-1")),
         batcher.earn(**request("till-2", k1, 99, "d1", "S-1")),
     )
-    assert first.transaction_id == second.transaction_id and first.points == second.points == 10
+    # Either may be written first (the batch or the single path); the other gets its result.
+    assert first.transaction_id == second.transaction_id and first.points == second.points
+    assert first.points in (10, 99)
     assert [first.replayed, second.replayed].count(True) == 1
     # Through the batch, then retried on the single path by the other client, after the
     # derived points and hold days changed: the original result.
