@@ -1,4 +1,9 @@
-"""Fixtures: a real PostgreSQL (server or embedded), one migrated database per session."""
+"""Fixtures: a real PostgreSQL (server or embedded), databases copied from a migrated template.
+
+The ledger and core tests share the session's database inside rolled-back transactions
+(`conn`); whatever commits and reads more than its own rows (gateway modules, settlement,
+concurrency) gets a database of its own (`fresh_database`, tests/gateway/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db import create_engine
-from tests.db import create_test_database, drop_database
+from tests.db import create_test_database, drop_database, drop_template
 
 hyp_settings.register_profile("ci", deadline=None, print_blob=True)
 hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -28,6 +33,30 @@ def cheap_password_hashing() -> Iterator[None]:
     passwords.hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     yield
     passwords.hasher = real
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Print the order's seed even under -q, so that a failure can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"test order: replay with -p randomly --randomly-seed={seed}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_template() -> Iterator[None]:
+    """The session's migrated template (tests.db makes it on first use), dropped at the end."""
+    yield
+    drop_template()
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """The URI of a new, migrated database of this test's own (dropped after it)."""
+    admin, uri = create_test_database("coalition_fresh")
+    try:
+        yield uri
+    finally:
+        drop_database(admin, uri)
 
 
 @pytest.fixture(scope="session")

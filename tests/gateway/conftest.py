@@ -1,21 +1,49 @@
-"""Gateway fixtures: the real ASGI app (lifespan run) over the session's test database."""
+"""Gateway fixtures: the real ASGI app (lifespan run) over a database of the test module's own.
+
+Gateway tests commit through the API, and some read across the whole database (settlement
+periods sum every partner's ledger rows in a window, liability and the access matrix list all
+partners, schemathesis runs anything an operator may): each module gets its own database,
+copied from the session's migrated template (about 50 ms), and its own app, so no module sees
+another's rows whatever the order. A test that needs more isolation than its module takes
+`fresh_database` (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+from core.db import create_engine
 from core.settings import Settings
 from gateway.app import create_app
+from tests.db import create_test_database, drop_database
 
 BASE_URL = "http://testserver"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def db_uri() -> Iterator[str]:
+    """This module's own database (overrides the session's)."""
+    admin, uri = create_test_database("coalition_gw")
+    try:
+        yield uri
+    finally:
+        drop_database(admin, uri)
+
+
+@pytest.fixture(scope="module")
+async def engine(db_uri: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_uri, pool_size=20, max_overflow=60)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="module")
 def settings(db_uri: str) -> Settings:
     # The whole suite talks from one IP: per-IP limits are raised (tests of the limits build
     # apps of their own with tiny ones).
@@ -28,7 +56,7 @@ def settings(db_uri: str) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def app(settings: Settings, db_uri: str) -> AsyncIterator[Starlette]:
     application = create_app(settings, database_url=db_uri)
     async with LifespanManager(application) as manager:

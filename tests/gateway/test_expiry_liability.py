@@ -59,7 +59,7 @@ async def test_balances_and_liability_agree_after_an_expiry_run_in_the_past(clie
 
     # The job runs as of 20 days ago: a's and c's old lots are swept, b's expired since.
     report = await ledger.expire_points(engine, at=utcnow() - timedelta(days=20))
-    assert report.points >= 170
+    assert report.points == 170  # the module has a database of its own: only these lots
     totals, liability = await _figures(client, op, partner.id, tokens)
     assert (totals, liability) == (80, 80)
 

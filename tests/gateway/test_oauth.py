@@ -64,7 +64,7 @@ def cheap_password_hashing():
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def sapp(app):
     """The Starlette app itself (its state holds the engine and the OAuth caches)."""
     return await starlette_app_of(app)
