@@ -32,6 +32,8 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools fro
 lock: ## Re-pin requirements-dev.lock from pyproject.toml (the project and its dev tools)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(PIP) install '$(UV)'
+	@# After a merge conflict in the lock: keep our side's pins; uv adds what the other side needs.
+	@test ! -f $(LOCK) || sed -i '/^<<<<<<< /d; /^=======$$/,/^>>>>>>> /d' $(LOCK)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 	  --generate-hashes --custom-compile-command 'make lock' --quiet -o $(LOCK) $(ARGS)
 
