@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from core.db import create_driver_pool, create_engine, resolve_database_url
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         ),
         graphql_ide=settings.graphql_introspection,
     )
-    routes: list[Route | WebSocketRoute | Mount] = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/graphql", graphql, methods=["GET", "POST"]),

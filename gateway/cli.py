@@ -168,10 +168,10 @@ def demo(
         finally:
             await engine.dispose()
         typer.echo(f"demo coalition loaded: {report.earns} earns, {report.redemptions} redemptions")
-        settled = report.periods
-        typer.echo(
-            f"settlement: {settled.created} monthly periods, {len(settled.closed)} closed and sealed"
-        )
+        if (settled := report.periods) is not None:
+            typer.echo(
+                f"settlement: {settled.created} monthly periods, {len(settled.closed)} closed and sealed"
+            )
         typer.echo(f"operator client: {json.dumps(report.operator)}")
         for name, p in report.partners.items():
             typer.echo(f"partner {name}: {json.dumps(p)}")

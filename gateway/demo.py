@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +23,9 @@ from members.cards import luhn_check_digit
 from members.passwords import hash_password
 from partners import clients
 from partners import service as partners
+
+if TYPE_CHECKING:
+    from settlement.service import SettleReport
 
 DEMO_PASSWORD = "demo-password"
 OPERATOR_ID, OPERATOR_SECRET = "demo-operator", "demo-operator-secret-change-me"
@@ -49,7 +53,7 @@ class DemoReport:
     operator: dict[str, str] = field(default_factory=dict)
     earns: int = 0
     redemptions: int = 0
-    periods: object = None
+    periods: SettleReport | None = None  # set once the history is settled
 
 
 async def is_empty(engine: AsyncEngine) -> bool:
@@ -70,7 +74,7 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
         )
         report.operator = {"client_id": op.client_id, "client_secret": op.client_secret}
         configs = []
-        for name, category, base, rates, hold, share, cap, issue, redeem in PARTNERS:
+        for name, category, base, rates, hold_days, share, cap, issue, redeem in PARTNERS:
             p = await partners.create(
                 conn, name=name, category=category, currency=settings.settlement_currency
             )
@@ -88,7 +92,7 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
                 partner_id=p.id,
                 base_rate=base,
                 category_rates=rates,
-                hold_days=hold,
+                hold_days=hold_days,
                 max_redeem_share=share,
                 max_points_per_transaction=cap,
                 actor=OPERATOR_ID,

@@ -161,7 +161,7 @@ class RateLimits:
 
 def rate_limits(conn: HTTPConnection) -> RateLimits:
     """The app's `RateLimits`."""
-    return conn.app.state.rate_limits  # type: ignore[no-any-return]
+    return conn.app.state.rate_limits
 
 
 def limited(

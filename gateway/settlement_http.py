@@ -94,7 +94,7 @@ def _report_json(
     """A report's counts and one page of its lines, with the URL of the next page."""
     nxt = None
     if next_after is not None:
-        query = {"after": next_after, "limit": limit or reconciliation.PAGE_DEFAULT}
+        query: dict[str, Any] = {"after": next_after, "limit": limit or reconciliation.PAGE_DEFAULT}
         if statuses:
             query["status"] = ",".join(statuses)
         nxt = f"/settlement/periods/{report.period_id}/reconciliations/{report.id}?" + urlencode(

@@ -33,11 +33,12 @@ import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import driver_unit_of_work
 from core.ids import uuid7
@@ -275,7 +276,8 @@ class EarnBatcher:
     async def _alone(self, request: _Earn) -> None:
         try:
             async with driver_unit_of_work(self.pool) as conn:
-                result = await service.earn(conn, request.checked())
+                # DriverConnection speaks the `execute(text, params)` the service uses.
+                result = await service.earn(cast(AsyncConnection, conn), request.checked())
         except BaseException as exc:  # the caller gets exactly what the single path raised
             if not request.future.done():
                 request.future.set_exception(exc)

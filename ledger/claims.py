@@ -118,7 +118,7 @@ def _replayed(row: Any, op: str, key: str, digest: str) -> dict[str, Any]:
         raise IdempotencyConflict(
             f"idempotency key {key!r} was already used for a different {op} request"
         )
-    return row.result  # type: ignore[no-any-return]
+    return row.result
 
 
 async def stored_result(

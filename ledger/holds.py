@@ -177,7 +177,7 @@ async def _hold_member(
     # Another partner's hold is indistinguishable from a missing one.
     if row is None or row.partner_id != partner_id:
         raise HoldNotFound(f"hold {hold_id} not found")
-    return row.member_id  # type: ignore[no-any-return]
+    return row.member_id
 
 
 _CAPTURE = text(

@@ -44,7 +44,7 @@ class _Result:
         return tuple(f.name for f in fields(cls) if f.name != "replayed")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], *, replayed: bool):  # type: ignore[no-untyped-def]
+    def from_json(cls, data: dict[str, Any], *, replayed: bool):
         kwargs = dict(data)
         for name, f in cls.__dataclass_fields__.items():
             if name in kwargs and kwargs[name] is not None:

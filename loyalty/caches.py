@@ -41,7 +41,7 @@ class TTLCache:
         now = time.monotonic()
         hit = self._data.get(key)
         if hit is not None and hit[0] > now:
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]
         value = await load()
         self._data[key] = (now + self.ttl, value)
         self._data.move_to_end(key)
@@ -85,7 +85,7 @@ class MemberCards:
         """The member holding `card_number`; MemberNotFound when nobody does."""
         hit = self.cache.peek(card_number)
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         loader = self._loader
         if loader is None or loader.loop is not asyncio.get_running_loop() or self.pool is not pool:
             self.pool = pool

@@ -6,10 +6,12 @@ from sqlalchemy import create_engine, pool
 from migrations.runner import target_metadata
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
 
 
 def run_migrations_online() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set: migrate through migrations.runner")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # One migrator at a time: concurrent `migrate` calls (app + CLI) queue up here.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
@@ -209,7 +210,7 @@ async def set_earn_rule(
     *,
     partner_id: uuid.UUID,
     base_rate: Decimal | str,
-    category_rates: dict[str, Decimal | str] | None = None,
+    category_rates: Mapping[str, Decimal | str] | None = None,
     hold_days: int = 0,
     max_redeem_share: Decimal | str = Decimal(1),
     max_points_per_transaction: int | None = None,

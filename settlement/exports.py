@@ -138,7 +138,7 @@ async def statement_csv(
 
 
 def _statement_rows_csv(
-    period: settlement.Period, st: settlement.Statement | None, events: list[Any]
+    period: settlement.Period, st: settlement.Statement | None, events: Sequence[Any]
 ) -> str:
     cur = period.currency
     rows: list[list[Any]] = []
@@ -363,7 +363,7 @@ def render_statement_pdf(
     statement: settlement.Statement | None,
     partner: Any,
     operator: str,
-    groups: list[Any],
+    groups: Sequence[Any],
     adjustments: list[Any],
     adjusted: dict[uuid.UUID, Any],
 ) -> bytes:
@@ -473,9 +473,9 @@ def render_statement_pdf(
         exact = g.exact or Decimal(0)
         signed = exact if g.kind in ("earn", "capture") else -exact
         label = _LABELS[(g.kind, bool(g.adjustment))]
-        section = "issuance" if g.kind in ("earn", "reversal") else "reimbursement"
+        part = "issuance" if g.kind in ("earn", "reversal") else "reimbursement"
         events = f"{g.n} event{'s' if g.n != 1 else ''}"
-        lines[section].append(
+        lines[part].append(
             _Line(
                 f"{label} <font size='7.5' color='#666666'>({events})</font>",
                 int(g.points) if g.kind in ("earn", "capture") else -int(g.points),
@@ -490,7 +490,7 @@ def render_statement_pdf(
 
     header = ["Description", "Points", f"Unit price ({cur})", f"Amount ({cur})"]
     rows: list[list[Any]] = [[Paragraph(h, strong) for h in header]]
-    style = [
+    style: list[tuple[Any, ...]] = [
         ("FONTNAME", (0, 0), (-1, -1), regular),
         ("FONTSIZE", (0, 0), (-1, -1), 9),
         ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
@@ -640,7 +640,7 @@ def render_statement_pdf(
         story += [Paragraph("Points", h2), t]
 
     if adjustments:
-        arows = [
+        arows: list[list[Any]] = [
             [
                 Paragraph(h, strong)
                 for h in (

@@ -39,6 +39,7 @@ import io
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -261,7 +262,7 @@ async def _claim_slot(
 
 
 def _compare(
-    lines: list[FileLine], ledger_rows: list[Any], cur: str
+    lines: list[FileLine], ledger_rows: Sequence[Any], cur: str
 ) -> tuple[list[ReconciliationLine], dict[str, int]]:
     """Match the file's lines with the ledger's (order, kind) sums; pure CPU (run off the loop)."""
     file_side: dict[tuple[str | None, str], list[FileLine]] = {}
@@ -426,6 +427,24 @@ _REPORT_COLUMNS = (
 )
 
 
+def _report(r: Any, lines: list[ReconciliationLine]) -> ReconciliationReport:
+    """A report from a row that starts with `_REPORT_COLUMNS`."""
+    return ReconciliationReport(
+        id=r.id,
+        period_id=r.period_id,
+        partner_id=r.partner_id,
+        filename=r.filename,
+        file_sha256=r.file_sha256,
+        file_lines=r.file_lines,
+        matched=r.matched,
+        mismatched=r.mismatched,
+        missing_in_ledger=r.missing_in_ledger,
+        missing_in_file=r.missing_in_file,
+        created_at=r.created_at,
+        lines=lines,
+    )
+
+
 _LINE_COLUMNS = (
     "l.status, l.order_ref, l.kind, l.file_points, l.file_amount, l.ledger_points, "
     "l.ledger_amount, l.file_line_numbers, l.transaction_ids, l.seq"
@@ -469,7 +488,7 @@ async def get_report(
     if row is None:
         raise ReconciliationNotFound(f"reconciliation {reconciliation_id} not found")
     if not with_lines:
-        return ReconciliationReport(*row[:11], [])
+        return _report(row, [])
     cur = row.currency
     lines = [
         _line(r, cur)
@@ -481,7 +500,7 @@ async def get_report(
             {"id": reconciliation_id},
         )
     ]
-    return ReconciliationReport(*row[:11], lines)
+    return _report(row, lines)
 
 
 def page_args(
@@ -549,4 +568,4 @@ async def list_reports(
         ),
         {"period": period_id, "partner": partner_id, "n": max(1, min(first, 200))},
     )
-    return [ReconciliationReport(*r, []) for r in rows]
+    return [_report(r, []) for r in rows]

@@ -120,7 +120,7 @@ async def run_period(
 
 
 async def _lock_state(conn: AsyncConnection) -> datetime | None:
-    return (  # type: ignore[no-any-return]
+    return (
         await conn.execute(
             text("SELECT late_watermark FROM settlement_state WHERE id = 1 FOR UPDATE")
         )
@@ -182,7 +182,7 @@ async def _safe_watermark(conn: AsyncConnection) -> datetime:
     """An instant before which every ledger transaction has finished: the start of the oldest
     transaction running in this database, and never later than now - LATE_MARGIN."""
     margin = f"{int(LATE_MARGIN.total_seconds())} seconds"
-    return (await conn.execute(_LATE_WATERMARK, {"margin": margin})).scalar_one()  # type: ignore[no-any-return]
+    return (await conn.execute(_LATE_WATERMARK, {"margin": margin})).scalar_one()
 
 
 async def collect_late_events(conn: AsyncConnection) -> int:

@@ -154,4 +154,4 @@ def error_types(codes: Iterable[str]) -> tuple[type[Error], ...]:
 def result_union(name: str, success: type, codes: Iterable[str]) -> Any:
     """`FooBarResult`: the union of `FooBarSuccess` and the error types of `codes`, the error
     codes the mutation can return (Relay convention)."""
-    return Annotated[Union[success, *error_types(codes)], strawberry.union(name)]  # type: ignore[valid-type]
+    return Annotated[Union[success, *error_types(codes)], strawberry.union(name)]

@@ -93,7 +93,7 @@ class InputCheck(FieldExtension):
         return kwargs
 
 
-class RefusedInputHandler(ExceptionHandler[RefusedInput, E.ValidationError]):
+class RefusedInputHandler(ExceptionHandler[RefusedInput, E.Error]):
     """A refused argument of a mutation becomes its typed `ValidationError` result."""
 
     def handle(self, exception: RefusedInput, *, field: Any, info: Any) -> E.Error:

@@ -14,6 +14,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import ASTValidationRule
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -85,7 +86,9 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
     cache (keyed by the rules) hits across requests."""
     from graphql.validation import NoSchemaIntrospectionCustomRule
 
-    rules = [  # cost, depth and aliases in one walk (see gateway.graphql.cost)
+    rules: list[
+        type[ASTValidationRule]
+    ] = [  # cost, depth and aliases in one walk (gateway.graphql.cost)
         query_limits_rule(max_cost=max_cost, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES),
     ]
     if not introspection:

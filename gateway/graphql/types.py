@@ -49,9 +49,9 @@ def plain_input(cls: type[InputT]) -> type[InputT]:
     from strawberry.types.base import StrawberryOptional
 
     definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
-    spec: list[tuple[str, str, type | None]] = []
+    spec: list[tuple[str, str, Any]] = []  # (GraphQL name, Python name, nested input type)
 
-    def fields() -> list[tuple[str, str, type | None]]:
+    def fields() -> list[tuple[str, str, Any]]:
         if not spec:  # annotations resolve once the module is complete: build on first use
             names = NameConverter()
             for f in definition.fields:
@@ -72,7 +72,7 @@ def plain_input(cls: type[InputT]) -> type[InputT]:
             if graphql_name in value:
                 v = value[graphql_name]
                 if nested is not None and v is not None:
-                    v = nested.__strawberry_definition__.from_input(nested, v, context)  # type: ignore[attr-defined]
+                    v = nested.__strawberry_definition__.from_input(nested, v, context)
                 kwargs[python_name] = v
         return type_(**kwargs)
 

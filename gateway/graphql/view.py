@@ -135,7 +135,7 @@ def _graphiql_html() -> str:
     return GRAPHIQL_PAGE.read_text(encoding="utf-8")
 
 
-class _GraphQL(GraphQL):
+class _GraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = _TransportWSHandler
 
     def __init__(self, schema: Any, *, graphiql: bool) -> None:

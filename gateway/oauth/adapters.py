@@ -59,7 +59,7 @@ class StarlettePayload(OAuth2Payload):
         return self._data
 
     @property
-    def datalist(self) -> dict[str, list[str]]:  # type: ignore[override]
+    def datalist(self) -> dict[str, list[str]]:
         return self._datalist
 
 
@@ -90,11 +90,11 @@ class StarletteOAuth2Request(OAuth2Request):
         self.payload = StarlettePayload(args if payload_from == "args" else form)
 
     @property
-    def args(self) -> ImmutableMultiDict:  # type: ignore[override]
+    def args(self) -> ImmutableMultiDict:
         return self._args
 
     @property
-    def form(self) -> ImmutableMultiDict:  # type: ignore[override]
+    def form(self) -> ImmutableMultiDict:
         return self._form
 
 

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import text
@@ -94,7 +95,7 @@ async def retire_superseded_keys(
     return [r[0] for r in rows]
 
 
-async def _active_keys(conn: AsyncConnection) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+async def _active_keys(conn: AsyncConnection) -> list[tuple[str, dict[str, Any]]]:
     rows = await conn.execute(
         text(
             "SELECT kid, private_jwk FROM oauth_signing_keys WHERE retired_at IS NULL "
@@ -107,7 +108,7 @@ async def _active_keys(conn: AsyncConnection) -> list[tuple[str, dict]]:  # type
 @dataclass
 class _Keys:
     by_kid: dict[str, RSAKey] = field(default_factory=dict)
-    public: list[dict] = field(default_factory=list)  # type: ignore[type-arg]
+    public: list[dict[str, Any]] = field(default_factory=list)
     signing: RSAKey | None = None
 
 
@@ -171,7 +172,7 @@ class KeyRing:
             key = self._keys.by_kid.get(kid)
         return key
 
-    async def jwks(self, engine: AsyncEngine) -> dict:  # type: ignore[type-arg]
+    async def jwks(self, engine: AsyncEngine) -> dict[str, Any]:
         """The JWK Set to publish: public halves of every non-retired key."""
         await self._refresh(engine, max_age=CACHE_SECONDS, ensure_signing=True)
         return {"keys": list(self._keys.public)}

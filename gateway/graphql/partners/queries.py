@@ -25,7 +25,7 @@ class PartnersQuery:
         principal = authenticated(ctx)
         if not 0 < first <= 500:
             raise GraphQLError("first must be between 1 and 500", extensions={"code": "VALIDATION"})
-        if principal.kind == "partner":
+        if principal.kind == "partner" and principal.partner_id is not None:
             record = await ctx.partner_loader.load(principal.partner_id)
             return [T.Partner.of(record)] if record else []
         async with ctx.read() as conn:
