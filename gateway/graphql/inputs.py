@@ -93,11 +93,13 @@ class InputCheck(FieldExtension):
         return kwargs
 
 
-class RefusedInputHandler(ExceptionHandler[RefusedInput, E.Error]):
+class RefusedInputHandler(ExceptionHandler[RefusedInput, E.ValidationError]):
     """A refused argument of a mutation becomes its typed `ValidationError` result."""
 
-    def handle(self, exception: RefusedInput, *, field: Any, info: Any) -> E.Error:
-        return E.to_graphql(exception)
+    def handle(self, exception: RefusedInput, *, field: Any, info: Any) -> E.ValidationError:
+        error = E.to_graphql(exception)  # a RefusedInput's code is VALIDATION
+        assert isinstance(error, E.ValidationError)
+        return error
 
 
 def add_input_checks(fields: list[StrawberryField]) -> list[StrawberryField]:
