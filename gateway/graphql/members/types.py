@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -22,6 +24,22 @@ class Me:
     email: str | None = strawberry.field(description="Login e-mail.")
     name: str | None = strawberry.field(description="Display name.")
     member_id: strawberry.Private[uuid.UUID]
+    # One balance read per horizon and request: `balance` and `expiringPoints` share it.
+    _balances: strawberry.Private[dict[int, asyncio.Future[ledger.Balance]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    async def _balance(self, info: strawberry.Info, days: int) -> ledger.Balance:
+        pending = self._balances.get(days)
+        if pending is None:
+            pending = self._balances[days] = asyncio.ensure_future(self._read(info, days))
+        return await pending
+
+    async def _read(self, info: strawberry.Info, days: int) -> ledger.Balance:
+        async with info.context.read() as conn:
+            return await ledger.balance(
+                conn, member_id=self.member_id, expiring_within=timedelta(days=days)
+            )
 
     @strawberry.field(
         description="Status tier in the coalition (tiers are configured by the operator)."
@@ -31,8 +49,7 @@ class Me:
 
     @strawberry.field(description="Points available, pending and on hold.")
     async def balance(self, info: strawberry.Info) -> T.Balance:
-        async with info.context.read() as conn:
-            b = await ledger.balance(conn, member_id=self.member_id)
+        b = await self._balance(info, 30)
         return T.Balance(
             available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.total, debt=b.debt
         )
@@ -41,11 +58,7 @@ class Me:
     async def expiring_points(self, info: strawberry.Info, days: int = 30) -> int:
         if not 0 < days <= 3660:
             raise GraphQLError("days must be between 1 and 3660", extensions={"code": "VALIDATION"})
-        async with info.context.read() as conn:
-            b = await ledger.balance(
-                conn, member_id=self.member_id, expiring_within=timedelta(days=days)
-            )
-        return b.expiring
+        return (await self._balance(info, days)).expiring
 
     @strawberry.field(
         description="Movements on the member's points, newest first (Relay connection)."
