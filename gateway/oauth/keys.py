@@ -41,12 +41,19 @@ def generate_key() -> RSAKey:
 
 
 async def create_signing_key(conn: AsyncConnection, *, now: datetime | None = None) -> str:
-    """Store a new key; being the newest, it signs from now on. Returns its kid."""
+    """Store a new key; being the newest, it signs from now on. Returns its kid.
+
+    Its `created_at` is after every other key's even when this process's clock is behind the one
+    that made the last key (or a test moved the clock): the newest key must be the one stored
+    last, or a rotation would not take effect."""
     key = await run_in_threadpool(generate_key)
     await conn.execute(
         text(
             "INSERT INTO oauth_signing_keys (kid, alg, private_jwk, public_jwk, created_at) "
-            "VALUES (:kid, :alg, CAST(:priv AS jsonb), CAST(:pub AS jsonb), :now)"
+            "SELECT :kid, :alg, CAST(:priv AS jsonb), CAST(:pub AS jsonb), "
+            "       GREATEST(CAST(:now AS timestamptz), "
+            "                (SELECT max(created_at) + interval '1 microsecond' "
+            "                 FROM oauth_signing_keys))"
         ),
         {
             "kid": key.kid,

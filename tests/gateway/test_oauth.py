@@ -25,6 +25,7 @@ from starlette.requests import Request
 
 from core import clock
 from core.errors import ValidationError
+from gateway.oauth import keys as keys_mod
 from gateway.oauth import login, revocation
 from gateway.oauth.adapters import transport_allowed
 from gateway.oauth.auth import AuthError, Principal, authenticate
@@ -542,6 +543,18 @@ async def test_signing_key_rotation(sapp, client, engine_):
         await principal(sapp, old)
     assert e.value.code == "INVALID_TOKEN"
     assert (await principal(sapp, new)) is not None
+
+
+async def test_a_rotation_signs_even_after_a_key_made_by_a_clock_ahead(sapp, client, engine_):
+    """Another process (or a moved clock) stored the last key with a later timestamp than this
+    process's now: a rotation here must still make the new key the signer."""
+    _, creds = await make_partner_client(engine_)
+    keys = oauth_state(sapp).keys
+    async with engine_.begin() as conn:
+        await keys_mod.create_signing_key(conn, now=clock.utcnow() + timedelta(hours=1))
+    new_kid = await keys.rotate(engine_)
+    token = (await client_credentials_token(client, creds))["access_token"]
+    assert jwt_parts(token)[0]["kid"] == new_kid
 
 
 async def test_expired_token_is_refused(sapp, client, engine_, pin_clock_at):
