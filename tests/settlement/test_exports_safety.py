@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
-from settlement import exports
+from settlement import csvfile, exports
 from settlement import service as settlement
 from tests.settlement.helpers import coalition, earn, redeem
 
@@ -61,7 +61,7 @@ async def _evil_coalition(sengine):
     ],
 )
 def test_csv_cell_neutralises_text_only(cell, written) -> None:
-    assert exports.csv_cell(cell) == written
+    assert csvfile.csv_cell(cell) == written
 
 
 async def test_statement_csv_neutralises_formulas_and_keeps_numbers(sengine) -> None:
