@@ -12,7 +12,6 @@ from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import utcnow
@@ -59,7 +58,7 @@ class DemoReport:
 async def is_empty(engine: AsyncEngine) -> bool:
     """True when no partner exists yet."""
     async with engine.connect() as conn:
-        return (await conn.execute(text("SELECT NOT EXISTS (SELECT 1 FROM partners)"))).scalar_one()
+        return not await partners.list_partners(conn, limit=1)
 
 
 async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> DemoReport:

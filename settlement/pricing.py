@@ -48,20 +48,21 @@ CANDIDATES_FROZEN = """
 # and each "epoch" of recording (from one agreement's recorded_at to the next), the agreement
 # that wins over each range of effective time. An event then joins the one interval holding its
 # (recorded_at, effective_at): a hash join on the partner, instead of a lookup per event.
+# The agreements are read through the view the partners publish (migration 0009).
 PRICE_CTE = """
     price_epochs AS (
         SELECT partner_id, recorded_at AS rec_from,
                coalesce(lead(recorded_at) OVER (PARTITION BY partner_id ORDER BY recorded_at),
                         CAST('infinity' AS timestamptz)) AS rec_to
-        FROM (SELECT DISTINCT partner_id, recorded_at FROM agreements
+        FROM (SELECT DISTINCT partner_id, recorded_at FROM partner_agreements
               WHERE currency = :currency) d
     ), price_winners AS (
         SELECT DISTINCT ON (e.partner_id, e.rec_from, a.effective_from)
                e.partner_id, e.rec_from, e.rec_to, a.effective_from, a.issue_price,
                a.redemption_price
         FROM price_epochs e
-        JOIN agreements a ON a.partner_id = e.partner_id AND a.recorded_at <= e.rec_from
-                         AND a.currency = :currency
+        JOIN partner_agreements a ON a.partner_id = e.partner_id
+                                 AND a.recorded_at <= e.rec_from AND a.currency = :currency
         ORDER BY e.partner_id, e.rec_from, a.effective_from, a.recorded_at DESC, a.id DESC
     ), price_intervals AS (
         SELECT partner_id, rec_from, rec_to, effective_from AS eff_from,

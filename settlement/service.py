@@ -20,9 +20,10 @@ closed range that is none of these is late.
 
 Reading the ledger. Settlement reads the ledger through the views it publishes (`ledger_events`,
 `ledger_lots`, `ledger_lot_postings`, `ledger_lot_holds`: migration 0008) and the partners'
-agreements, in set-based SQL: a period of a million transactions is priced and aggregated by
-PostgreSQL in a few statements, which no per-row service call could do. It never writes them;
-points move only through `ledger.service` (the expiry run before a close).
+agreements through theirs (`partner_agreements`: migration 0009), in set-based SQL: a period of
+a million transactions is priced and aggregated by PostgreSQL in a few statements, which no
+per-row service call could do. It never writes them; points move only through `ledger.service`
+(the expiry run before a close).
 
 Locks, always in this order so that no two settlement jobs deadlock: the `settlement_state` row
 (serialises runs, closes and the search for late events), then the period row.

@@ -1,7 +1,9 @@
 """Boundaries between the packages that import-linter cannot see: SQL text and settings.
 
 - A package other than `ledger` reads the ledger through `ledger.reads` (functions) or the views
-  of migration 0008 (`ledger_events`, ...), never by naming a ledger table in SQL.
+  of migration 0008 (`ledger_events`, ...), never by naming a ledger table in SQL or importing
+  its models; likewise a package other than `partners` reads the partners through
+  `partners.service` or the views of migration 0009 (`partner_agreements`).
 - Settings are passed, never fetched: only the gateway (the app, the CLI) and `core` (where
   `get_settings` lives) call `get_settings`; every other package takes what it needs as
   arguments.
@@ -13,11 +15,13 @@ import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from sqlalchemy import Table
 
 import ledger.models
+import partners.models
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_PRODUCT = {"tests", "migrations", "bench"}  # migrations create the tables; bench seeds them
@@ -37,10 +41,25 @@ def _sources(packages: list[str]) -> Iterator[tuple[Path, ast.Module]]:
             yield path, ast.parse(path.read_text(), filename=str(path))
 
 
-def ledger_tables() -> set[str]:
-    """The tables `ledger/models.py` declares (ORM classes or Core tables)."""
-    tables = (getattr(value, "__table__", value) for value in vars(ledger.models).values())
+def tables_of(models: ModuleType) -> set[str]:
+    """The tables a `models.py` declares (ORM classes or Core tables)."""
+    tables = (getattr(value, "__table__", value) for value in vars(models).values())
     return {t.name for t in tables if isinstance(t, Table)}
+
+
+def ledger_tables() -> set[str]:
+    return tables_of(ledger.models)
+
+
+# The packages whose tables no other package names in SQL or imports the models of, and what
+# the others read instead.
+OWNED = {
+    "ledger": (ledger.models, "read the ledger through ledger.reads or its views (migration 0008)"),
+    "partners": (
+        partners.models,
+        "read the partners through partners.service or their views (migration 0009)",
+    ),
+}
 
 
 def _docstrings(tree: ast.Module) -> set[int]:
@@ -66,14 +85,15 @@ def naming_sql(text: str, tables: set[str]) -> set[str]:
     names = "|".join(sorted(map(re.escape, tables)))
     pattern = re.compile(
         rf"\b(?:from|join|into|update|table|truncate)\s+(?:only\s+)?(?:public\.)?\"?({names})\b"
-        r"(?![\w.])",
+        r"(?![\w.'])",  # a possessive (partners') is prose
         re.IGNORECASE,
     )
     return {m.group(1).lower() for m in pattern.finditer(text)}
 
 
-def test_the_ledger_tables_are_known() -> None:
+def test_the_owned_tables_are_known() -> None:
     assert {"transactions", "lots", "lot_postings", "holds", "accounts"} <= ledger_tables()
+    assert {"partners", "agreements", "earn_rules"} <= tables_of(partners.models)
 
 
 @pytest.mark.parametrize(
@@ -91,34 +111,48 @@ def test_naming_sql_finds_ledger_tables(sql: str, found: set[str]) -> None:
     assert naming_sql(sql, ledger_tables()) == found
 
 
-def test_no_package_but_the_ledger_names_a_ledger_table_in_sql() -> None:
-    tables = ledger_tables()
+@pytest.mark.parametrize(
+    ("sql", "found"),
+    [
+        ("SELECT 1 FROM agreements WHERE currency = :c", {"agreements"}),
+        ("SELECT NOT EXISTS (SELECT 1 FROM partners)", {"partners"}),
+        ("SELECT * FROM partner_agreements a JOIN x ON true", set()),
+        ("points issued from partners' agreements", set()),
+    ],
+)
+def test_naming_sql_finds_partner_tables(sql: str, found: set[str]) -> None:
+    assert naming_sql(sql, tables_of(partners.models)) == found
+
+
+@pytest.mark.parametrize("owner", sorted(OWNED))
+def test_no_package_names_another_packages_table_in_sql(owner: str) -> None:
+    models, hint = OWNED[owner]
+    tables = tables_of(models)
     offenders = [
         f"{path.relative_to(ROOT)}:{line}: {', '.join(sorted(named))}"
-        for path, tree in _sources([p for p in _packages() if p != "ledger"])
+        for path, tree in _sources([p for p in _packages() if p != owner])
         for line, text in sql_strings(tree)
         if (named := naming_sql(text, tables))
     ]
-    assert offenders == [], "read the ledger through ledger.reads or its views (migration 0008)"
+    assert offenders == [], hint
 
 
-def test_no_package_but_the_ledger_imports_its_models() -> None:
+@pytest.mark.parametrize("owner", sorted(OWNED))
+def test_no_package_imports_another_packages_models(owner: str) -> None:
+    models = f"{owner}.models"
     offenders = [
         f"{path.relative_to(ROOT)}:{node.lineno}"
-        for path, tree in _sources([p for p in _packages() if p != "ledger"])
+        for path, tree in _sources([p for p in _packages() if p != owner])
         for node in ast.walk(tree)
-        if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ledger.models"))
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith(models))
         or (
             isinstance(node, ast.ImportFrom)
-            and node.module == "ledger"
+            and node.module == owner
             and any(a.name == "models" for a in node.names)
         )
-        or (
-            isinstance(node, ast.Import)
-            and any(a.name.startswith("ledger.models") for a in node.names)
-        )
+        or (isinstance(node, ast.Import) and any(a.name.startswith(models) for a in node.names))
     ]
-    assert offenders == []
+    assert offenders == [], OWNED[owner][1]
 
 
 def test_only_the_gateway_and_core_fetch_the_settings() -> None:
