@@ -250,9 +250,7 @@ async def capture(
     )
     if isinstance(claim, dict):
         return CaptureResult.from_json(claim, replayed=True)
-    hold = (await conn.execute(_LOCK_HOLD, {"hold": hold_id})).one()
-    if hold.status != HoldStatus.ACTIVE or hold.expires_at <= at:
-        raise HoldNotActive(f"hold {hold_id} is {_hold_state(hold, at)}")
+    hold = await _lock_live_hold(conn, hold_id, at)
     if points > hold.points:
         raise LedgerValidation(f"cannot capture {points} points: the hold is for {hold.points}")
     tx_id = uuid7()
@@ -283,6 +281,15 @@ def _hold_state(hold: Any, at: datetime) -> str:
     if hold.status == HoldStatus.ACTIVE and hold.expires_at <= at:
         return HoldStatus.EXPIRED
     return str(hold.status)
+
+
+async def _lock_live_hold(conn: AsyncConnection, hold_id: uuid.UUID, at: datetime) -> Any:
+    """The hold, locked (after the claim's wallet lock: the lock order of ledger.service);
+    refused unless it is active and unexpired at `at`."""
+    hold = (await conn.execute(_LOCK_HOLD, {"hold": hold_id})).one()
+    if hold.status != HoldStatus.ACTIVE or hold.expires_at <= at:
+        raise HoldNotActive(f"hold {hold_id} is {_hold_state(hold, at)}")
+    return hold
 
 
 _VOID = text(
@@ -325,9 +332,7 @@ async def void(
     )
     if isinstance(claim, dict):
         return VoidResult.from_json(claim, replayed=True)
-    hold = (await conn.execute(_LOCK_HOLD, {"hold": hold_id})).one()
-    if hold.status != HoldStatus.ACTIVE or hold.expires_at <= at:
-        raise HoldNotActive(f"hold {hold_id} is {_hold_state(hold, at)}")
+    hold = await _lock_live_hold(conn, hold_id, at)
     result = VoidResult(hold_id=hold_id, released=hold.points)
     await conn.execute(
         _VOID, {"hold": hold_id, "at": at, "result": result.to_json(), "claim": claim.claim_id}

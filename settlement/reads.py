@@ -124,6 +124,15 @@ async def list_periods(
     return [_period(r, partner_view=partner_id is not None) for r in rows]
 
 
+_MATRIX_COLUMNS = "m.period_id, m.issuer_id, m.redeemer_id, m.points, m.value, p.currency"
+
+
+def _matrix_cell(r: Any) -> MatrixCell:
+    return MatrixCell(
+        r.issuer_id, r.redeemer_id, int(r.points), Money(quantize(r.value, r.currency), r.currency)
+    )
+
+
 _STATEMENT_COLUMNS = (
     "s.period_id, s.partner_id, s.issued_points, s.reversed_points, s.redeemed_points, "
     "s.returned_points, s.issuance_charge, s.reimbursement, s.net, s.breakage_points, "
@@ -180,7 +189,7 @@ async def matrix(
     await get_period(conn, period_id=period_id)
     rows = await conn.execute(
         text(
-            "SELECT m.issuer_id, m.redeemer_id, m.points, m.value, p.currency "
+            f"SELECT {_MATRIX_COLUMNS} "
             "FROM settlement_matrix m JOIN settlement_periods p ON p.id = m.period_id "
             "WHERE m.period_id = :p AND (CAST(:partner AS uuid) IS NULL "
             "OR m.issuer_id = :partner OR m.redeemer_id = :partner) "
@@ -188,15 +197,28 @@ async def matrix(
         ),
         {"p": period_id, "partner": partner_id},
     )
-    return [
-        MatrixCell(
-            r.issuer_id,
-            r.redeemer_id,
-            int(r.points),
-            Money(quantize(r.value, r.currency), r.currency),
-        )
-        for r in rows
-    ]
+    return [_matrix_cell(r) for r in rows]
+
+
+_ADJUSTMENT_COLUMNS = (
+    "a.period_id, a.transaction_id, a.partner_id, a.adjusts_period_id, a.kind, a.points, "
+    "a.unit_price, a.amount, a.ref, a.effective_at, a.recorded_at, p.currency"
+)
+
+
+def _adjustment(r: Any) -> Adjustment:
+    return Adjustment(
+        r.transaction_id,
+        r.partner_id,
+        r.adjusts_period_id,
+        r.kind,
+        int(r.points),
+        r.unit_price,
+        Money(r.amount, r.currency),
+        r.ref,
+        r.effective_at,
+        r.recorded_at,
+    )
 
 
 async def adjustments(
@@ -206,8 +228,7 @@ async def adjustments(
     await get_period(conn, period_id=period_id)
     rows = await conn.execute(
         text(
-            "SELECT a.transaction_id, a.partner_id, a.adjusts_period_id, a.kind, a.points, "
-            "a.unit_price, a.amount, a.ref, a.effective_at, a.recorded_at, p.currency "
+            f"SELECT {_ADJUSTMENT_COLUMNS} "
             "FROM settlement_adjustments a JOIN settlement_periods p ON p.id = a.period_id "
             "WHERE a.period_id = :p "
             "AND (CAST(:partner AS uuid) IS NULL OR a.partner_id = :partner) "
@@ -215,21 +236,7 @@ async def adjustments(
         ),
         {"p": period_id, "partner": partner_id},
     )
-    return [
-        Adjustment(
-            r.transaction_id,
-            r.partner_id,
-            r.adjusts_period_id,
-            r.kind,
-            int(r.points),
-            r.unit_price,
-            Money(r.amount, r.currency),
-            r.ref,
-            r.effective_at,
-            r.recorded_at,
-        )
-        for r in rows
-    ]
+    return [_adjustment(r) for r in rows]
 
 
 async def payment_instructions(
@@ -293,7 +300,7 @@ async def matrix_many(
     """`matrix` of several periods, by period id, in one query."""
     rows = await conn.execute(
         text(
-            "SELECT m.period_id, m.issuer_id, m.redeemer_id, m.points, m.value, p.currency "
+            f"SELECT {_MATRIX_COLUMNS} "
             "FROM settlement_matrix m JOIN settlement_periods p ON p.id = m.period_id "
             "WHERE m.period_id = ANY(CAST(:ids AS uuid[])) AND (CAST(:partner AS uuid) IS NULL "
             "OR m.issuer_id = :partner OR m.redeemer_id = :partner) "
@@ -303,14 +310,7 @@ async def matrix_many(
     )
     found: dict[uuid.UUID, list[MatrixCell]] = {pid: [] for pid in period_ids}
     for r in rows:
-        found[r.period_id].append(
-            MatrixCell(
-                r.issuer_id,
-                r.redeemer_id,
-                int(r.points),
-                Money(quantize(r.value, r.currency), r.currency),
-            )
-        )
+        found[r.period_id].append(_matrix_cell(r))
     return found
 
 
@@ -323,8 +323,7 @@ async def adjustments_many(
     """`adjustments` of several periods, by period id, in one query."""
     rows = await conn.execute(
         text(
-            "SELECT a.period_id, a.transaction_id, a.partner_id, a.adjusts_period_id, a.kind, "
-            "a.points, a.unit_price, a.amount, a.ref, a.effective_at, a.recorded_at, p.currency "
+            f"SELECT {_ADJUSTMENT_COLUMNS} "
             "FROM settlement_adjustments a JOIN settlement_periods p ON p.id = a.period_id "
             "WHERE a.period_id = ANY(CAST(:ids AS uuid[])) "
             "AND (CAST(:partner AS uuid) IS NULL OR a.partner_id = :partner) "
@@ -334,20 +333,7 @@ async def adjustments_many(
     )
     found: dict[uuid.UUID, list[Adjustment]] = {pid: [] for pid in period_ids}
     for r in rows:
-        found[r.period_id].append(
-            Adjustment(
-                r.transaction_id,
-                r.partner_id,
-                r.adjusts_period_id,
-                r.kind,
-                int(r.points),
-                r.unit_price,
-                Money(r.amount, r.currency),
-                r.ref,
-                r.effective_at,
-                r.recorded_at,
-            )
-        )
+        found[r.period_id].append(_adjustment(r))
     return found
 
 

@@ -13,6 +13,11 @@ from typing import Any, Generic, TypeVar
 import strawberry
 
 from core.money import Money as DomainMoney
+from ledger.reads import HoldRecord
+from ledger.results import EarnResult
+from loyalty.redeem import Held
+from members.codes import IssuedCode
+from partners.refunds import RefundResult
 from partners.service import AgreementRecord, EarnRuleRecord, PartnerRecord
 
 N = TypeVar("N")
@@ -278,6 +283,16 @@ class EarnTransaction:
     available_at: datetime = strawberry.field(description="When the points become spendable.")
     expires_at: datetime = strawberry.field(description="When the points expire if unspent.")
 
+    @classmethod
+    def of(cls, r: EarnResult) -> EarnTransaction:
+        return cls(
+            id=strawberry.ID(str(r.transaction_id)),
+            points=r.points,
+            status=r.status,
+            available_at=r.available_at,
+            expires_at=r.expires_at,
+        )
+
 
 @strawberry.type(
     description="An authorization: points reserved for a partner until captured, voided or expired."
@@ -291,6 +306,16 @@ class Hold:
         description="The hold lapses by itself at this instant."
     )
     status: str = strawberry.field(description="active, captured, voided or expired.")
+
+    @classmethod
+    def of(cls, hold_id: uuid.UUID | str, h: Held | HoldRecord) -> Hold:
+        """A hold as its authorization answered it (`Held`) or as stored (`HoldRecord`)."""
+        return cls(
+            id=strawberry.ID(str(hold_id)),
+            points=h.points,
+            expires_at=h.expires_at,
+            status=h.status,
+        )
 
 
 @strawberry.type(description="A posted movement of points.")
@@ -311,6 +336,16 @@ class Refund:
     points_returned: int = strawberry.field(
         description="Points paid with that went back to the member."
     )
+
+    @classmethod
+    def of(cls, r: RefundResult) -> Refund:
+        return cls(
+            id=strawberry.ID(str(r.id)),
+            order_ref=r.order_ref,
+            amount=Money.of(r.amount.amount, r.amount.currency),
+            points_reversed=r.points_reversed,
+            points_returned=r.points_returned,
+        )
 
 
 @strawberry.type(description="A member's points at this instant.")
@@ -354,6 +389,15 @@ class RedemptionCode:
     partner_id: strawberry.ID | None = strawberry.field(
         description="The only partner that may use it, if bound."
     )
+
+    @classmethod
+    def of(cls, c: IssuedCode, partner_id: uuid.UUID | None) -> RedemptionCode:
+        return cls(
+            code=c.code,
+            expires_at=c.expires_at,
+            max_points=c.max_points,
+            partner_id=strawberry.ID(str(partner_id)) if partner_id else None,
+        )
 
 
 @strawberry.type(description="A member as a partner may see it after registration.")

@@ -119,16 +119,7 @@ class PointsMutation:
                 order_ref=input.order_ref,
                 idempotency_key=input.idempotency_key,
             )
-            return EarnSuccess(
-                transaction=T.EarnTransaction(
-                    id=strawberry.ID(str(r.transaction_id)),
-                    points=r.points,
-                    status=r.status,
-                    available_at=r.available_at,
-                    expires_at=r.expires_at,
-                ),
-                replayed=r.replayed,
-            )
+            return EarnSuccess(transaction=T.EarnTransaction.of(r), replayed=r.replayed)
 
         return await guarded(info, "points:earn", work, kind="partner")
 
@@ -148,16 +139,7 @@ class PointsMutation:
                 currency=input.amount.currency,
                 idempotency_key=input.idempotency_key,
             )
-            return RefundSuccess(
-                refund=T.Refund(
-                    id=strawberry.ID(str(r.id)),
-                    order_ref=r.order_ref,
-                    amount=T.Money.of(r.amount.amount, r.amount.currency),
-                    points_reversed=r.points_reversed,
-                    points_returned=r.points_returned,
-                ),
-                replayed=r.replayed,
-            )
+            return RefundSuccess(refund=T.Refund.of(r), replayed=r.replayed)
 
         return await guarded(info, "points:earn", work, kind="partner")
 
@@ -181,13 +163,7 @@ class PointsMutation:
                 order_ref=input.order_ref,
                 idempotency_key=input.idempotency_key,
             )
-            hold = T.Hold(
-                id=strawberry.ID(h.hold_id),
-                points=h.points,
-                expires_at=h.expires_at,
-                status=h.status,
-            )
-            return AuthorizeRedemptionSuccess(hold=hold, replayed=h.replayed)
+            return AuthorizeRedemptionSuccess(hold=T.Hold.of(h.hold_id, h), replayed=h.replayed)
 
         return await guarded(info, "points:redeem", work, kind="partner")
 
@@ -232,15 +208,7 @@ class PointsMutation:
                 hold_id=input.hold_id,
                 idempotency_key=input.idempotency_key,
             )
-            return VoidRedemptionSuccess(
-                hold=T.Hold(
-                    id=strawberry.ID(str(r.hold_id)),
-                    points=r.hold.points,
-                    expires_at=r.hold.expires_at,
-                    status=r.hold.status,
-                ),
-                replayed=r.replayed,
-            )
+            return VoidRedemptionSuccess(hold=T.Hold.of(r.hold_id, r.hold), replayed=r.replayed)
 
         return await guarded(info, "points:redeem", work, kind="partner")
 
@@ -260,13 +228,6 @@ class PointsMutation:
                 max_points=input.max_points,
                 partner_id=input.partner_id,
             )
-            return CreateRedemptionCodeSuccess(
-                redemption_code=T.RedemptionCode(
-                    code=c.code,
-                    expires_at=c.expires_at,
-                    max_points=c.max_points,
-                    partner_id=strawberry.ID(str(pid)) if pid else None,
-                )
-            )
+            return CreateRedemptionCodeSuccess(redemption_code=T.RedemptionCode.of(c, pid))
 
         return await guarded(info, "member", work, kind="member")
