@@ -8,12 +8,14 @@ import contextlib
 import functools
 import json
 import logging
+import re
 from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
+from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -173,6 +175,16 @@ class _GraphQL(GraphQL[Context, None]):
             raise HTTPException(400, "Expected a JSON object")
         return value
 
+    async def process_result(self, request: Any, result: Any) -> Any:
+        """Every error carries a stable `extensions.code`, those GraphQL itself raises too."""
+        response = await super().process_result(request, result)
+        for error, formatted in zip(
+            result.errors or (), response.get("errors") or (), strict=False
+        ):
+            extensions = formatted.setdefault("extensions", {})
+            extensions.setdefault("code", graphql_error_code(error))
+        return response
+
     async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
         """Run the request's operation, then close its read connection (`Context.read`)."""
         try:
@@ -230,6 +242,22 @@ class _GraphQL(GraphQL[Context, None]):
             caches=state.caches,
             principal=request.scope.get("principal"),
         )
+
+
+# Before execution, a variable value or literal GraphQL could not coerce (an Int above 2^31, a
+# string for an Int, a required value missing) is the caller's input: VALIDATION, as for any
+# other bad value; any other error then is the document's.
+_BAD_VALUE = re.compile(r"^Variable '\$[^']*' |cannot represent")
+
+
+def graphql_error_code(error: GraphQLError) -> str:
+    """The code of an error raised by GraphQL itself rather than by a resolver: a document
+    that does not parse, one the schema refuses, a value that does not fit its type."""
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.path is None:
+        return "VALIDATION" if _BAD_VALUE.search(error.message) else "GRAPHQL_VALIDATION_FAILED"
+    return "INTERNAL_SERVER_ERROR"
 
 
 def _error(

@@ -564,3 +564,48 @@ async def test_run_settlement_refuses_a_period_bound_out_of_range(
     result = d["runSettlement"]
     assert result["__typename"] == "ValidationError" and result["field"] == which, result
     assert await row_counts(engine) == before
+
+
+GRAPHQL_OWN_ERRORS = {
+    "an Int above 2^31 in a variable": (
+        "query($n: Int!) { me { activity(first: $n) { edges { cursor } } } }",
+        {"n": 2**31},
+        "VALIDATION",
+    ),
+    "a string for an Int": (
+        "query($n: Int!) { me { activity(first: $n) { edges { cursor } } } }",
+        {"n": "ten"},
+        "VALIDATION",
+    ),
+    "an Int above 2^31 written in the query": (
+        "{ me { activity(first: 3000000000) { edges { cursor } } } }",
+        None,
+        "VALIDATION",
+    ),
+    "a missing variable": (
+        "query($n: Int!) { me { activity(first: $n) { edges { cursor } } } }",
+        {},
+        "VALIDATION",
+    ),
+    "an unknown field": ("{ me { noSuchField } }", None, "GRAPHQL_VALIDATION_FAILED"),
+    "a document that does not parse": ("{ me { ", None, "GRAPHQL_PARSE_FAILED"),
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "code"), GRAPHQL_OWN_ERRORS.values(), ids=GRAPHQL_OWN_ERRORS.keys()
+)
+async def test_errors_graphql_raises_itself_carry_a_code(client, world, query, variables, code):
+    """Not only our resolvers' errors: those of parsing, validation and value coercion have a
+    stable code too, and no data is produced."""
+    r = await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token_of(world, 'member')}"},
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body.get("data") is None, body
+    codes = [e["extensions"]["code"] for e in body["errors"]]
+    # A huge literal also makes the query too costly: both errors are reported, each coded.
+    assert code in codes and set(codes) <= {code, "QUERY_TOO_COMPLEX"}, body
