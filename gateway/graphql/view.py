@@ -177,10 +177,9 @@ class _GraphQL(GraphQL[Context, None]):
 
     async def process_result(self, request: Any, result: Any) -> Any:
         """Every error carries a stable `extensions.code`, those GraphQL itself raises too."""
-        response = await super().process_result(request, result)
-        for error, formatted in zip(
-            result.errors or (), response.get("errors") or (), strict=False
-        ):
+        response: dict[str, Any] = dict(await super().process_result(request, result))
+        errors: list[dict[str, Any]] = response.get("errors") or []
+        for error, formatted in zip(result.errors or (), errors, strict=False):
             extensions = formatted.setdefault("extensions", {})
             extensions.setdefault("code", graphql_error_code(error))
         return response
