@@ -209,3 +209,23 @@ async def captured_holds(
         {"p": partner_id, "ref": order_ref},
     )
     return [CapturedHold(*r) for r in rows]
+
+
+async def members_with_earns(conn: AsyncConnection, *, member_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these members have at least one earn recorded (through their wallet and debt
+    entries: an earn that only repaid debt has no wallet leg)."""
+    if not member_ids:
+        return set()
+    rows = await conn.execute(
+        text(
+            """
+            SELECT DISTINCT a.owner_id
+            FROM accounts a
+            WHERE a.kind IN ('wallet', 'debt') AND a.owner_id = ANY(:members)
+              AND EXISTS (SELECT 1 FROM entries e JOIN transactions t ON t.id = e.transaction_id
+                          WHERE e.account_id = a.id AND t.kind = 'earn')
+            """
+        ),
+        {"members": list(member_ids)},
+    )
+    return {r[0] for r in rows}
