@@ -370,11 +370,13 @@ class Activity:
         "(points received from another member) or transfer_out (points given to one)."
     )
     points: int = strawberry.field(description="Signed: positive credits, negative debits.")
-    order_ref: str | None = strawberry.field(description="The partner's order reference, if any.")
+    order_ref: str | None = strawberry.field(
+        description="The partner's order reference (a reward's: its reference), if any."
+    )
     at: datetime = strawberry.field(description="Effective time.")
     reason: str | None = strawberry.field(
         default=None,
-        description='A bonus\'s reason: "signup", "referral", or the partner\'s own text.',
+        description='Why a bonus was given: "signup", "referral" or the partner\'s reason.',
     )
     counterparty_card: str | None = strawberry.field(
         default=None,
