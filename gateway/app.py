@@ -128,9 +128,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         if settings.settle_every_minutes:
             jobs.append(asyncio.create_task(settle_periodically(app.state.engine, settings)))
         if settings.referral_sweep_minutes:
-            jobs.append(
-                asyncio.create_task(pay_referrals_periodically(app.state.engine, settings))
-            )
+            jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
         try:
             yield
         finally:

@@ -308,7 +308,10 @@ async def _bonuses_and_transfers(
         )
         report.bonuses += 1
         for i, (sender, receiver, points) in enumerate(
-            [("anna@example.com", "boris@example.com", 300), ("fay@example.com", "anna@example.com", 150)],
+            [
+                ("anna@example.com", "boris@example.com", 300),
+                ("fay@example.com", "anna@example.com", 150),
+            ],
             start=1,
         ):
             who = by_email[sender]

@@ -230,7 +230,9 @@ async def captured_holds(
     return [CapturedHold(*r) for r in rows]
 
 
-async def members_with_earns(conn: AsyncConnection, *, member_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+async def members_with_earns(
+    conn: AsyncConnection, *, member_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
     """Which of these members have at least one earn recorded (through their wallet and debt
     entries: an earn that only repaid debt has no wallet leg)."""
     if not member_ids:

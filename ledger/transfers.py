@@ -83,10 +83,12 @@ _CLAIM_AND_LOCK_TWO = text(
     """
 )
 
+# No upper bound: a concurrent transfer of the sender that took its clock after this one's
+# `at` but committed first (this one waited for its lock) counts too; bounded by `at`, eight
+# simultaneous transfers each saw none of the others and all passed the limit.
 _SENT_IN_WINDOW = text(
     "SELECT coalesce(sum(points), 0) FROM transactions "
-    "WHERE kind = 'transfer' AND member_id = :sender AND effective_at > :since "
-    "AND effective_at <= :at"
+    "WHERE kind = 'transfer' AND member_id = :sender AND effective_at > :since"
 )
 
 # The sender's spendable lots FIFO; the first :repaid points taken repay the receiver's debt,
@@ -191,7 +193,7 @@ async def transfer_points(conn: AsyncConnection, request: TransferRequest) -> Tr
     if request.daily_limit is not None:
         sent = (
             await conn.execute(
-                _SENT_IN_WINDOW, {"sender": sender, "since": at - TRANSFER_WINDOW, "at": at}
+                _SENT_IN_WINDOW, {"sender": sender, "since": at - TRANSFER_WINDOW}
             )
         ).scalar_one()
         if int(sent) + points > request.daily_limit:

@@ -74,7 +74,9 @@ class Unpaid:
     points: int
 
 
-_UNPAID = "SELECT friend_id, referrer_id, points FROM referrals WHERE paid_at IS NULL AND points > 0"
+_UNPAID = (
+    "SELECT friend_id, referrer_id, points FROM referrals WHERE paid_at IS NULL AND points > 0"
+)
 
 
 async def unpaid(conn: AsyncConnection, *, friend_id: uuid.UUID) -> Unpaid | None:

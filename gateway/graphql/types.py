@@ -385,7 +385,9 @@ class Activity:
     )
     partner_id: strawberry.Private[uuid.UUID | None] = None
 
-    @strawberry.field(description="The partner involved, if any (a bonus's: the partner that gave it).")
+    @strawberry.field(
+        description="The partner involved, if any (a bonus's: the partner that gave it)."
+    )
     async def partner(self, info: strawberry.Info) -> Partner | None:
         if self.partner_id is None:
             return None

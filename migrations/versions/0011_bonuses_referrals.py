@@ -35,7 +35,7 @@ def _codes_for_existing_members() -> None:
     drawn: set[str] = set()
     for start in range(0, len(ids), BATCH):
         chunk = ids[start : start + BATCH]
-        codes = []
+        codes: list[str] = []
         while len(codes) < len(chunk):
             code = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
             while code in drawn:  # the unique constraint comes after: no collision allowed

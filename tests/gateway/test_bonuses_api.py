@@ -128,9 +128,7 @@ async def test_the_operator_sets_and_reads_the_bonus_rules(client, op):
     assert (await gql(client, RULES, {}, op))["bonusRules"] == rules
 
 
-async def test_a_referred_member_and_the_referrer_get_the_bonus_after_the_first_earn(
-    client, op
-):
+async def test_a_referred_member_and_the_referrer_get_the_bonus_after_the_first_earn(client, op):
     await set_rules(client, op, signup=100, referral=500)
     partner = await setup_partner(client, op, name="Referral station", base_rate="1")
     referrer = await member(client)
@@ -157,9 +155,7 @@ async def test_a_referred_member_and_the_referrer_get_the_bonus_after_the_first_
 
 
 @pytest.mark.parametrize("code", ["ZZZZZZZZ", "nope", ""])
-async def test_registration_with_an_unknown_referral_code_creates_nothing(
-    client, engine, op, code
-):
+async def test_registration_with_an_unknown_referral_code_creates_nothing(client, engine, op, code):
     async with engine.connect() as conn:
         before = (await conn.execute(text("SELECT count(*) FROM members"))).scalar_one()
     result, handle = await join(client, referral_code=code or " ")
@@ -167,7 +163,11 @@ async def test_registration_with_an_unknown_referral_code_creates_nothing(
         assert handle is not None
         return
     assert handle is None
-    assert result == {"__typename": "ValidationError", "code": "VALIDATION", "field": "referralCode"}
+    assert result == {
+        "__typename": "ValidationError",
+        "code": "VALIDATION",
+        "field": "referralCode",
+    }
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM members"))).scalar_one() == before
 
@@ -192,9 +192,9 @@ async def test_a_partner_awards_its_own_bonus(client, op):
         ]
         assert (refused["code"], refused["field"]) == ("VALIDATION", field)
     unknown = {**award, "cardNumber": "7000000000000005", "idempotencyKey": "r2"}
-    assert (await gql(client, AWARD, {"input": unknown}, partner.token))["awardBonus"][
-        "code"
-    ] in {"MEMBER_NOT_FOUND"}
+    assert (await gql(client, AWARD, {"input": unknown}, partner.token))["awardBonus"]["code"] in {
+        "MEMBER_NOT_FOUND"
+    }
     mine = await me(client, m)
     assert mine["balance"]["available"] == 40
     (line,) = (e["node"] for e in mine["activity"]["edges"])
@@ -208,7 +208,10 @@ async def test_a_partner_awards_its_own_bonus(client, op):
 
 async def test_a_partner_without_an_agreement_in_force_cannot_award(client, op):
     d = await gql(
-        client, CREATE_PARTNER, {"input": {"name": "Future", "category": "c", "currency": "RUB"}}, op
+        client,
+        CREATE_PARTNER,
+        {"input": {"name": "Future", "category": "c", "currency": "RUB"}},
+        op,
     )
     pid = d["createPartner"]["partner"]["id"]
     agreement = {
@@ -219,7 +222,9 @@ async def test_a_partner_without_an_agreement_in_force_cannot_award(client, op):
     }
     await gql(client, SET_AGREEMENT, {"input": agreement}, op)
     c = (
-        await gql(client, CREATE_CLIENT, {"input": {"partnerId": pid, "scopes": ["points:earn"]}}, op)
+        await gql(
+            client, CREATE_CLIENT, {"input": {"partnerId": pid, "scopes": ["points:earn"]}}, op
+        )
     )["createPartnerClient"]
     token = (await oh.client_credentials_token(client, _Creds(c["clientId"], c["clientSecret"])))[
         "access_token"

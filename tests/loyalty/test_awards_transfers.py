@@ -206,7 +206,9 @@ async def test_a_transfer_moves_lots_with_their_issuer_earn_date_and_expiry(serv
         ).all()
         left = (
             await conn.execute(
-                text("SELECT issuer_id, remaining FROM lots WHERE member_id = :m ORDER BY expires_at"),
+                text(
+                    "SELECT issuer_id, remaining FROM lots WHERE member_id = :m ORDER BY expires_at"
+                ),
                 {"m": giver.id},
             )
         ).all()

@@ -120,9 +120,7 @@ async def test_the_signup_bonus_is_paid_once_at_registration(services, engine):
     assert [tuple(r) for r in lots] == [(None, 100, 100)]
     # Paying it again (any path, any time) replays the payment under its key.
     async with engine.begin() as conn:
-        again = await bonuses.pay_signup_bonus(
-            conn, member_id=m.id, points=100, validity_months=36
-        )
+        again = await bonuses.pay_signup_bonus(conn, member_id=m.id, points=100, validity_months=36)
     assert again.replayed
     assert await available(engine, m.id) == 100
     assert await bonuses_of(engine, m.id) == [("signup", 100, None)]
@@ -213,10 +211,7 @@ async def test_concurrent_payments_of_one_referral_pay_it_once(services, engine)
     referrer = await join(services)
     friend = await join(services, code=referrer.referral_code)
     paid = await asyncio.gather(
-        *(
-            bonuses.pay_referral(engine, friend_id=friend.id, validity_months=36)
-            for _ in range(8)
-        )
+        *(bonuses.pay_referral(engine, friend_id=friend.id, validity_months=36) for _ in range(8))
     )
     done = [p for p in paid if p is not None]
     assert {p.friend.transaction_id for p in done} == {done[0].friend.transaction_id}
