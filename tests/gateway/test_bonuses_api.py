@@ -120,11 +120,8 @@ async def test_the_operator_sets_and_reads_the_bonus_rules(client, op):
     assert (rules["signupPoints"], rules["referralPoints"]) == (100, 500) and rules["recordedAt"]
     assert (await gql(client, RULES, {}, op))["bonusRules"] == rules
     d = await gql(client, SET_RULES, {"input": {"signupPoints": -1, "referralPoints": 500}}, op)
-    assert d["setBonusRules"] == {
-        "__typename": "ValidationError",
-        "code": "VALIDATION",
-        "field": "signupPoints",
-    }
+    refused = d["setBonusRules"]
+    assert (refused["__typename"], refused["field"]) == ("ValidationError", "signupPoints")
     assert (await gql(client, RULES, {}, op))["bonusRules"] == rules
 
 
@@ -163,11 +160,7 @@ async def test_registration_with_an_unknown_referral_code_creates_nothing(client
         assert handle is not None
         return
     assert handle is None
-    assert result == {
-        "__typename": "ValidationError",
-        "code": "VALIDATION",
-        "field": "referralCode",
-    }
+    assert (result["__typename"], result["field"]) == ("ValidationError", "referralCode")
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM members"))).scalar_one() == before
 
