@@ -262,6 +262,8 @@ async def test_a_bad_transfer_is_refused_and_changes_nothing(
     with pytest.raises(DomainError) as refused:
         await send(services, giver, card, points)
     assert refused.value.code == code
+    if to in ("self", "malformed"):
+        assert refused.value.details["field"] == "toCardNumber"
     assert await state(engine, giver.id, receiver.id) == before
 
 

@@ -269,6 +269,34 @@ async def test_the_sweep_pays_what_the_earn_path_did_not(services, engine):
     assert await available(engine, waiting.id) == 0
 
 
+async def test_one_sweep_at_a_time(services, engine):
+    """A sweep running elsewhere (its advisory lock held) makes this one skip."""
+    await bonuses.set_rules(services, actor="op", signup_points=0, referral_points=500)
+    partner = await partner_in_force(services, "One sweep fuel")
+    referrer = await join(services)
+    friend = await join(services, code=referrer.referral_code)
+    async with engine.begin() as conn:
+        await ledger.earn(
+            conn,
+            actor="test-partner",
+            idempotency_key=uuid.uuid4().hex,
+            member_id=friend.id,
+            partner_id=partner,
+            points=100,
+        )
+    async with engine.connect() as other:
+        lock = {"k": bonuses.REFERRAL_SWEEP_LOCK}
+        await other.execute(text("SELECT pg_advisory_lock(:k)"), lock)
+        try:
+            assert await bonuses.pay_pending_referrals(engine, validity_months=36) == 0
+            assert await available(engine, referrer.id) == 0
+        finally:
+            await other.execute(text("SELECT pg_advisory_unlock(:k)"), lock)
+            await other.commit()
+    assert await bonuses.pay_pending_referrals(engine, validity_months=36) == 1
+    assert (await available(engine, referrer.id), await available(engine, friend.id)) == (500, 600)
+
+
 async def test_a_stale_pending_flag_pays_nothing_more(services, engine):
     """A process that cached the friend's card as 'referral pending' before another paid it
     (here: the sweep) pays nothing more on its next earn, and stops looking."""
