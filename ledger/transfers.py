@@ -192,9 +192,7 @@ async def transfer_points(conn: AsyncConnection, request: TransferRequest) -> Tr
 
     if request.daily_limit is not None:
         sent = (
-            await conn.execute(
-                _SENT_IN_WINDOW, {"sender": sender, "since": at - TRANSFER_WINDOW}
-            )
+            await conn.execute(_SENT_IN_WINDOW, {"sender": sender, "since": at - TRANSFER_WINDOW})
         ).scalar_one()
         if int(sent) + points > request.daily_limit:
             raise TransferLimitExceeded(
