@@ -200,6 +200,7 @@ async def test_a_partner_awards_its_own_bonus(client, op):
 
 
 async def test_a_partner_without_an_agreement_in_force_cannot_award(client, op):
+    await set_rules(client, op, signup=0, referral=0)
     d = await gql(
         client,
         CREATE_PARTNER,
@@ -256,6 +257,7 @@ async def test_a_transfer_shows_on_both_sides(client, op):
 
 
 async def test_refused_transfers_are_typed_and_change_nothing(client, engine, op):
+    await set_rules(client, op, signup=0, referral=0)  # the receiver holds no points
     partner = await setup_partner(client, op, name="Refusing fuel", base_rate="1")
     giver, receiver = await member(client), await member(client)
     await earn(client, partner, giver.card, "20000")

@@ -228,7 +228,8 @@ async def test_a_transfer_moves_lots_with_their_issuer_earn_date_and_expiry(serv
 
 @pytest.fixture
 async def pair(services, engine) -> tuple[MemberRecord, MemberRecord]:
-    """Two members; the first holds 1,000 points of a partner's."""
+    """Two members; the first holds 1,000 points of a partner's (and nothing else)."""
+    await bonuses.set_rules(services, actor="op", signup_points=0, referral_points=0)
     partner = await partner_in_force(services, f"Pair {uuid.uuid4().hex[:6]}")
     giver, receiver = await join(services), await join(services)
     await award(services, partner, giver.card_number, points=1000)
