@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         description="`serve` runs `settle` (due periods, expiry, closing) every N minutes; 0: off "
         "(run `coalition settle` from cron instead).",
     )
+    referral_sweep_minutes: int = Field(
+        default=10,
+        ge=0,
+        le=24 * 60,
+        description="`serve` pays the referral bonuses still due after a friend's first earn "
+        "(the earn pays them itself; this is the safety net) every N minutes; 0: off (run "
+        "`coalition pay-referrals` from cron instead).",
+    )
     operator_name: str = Field(default="Coalition operator", description="Shown on statements.")
     reconciliation_max_per_period: int = Field(
         default=20,
@@ -130,6 +138,13 @@ class Settings(BaseSettings):
     )
 
     points_validity_months: int = Field(default=36, ge=1, le=1200)
+    transfer_daily_limit: int = Field(
+        default=10_000,
+        ge=0,
+        le=1_000_000_000,
+        description="Most points a member may transfer to other members per day; 0: transfers "
+        "are off.",
+    )
     hold_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
     @field_validator("settlement_currency")

@@ -87,6 +87,24 @@ async def settle_periodically(engine: AsyncEngine, settings: Settings) -> None:
         await asyncio.sleep(settings.settle_every_minutes * 60.0)
 
 
+async def pay_referrals_periodically(engine: AsyncEngine, settings: Settings) -> None:
+    """Run the referral sweep (`loyalty.bonuses.pay_pending_referrals`) every
+    REFERRAL_SWEEP_MINUTES inside `serve`: one process at a time (an advisory lock), each run
+    idempotent; a failed run is logged and retried next time."""
+    from loyalty import bonuses
+
+    while True:
+        try:
+            paid = await bonuses.pay_pending_referrals(
+                engine, validity_months=settings.points_validity_months
+            )
+            if paid:
+                log.info("referral sweep: %d referral bonuses paid", paid)
+        except Exception:  # the scheduler must outlive a bad run; the next one retries
+            log.exception("referral sweep failed")
+        await asyncio.sleep(settings.referral_sweep_minutes * 60.0)
+
+
 def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
     """Build the app for `settings` (the environment's when omitted)."""
     settings = settings or get_settings()
@@ -106,16 +124,18 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             max_in_flight=settings.earn_batch_in_flight,
             split_at=settings.earn_batch_split_at,
         )
-        scheduler = None
+        jobs = []
         if settings.settle_every_minutes:
-            scheduler = asyncio.create_task(settle_periodically(app.state.engine, settings))
+            jobs.append(asyncio.create_task(settle_periodically(app.state.engine, settings)))
+        if settings.referral_sweep_minutes:
+            jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.cancel()
+            for job in jobs:
+                job.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler
+                    await job
             await app.state.earns.drain()
             await app.state.pool.close()
             await app.state.engine.dispose()

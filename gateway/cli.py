@@ -167,7 +167,11 @@ def demo(
             report = await load(engine, settings)
         finally:
             await engine.dispose()
-        typer.echo(f"demo coalition loaded: {report.earns} earns, {report.redemptions} redemptions")
+        typer.echo(
+            f"demo coalition loaded: {report.earns} earns, {report.redemptions} redemptions, "
+            f"{report.referrals} referral bonuses, {report.bonuses} partner bonuses, "
+            f"{report.transfers} transfers"
+        )
         if (settled := report.periods) is not None:
             typer.echo(
                 f"settlement: {settled.created} monthly periods, {len(settled.closed)} closed and sealed"
@@ -250,6 +254,26 @@ def purge_oauth() -> None:
             await engine.dispose()
 
     typer.echo(json.dumps(asyncio.run(run())))
+
+
+@app.command("pay-referrals")
+def pay_referrals() -> None:
+    """Pay the referral bonuses still due after a friend's first earn (the earn pays them
+    itself; this is the safety net, also run by `serve`). Safe to re-run."""
+    from loyalty import bonuses
+
+    settings = get_settings()
+
+    async def run() -> int:
+        engine = create_engine(_url())
+        try:
+            return await bonuses.pay_pending_referrals(
+                engine, validity_months=settings.points_validity_months
+            )
+        finally:
+            await engine.dispose()
+
+    typer.echo(json.dumps({"paid": asyncio.run(run())}))
 
 
 @app.command()

@@ -7,6 +7,7 @@ Demo credentials are fixed and printed: they are for a local demo database only.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -15,13 +16,21 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import utcnow
+from core.db import create_driver_pool
 from core.settings import Settings
 from ledger import service as ledger
+from ledger.batch import EarnBatcher
+from loyalty import bonuses, register, transfers
+from loyalty import earn as earning
+from loyalty.caches import Caches
+from loyalty.runtime import Services
 from members import service as members
 from members.cards import luhn_check_digit
 from members.passwords import hash_password
+from members.service import MemberRecord
 from partners import clients
 from partners import service as partners
+from partners.service import EarnRuleRecord, PartnerRecord
 
 if TYPE_CHECKING:
     from settlement.service import SettleReport
@@ -43,6 +52,13 @@ MEMBERS = [
     ("dana@example.com", "Dana Smith"),
     ("emil@example.com", "Emil Novak"),
 ]
+# Members who join now with a member's referral code (sign-up bonus at once, the referral bonus
+# to both after their first earn): new member, name, who invited them.
+REFERRED = [
+    ("fay@example.com", "Fay Olsen", "anna@example.com"),
+    ("gus@example.com", "Gus Moreau", "chen@example.com"),
+]
+SIGNUP_POINTS, REFERRAL_POINTS = 100, 500
 
 
 @dataclass
@@ -52,6 +68,9 @@ class DemoReport:
     operator: dict[str, str] = field(default_factory=dict)
     earns: int = 0
     redemptions: int = 0
+    referrals: int = 0  # paid
+    transfers: int = 0
+    bonuses: int = 0  # partners' own
     periods: SettleReport | None = None  # set once the history is settled
 
 
@@ -209,6 +228,7 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
                         at=at + timedelta(minutes=6),
                     )
                     report.redemptions += 1
+    await _bonuses_and_transfers(engine, settings, report, people, configs)
     # Settle the months of that history: past months closed and sealed, the current one open.
     from settlement import service as settlement
 
@@ -222,3 +242,89 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
     )
     report.periods = settled
     return report
+
+
+async def _plain_hash(fn: Callable[[str], str], password: str) -> str:
+    return fn(password)
+
+
+async def _bonuses_and_transfers(
+    engine: AsyncEngine,
+    settings: Settings,
+    report: DemoReport,
+    people: list[MemberRecord],
+    configs: list[tuple[PartnerRecord, EarnRuleRecord, str, list[str]]],
+) -> None:
+    """Today, through the use cases (as the API runs them): the bonus rules, members who join
+    with referral codes and earn (so both sides get the referral bonus), a partner's bonus for
+    a review, and transfers between members."""
+    pool = create_driver_pool(engine.url.render_as_string(hide_password=False), max_size=2)
+    await pool.open()
+    rt = Services(
+        engine=engine, pool=pool, earns=EarnBatcher(pool), settings=settings, caches=Caches()
+    )
+    try:
+        await bonuses.set_rules(
+            rt, actor=OPERATOR_ID, signup_points=SIGNUP_POINTS, referral_points=REFERRAL_POINTS
+        )
+        by_email = {m.email: m for m in people}
+        fuel, _, fuel_category, _ = configs[0]  # no return window: the points are available
+        fuel_client = report.partners[fuel.name]["client_id"]
+        for i, (email, name, referrer) in enumerate(REFERRED, start=1):
+            m = await register.register(
+                rt,
+                email=email,
+                name=name,
+                password=DEMO_PASSWORD,
+                hashing=_plain_hash,
+                referral_code=by_email[referrer].referral_code,
+            )
+            report.members[email] = m.card_number
+            by_email[email] = m
+            await earning.earn(
+                rt,
+                actor=fuel_client,
+                key_space=ledger.partner_key_space(fuel.id),
+                partner_id=fuel.id,
+                card_number=m.card_number,
+                amount="2500.00",
+                currency=fuel.currency,
+                category=fuel_category,
+                order_ref=f"REF-{i:03d}",
+                idempotency_key=f"demo-ref-{i}",
+            )
+            report.earns += 1
+            report.referrals += 1
+        cinema = configs[3][0]
+        await bonuses.award(
+            rt,
+            actor=report.partners[cinema.name]["client_id"],
+            key_space=ledger.partner_key_space(cinema.id),
+            partner_id=cinema.id,
+            card_number=by_email["dana@example.com"].card_number,
+            points=50,
+            reason="Film review",
+            idempotency_key="demo-review-1",
+        )
+        report.bonuses += 1
+        for i, (sender, receiver, points) in enumerate(
+            [
+                ("anna@example.com", "boris@example.com", 300),
+                ("fay@example.com", "anna@example.com", 150),
+            ],
+            start=1,
+        ):
+            who = by_email[sender]
+            await transfers.transfer(
+                rt,
+                actor="coalition-app",
+                key_space=ledger.member_key_space(who.id),
+                member_id=who.id,
+                to_card_number=by_email[receiver].card_number,
+                points=points,
+                idempotency_key=f"demo-transfer-{i}",
+            )
+            report.transfers += 1
+    finally:
+        await rt.earns.drain()
+        await pool.close()

@@ -2,7 +2,12 @@
 
 Other packages read the ledger through these functions (point lookups) and through the views of
 migration 0008 (`ledger_events`, `ledger_lots`, `ledger_lot_postings`, `ledger_lot_holds`: for
-set-based SQL such as settlement's), never through its tables.
+set-based SQL such as settlement's; 0010 adds the lots' `origin_lot_id` and `transfer_tx_id`),
+never through its tables. Kinds since 0010: transactions `bonus` (partner_id: the issuer, NULL
+for the operator; category: the reason), `reward` (partner_id: the delivering partner; its lot
+postings are `capture`s), `transfer` (member_id: the sender; not a settlement event); lot
+postings `transfer` (-N on the sender's lots; + on the receiver's what its wallet got, the rest
+having repaid its debt); lots whose `issuer_id` is NULL (issued by the operator).
 """
 
 from __future__ import annotations
@@ -92,7 +97,12 @@ async def balance(
 
 @dataclass(frozen=True)
 class HistoryItem:
-    """One movement on a member's wallet or debt."""
+    """One movement on a member's wallet or debt.
+
+    `kind`: the transaction's kind (earn, bonus, reversal, capture, reward, return, expiry),
+    a transfer seen from this member: `transfer_in` (points received) or `transfer_out`
+    (points given). `reason`: a bonus's reason ("signup", "referral", a partner's "review").
+    `counterparty_id`: the other member of a transfer."""
 
     entry_id: int
     transaction_id: uuid.UUID
@@ -102,6 +112,33 @@ class HistoryItem:
     partner_id: uuid.UUID | None
     ref: str | None
     effective_at: datetime
+    reason: str | None = None
+    counterparty_id: uuid.UUID | None = None
+
+
+# A transfer's sender is its `member_id`; its receiver owns the other member account it moved.
+_HISTORY = text(
+    """
+    SELECT e.id AS entry_id, t.id AS transaction_id,
+           CASE WHEN t.kind <> 'transfer' THEN t.kind
+                WHEN t.member_id = :member THEN 'transfer_out' ELSE 'transfer_in' END AS kind,
+           a.kind AS account, e.amount, t.partner_id, t.ref, e.effective_at,
+           CASE WHEN t.kind = 'bonus' THEN t.category END AS reason,
+           CASE WHEN t.kind <> 'transfer' THEN NULL
+                WHEN t.member_id <> :member THEN t.member_id
+                ELSE (SELECT o.owner_id FROM entries oe JOIN accounts o ON o.id = oe.account_id
+                      WHERE oe.transaction_id = t.id AND o.owner_id <> :member
+                        AND o.kind IN ('wallet', 'debt')
+                      LIMIT 1) END AS counterparty_id
+    FROM accounts a
+    JOIN entries e ON e.account_id = a.id
+    JOIN transactions t ON t.id = e.transaction_id
+    WHERE a.owner_id = :member AND a.kind IN ('wallet', 'debt')
+      AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+    ORDER BY e.id DESC
+    LIMIT :limit
+    """
+)
 
 
 async def history(
@@ -109,20 +146,7 @@ async def history(
 ) -> list[HistoryItem]:
     """A member's movements, newest first, keyset-paginated by entry id."""
     rows = await conn.execute(
-        text(
-            """
-            SELECT e.id AS entry_id, t.id AS transaction_id, t.kind, a.kind AS account, e.amount,
-                   t.partner_id, t.ref, e.effective_at
-            FROM accounts a
-            JOIN entries e ON e.account_id = a.id
-            JOIN transactions t ON t.id = e.transaction_id
-            WHERE a.owner_id = :member AND a.kind IN ('wallet', 'debt')
-              AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
-            ORDER BY e.id DESC
-            LIMIT :limit
-            """
-        ),
-        {"member": member_id, "before": before, "limit": max(1, min(limit, 500))},
+        _HISTORY, {"member": member_id, "before": before, "limit": max(1, min(limit, 500))}
     )
     return [HistoryItem(**r._mapping) for r in rows]
 
@@ -209,3 +233,25 @@ async def captured_holds(
         {"p": partner_id, "ref": order_ref},
     )
     return [CapturedHold(*r) for r in rows]
+
+
+async def members_with_earns(
+    conn: AsyncConnection, *, member_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these members have at least one earn recorded (through their wallet and debt
+    entries: an earn that only repaid debt has no wallet leg)."""
+    if not member_ids:
+        return set()
+    rows = await conn.execute(
+        text(
+            """
+            SELECT DISTINCT a.owner_id
+            FROM accounts a
+            WHERE a.kind IN ('wallet', 'debt') AND a.owner_id = ANY(:members)
+              AND EXISTS (SELECT 1 FROM entries e JOIN transactions t ON t.id = e.transaction_id
+                          WHERE e.account_id = a.id AND t.kind = 'earn')
+            """
+        ),
+        {"members": list(member_ids)},
+    )
+    return {r[0] for r in rows}

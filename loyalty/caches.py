@@ -1,4 +1,4 @@
-"""Process-wide caches of the use cases: partner configuration and card numbers."""
+"""Process-wide caches of the use cases: partner configuration and card holders."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.db import DriverConnection
 from members import service as members
 from members.errors import MemberNotFound
+from members.service import CardHolder
 from partners import service as partners
 from partners.service import PartnerConfig
 
@@ -70,18 +71,22 @@ class TTLCache:
 
 
 class MemberCards:
-    """Card number -> member id for the whole process, on the earn path.
+    """Card number -> its holder for the whole process, on the earn path.
 
     Concurrent requests' lookups share ONE query (a DataLoader across requests, on psycopg's
-    pool), and known cards are remembered: a card number never changes hands once issued."""
+    pool), and known cards are remembered: a card number never changes hands once issued. The
+    holder carries whether a referral bonus waits for the member's first earn; that flag only
+    ever goes from true to false (a referral is recorded with the member, before the card can
+    be looked up), so a remembered true may be stale (the payment then finds nothing to pay
+    and `paid` corrects it) but a remembered false never is."""
 
     def __init__(self, ttl: float = 300.0, maxsize: int = 100_000) -> None:
         self.cache = TTLCache(ttl=ttl, maxsize=maxsize)
-        self._loader: DataLoader[str, uuid.UUID | None] | None = None
+        self._loader: DataLoader[str, CardHolder | None] | None = None
         self.pool: AsyncConnectionPool | None = None
         self.queries = 0
 
-    async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
+    async def holder(self, pool: AsyncConnectionPool, card_number: str) -> CardHolder:
         """The member holding `card_number`; MemberNotFound when nobody does."""
         hit = self.cache.peek(card_number)
         if hit is not None:
@@ -91,17 +96,26 @@ class MemberCards:
             self.pool = pool
             # Made inside the running loop, to which it binds.
             loader = self._loader = DataLoader(self._load, cache=False, max_batch_size=500)
-        member_id = await loader.load(card_number)
-        if member_id is None:
+        holder = await loader.load(card_number)
+        if holder is None:
             raise MemberNotFound("no member has this card number")
-        self.cache.put(card_number, member_id)
-        return member_id
+        self.cache.put(card_number, holder)
+        return holder
 
-    async def _load(self, cards: list[str]) -> list[uuid.UUID | None]:
+    async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
+        """The id of the member holding `card_number`; MemberNotFound when nobody does."""
+        return (await self.holder(pool, card_number)).member_id
+
+    def paid(self, card_number: str, holder: CardHolder) -> None:
+        """The holder's referral bonus is paid: the card's next earns need not look."""
+        if holder.referral_pending:
+            self.cache.put(card_number, CardHolder(holder.member_id, referral_pending=False))
+
+    async def _load(self, cards: list[str]) -> list[CardHolder | None]:
         assert self.pool is not None
         self.queries += 1
         async with self.pool.connection() as conn:
-            found = await members.ids_by_cards(DriverConnection(conn), card_numbers=cards)
+            found = await members.holders_by_cards(DriverConnection(conn), card_numbers=cards)
         return [found.get(c) for c in cards]
 
 
@@ -110,7 +124,7 @@ class Caches:
     """Process-wide caches, kept on the app state."""
 
     partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
-    # card number -> member id never changes once issued: cache positive lookups longer.
+    # card number -> member never changes once issued: cache positive lookups longer.
     member_by_card: MemberCards = field(default_factory=MemberCards)
 
 

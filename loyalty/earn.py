@@ -10,6 +10,7 @@ from core.errors import ValidationError as DomainValidation
 from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
+from loyalty import bonuses
 from loyalty.caches import partner_config
 from loyalty.checks import text
 from loyalty.runtime import Runtime
@@ -42,7 +43,11 @@ async def earn(
     idempotency_key: str,
 ) -> EarnResult:
     """Credit the card's member with the points the partner's rule gives for this purchase,
-    in the group commit of the ledger (`ledger.batch`); a retry answers as the original did."""
+    in the group commit of the ledger (`ledger.batch`); a retry answers as the original did.
+
+    A member whose referral bonus waits for their first earn (the card's cached holder says
+    so: no query of its own) is paid it once the earn has committed; everyone else's earn
+    costs nothing more."""
     if not is_valid_card_number(card_number):
         raise DomainValidation(
             "cardNumber must be 16 digits with a valid Luhn check digit", field="cardNumber"
@@ -76,14 +81,14 @@ async def earn(
         if replay is None:
             raise
         return replay
-    member_id = await rt.caches.member_by_card.member_id(rt.pool, card_number)
+    holder = await rt.caches.member_by_card.holder(rt.pool, card_number)
     request = ledger.EarnRequest(
         actor=actor,
         key_space=key_space,
         digest=digest,
         at=at,
         idempotency_key=idempotency_key,
-        member_id=member_id,
+        member_id=holder.member_id,
         partner_id=partner_id,
         points=points,
         hold_days=cfg.rule.hold_days,
@@ -93,7 +98,10 @@ async def earn(
         currency=money.currency,
         category=category,
     )
-    return await rt.earns.earn(request)  # group commit: see ledger.batch
+    result = await rt.earns.earn(request)  # group commit: see ledger.batch
+    if holder.referral_pending:
+        await bonuses.after_earn(rt, card_number=card_number, holder=holder)
+    return result
 
 
 async def _replay(rt: Runtime, key_space: str, key: str, digest: str) -> EarnResult | None:

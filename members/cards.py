@@ -31,3 +31,8 @@ def new_card_number() -> str:
     """A fresh random valid card number."""
     body = CARD_PREFIX + "".join(secrets.choice("0123456789") for _ in range(14))
     return body + luhn_check_digit(body)
+
+
+def masked(card_number: str) -> str:
+    """A card number as shown to someone other than its holder: its last four digits only."""
+    return "*" * 12 + card_number[-4:]

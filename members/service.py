@@ -15,6 +15,7 @@ from ledger import service as ledger
 from members.cards import is_valid_card_number, new_card_number
 from members.errors import EmailTaken, InvalidCardNumber, MemberNotFound
 from members.models import Member
+from members.referrals import new_code
 
 _members = table(Member)
 
@@ -25,10 +26,17 @@ class MemberRecord:
     card_number: str
     email: str | None
     name: str | None
+    referral_code: str
 
 
 # The columns of a MemberRecord, in its order.
-_MEMBER = select(_members.c.id, _members.c.card_number, _members.c.email, _members.c.name)
+_MEMBER = select(
+    _members.c.id,
+    _members.c.card_number,
+    _members.c.email,
+    _members.c.name,
+    _members.c.referral_code,
+)
 
 
 async def create(
@@ -45,29 +53,46 @@ async def create(
     member_id = uuid7()
     for _ in range(10):
         card = card_number or new_card_number()
-        # One statement for the two uniqueness rules: the email (case-insensitive) is checked
-        # in its WHERE, a taken card number skips the row; kept in SQL, where it reads plainly.
+        referral_code = new_code()
+        # One statement for the uniqueness rules: the email (case-insensitive) is checked in
+        # its WHERE; a taken card number or referral code skips the row (ON CONFLICT without a
+        # target covers both), and a new pair is drawn. Kept in SQL, where it reads plainly.
         row = (
             await conn.execute(
                 text(
-                    "INSERT INTO members (id, card_number, email, name, password_hash) "
-                    "SELECT :id, :card, :email, :name, :pw "
+                    "INSERT INTO members (id, card_number, email, name, password_hash, "
+                    "referral_code) "
+                    "SELECT :id, :card, :email, :name, :pw, :code "
                     "WHERE NOT EXISTS (SELECT 1 FROM members WHERE lower(email) = lower(:email)) "
-                    "ON CONFLICT (card_number) DO NOTHING RETURNING id"
+                    "ON CONFLICT DO NOTHING RETURNING id"
                 ),
-                {"id": member_id, "card": card, "email": email, "name": name, "pw": password_hash},
+                {
+                    "id": member_id,
+                    "card": card,
+                    "email": email,
+                    "name": name,
+                    "pw": password_hash,
+                    "code": referral_code,
+                },
             )
         ).one_or_none()
         if row is not None:
             break
         if email is not None and await get_by_email(conn, email=email) is not None:
             raise EmailTaken("a member with this email already exists")
-        if card_number is not None:
+        if card_number is not None and await _card_taken(conn, card_number):
             raise InvalidCardNumber("card number already in use")
     else:  # pragma: no cover - 10 collisions in a 10^14 space
         raise RuntimeError("could not allocate a card number")
     await ledger.open_member_accounts(conn, member_id=member_id)
-    return MemberRecord(member_id, card, email, name)
+    return MemberRecord(member_id, card, email, name, referral_code)
+
+
+async def _card_taken(conn: AsyncConnection, card_number: str) -> bool:
+    found = await conn.execute(
+        text("SELECT 1 FROM members WHERE card_number = :c"), {"c": card_number}
+    )
+    return found.one_or_none() is not None
 
 
 async def get_by_card(conn: AsyncConnection, *, card_number: str) -> MemberRecord:
@@ -80,15 +105,29 @@ async def get_by_card(conn: AsyncConnection, *, card_number: str) -> MemberRecor
     return MemberRecord(*row)
 
 
-async def ids_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, uuid.UUID]:
-    """Member ids by card number, for many cards in one statement (unknown cards are absent).
+@dataclass(frozen=True, slots=True)
+class CardHolder:
+    """Who holds a card, as the earn path needs it: the member, and whether a referral bonus
+    waits for their first earn (`members.referrals`)."""
+
+    member_id: uuid.UUID
+    referral_pending: bool
+
+
+async def holders_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, CardHolder]:
+    """The holders of many cards in one statement (unknown cards are absent).
 
     `conn` is a SQLAlchemy connection or a `core.db.DriverConnection` (hence plain SQL)."""
     rows = await conn.execute(
-        text("SELECT card_number, id FROM members WHERE card_number = ANY(:cards)"),
+        text(
+            "SELECT m.card_number, m.id, EXISTS ("
+            " SELECT 1 FROM referrals r"
+            " WHERE r.friend_id = m.id AND r.paid_at IS NULL AND r.points > 0"
+            ") FROM members m WHERE m.card_number = ANY(:cards)"
+        ),
         {"cards": list(card_numbers)},
     )
-    return {row[0]: row[1] for row in rows}
+    return {row[0]: CardHolder(row[1], row[2]) for row in rows}
 
 
 async def get_by_email(conn: AsyncConnection, *, email: str) -> MemberRecord | None:
@@ -104,3 +143,13 @@ async def get(conn: AsyncConnection, *, member_id: uuid.UUID) -> MemberRecord | 
     """One member by id."""
     row = (await conn.execute(_MEMBER.where(_members.c.id == member_id))).one_or_none()
     return MemberRecord(*row) if row else None
+
+
+async def cards_by_ids(conn: AsyncConnection, *, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Card numbers of many members by id, in one statement (unknown ids are absent)."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        text("SELECT id, card_number FROM members WHERE id = ANY(:ids)"), {"ids": list(ids)}
+    )
+    return {row[0]: row[1] for row in rows}

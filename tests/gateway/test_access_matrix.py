@@ -46,6 +46,13 @@ AGREEMENTS_Q = "query($p: ID!) { agreements(partnerId: $p) { id } }"
 PERIODS_Q = (
     "{ settlementPeriods(first: 5) { edges { node { id statements { net { amount } } } } } }"
 )
+SET_RULES_Q = """mutation($input: SetBonusRulesInput!) { setBonusRules(input: $input) { __typename
+  ... on Error { code message } } }"""
+RULES_Q = "{ bonusRules { signupPoints referralPoints } }"
+AWARD_Q = """mutation($input: AwardBonusInput!) { awardBonus(input: $input) { __typename
+  ... on AwardBonusSuccess { bonus { id } } ... on Error { code message } } }"""
+TRANSFER_Q = """mutation($input: TransferPointsInput!) { transferPoints(input: $input) { __typename
+  ... on TransferPointsSuccess { transfer { id } } ... on Error { code message } } }"""
 RUN_Q = """mutation($input: RunSettlementInput!) { runSettlement(input: $input) { __typename
   ... on RunSettlementSuccess { period { id } } ... on Error { code message } } }"""
 
@@ -279,6 +286,24 @@ async def test_access_matrix(client, engine, world):
                 {"input": {"holdId": await fresh_hold_of_a(), "idempotencyKey": key()}},
             ),
             "createRedemptionCode": (CREATE_CODE, {"input": {"maxPoints": 5}}),
+            "setBonusRules": (SET_RULES_Q, {"input": {"signupPoints": 0, "referralPoints": 0}}),
+            "bonusRules": (RULES_Q, {}),
+            "awardBonus": (
+                AWARD_Q,
+                {
+                    "input": {
+                        "cardNumber": m1.card,
+                        "points": 1,
+                        "reason": "matrix",
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            # To M2's card: M1 gives a point, M2 would give it to itself.
+            "transferPoints": (
+                TRANSFER_Q,
+                {"input": {"toCardNumber": world["m2"].card, "points": 1, "idempotencyKey": key()}},
+            ),
             "me": (ME_Q, {}),
             "partners": (PARTNERS_Q, {}),
             "earnRule(A)": (EARN_RULE_Q, {"p": a.id}),
@@ -316,6 +341,10 @@ async def test_access_matrix(client, engine, world):
         "captureRedemption(A's hold)": {"partner_a": ok, "partner_b": "not_found"},
         "voidRedemption(A's hold)": {"partner_a": ok, "partner_b": "not_found"},
         "createRedemptionCode": {"member": ok, "other_member": ok},
+        "setBonusRules": {"operator": ok},
+        "bonusRules": {"operator": ok},
+        "awardBonus": partners_ok,
+        "transferPoints": {"member": ok, "other_member": "error:VALIDATION"},
         "me": {"member": ok, "other_member": ok},
         "partners": {
             c: ok

@@ -95,6 +95,8 @@ AUTH_IN = {
     "idempotencyKey": "k-1",
 }
 
+AWARD_IN = {"cardNumber": CARD, "points": 5, "reason": "review", "idempotencyKey": "k-1"}
+
 # (mutation, input type, caller, input, the field the error names)
 MUTATION_CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
     (
@@ -268,6 +270,36 @@ MUTATION_CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
         "idempotencyKey",
     ),
     ("createRedemptionCode", "CreateRedemptionCodeInput", "member", {"partnerId": X}, "partnerId"),
+    (
+        "registerMember",
+        "RegisterMemberInput",
+        None,
+        {"email": "x@example.com", "password": "long-enough", "name": "n", "referralCode": X},
+        "referralCode",
+    ),
+    ("awardBonus", "AwardBonusInput", "partner", {**AWARD_IN, "cardNumber": X}, "cardNumber"),
+    ("awardBonus", "AwardBonusInput", "partner", {**AWARD_IN, "reason": X}, "reason"),
+    (
+        "awardBonus",
+        "AwardBonusInput",
+        "partner",
+        {**AWARD_IN, "idempotencyKey": X},
+        "idempotencyKey",
+    ),
+    (
+        "transferPoints",
+        "TransferPointsInput",
+        "member",
+        {"toCardNumber": X, "points": 1, "idempotencyKey": "k"},
+        "toCardNumber",
+    ),
+    (
+        "transferPoints",
+        "TransferPointsInput",
+        "member",
+        {"toCardNumber": CARD, "points": 1, "idempotencyKey": X},
+        "idempotencyKey",
+    ),
     ("closeSettlementPeriod", "CloseSettlementPeriodInput", "op", {"periodId": X}, "periodId"),
     (
         "reconcileStatement",

@@ -17,7 +17,7 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
         assert await demo.is_empty(engine)
         report = await demo.load(engine, Settings(database_url=uri))
         assert not await demo.is_empty(engine)
-        assert len(report.partners) == 4 and len(report.members) == 5 and report.earns > 50
+        assert len(report.partners) == 4 and len(report.members) == 7 and report.earns > 50
         assert report.redemptions > 5 and report.periods.closed
         # The README's earn example uses anna's card.
         assert report.members["anna@example.com"] == "7000000000000005"
@@ -49,7 +49,30 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
                     )
                 )
             ).scalar_one()
+            # Two members joined with referral codes and earned: both sides got the bonus.
+            referrals = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE paid_at IS NOT NULL), count(*) "
+                        "FROM referrals"
+                    )
+                )
+            ).one()
+            bonuses = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT category, sum(points) FROM transactions WHERE kind = 'bonus' "
+                            "GROUP BY category"
+                        )
+                    )
+                ).all()
+            )
         assert kinds["earn"] == report.earns and kinds["capture"] == report.redemptions
+        assert (report.referrals, report.transfers, report.bonuses) == (2, 2, 1)
+        assert tuple(referrals) == (2, 2) and kinds["transfer"] == 2
+        signup, referral = demo.SIGNUP_POINTS, demo.REFERRAL_POINTS
+        assert bonuses == {"signup": 2 * signup, "referral": 4 * referral, "Film review": 50}
         assert closed >= 3 and unbalanced == 0 and unpriced == 0
     finally:
         await engine.dispose()

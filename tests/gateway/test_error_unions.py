@@ -11,7 +11,7 @@ from core.errors import ErrorCode
 from gateway.graphql import errors as E
 from gateway.graphql.schema import build_schema
 from gateway.graphql.settlement import mutations as settlement
-from loyalty import earn, redeem, refund, register, terms
+from loyalty import bonuses, earn, redeem, refund, register, terms, transfers
 
 GUARDED = {ErrorCode.FORBIDDEN, ErrorCode.VALIDATION}
 
@@ -27,6 +27,9 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "captureRedemption": {*redeem.CAPTURE_ERRORS, *GUARDED},
     "voidRedemption": {*redeem.VOID_ERRORS, *GUARDED},
     "createRedemptionCode": {*redeem.ISSUE_CODE_ERRORS, *GUARDED},
+    "setBonusRules": {*bonuses.SET_RULES_ERRORS, *GUARDED},
+    "awardBonus": {*bonuses.AWARD_ERRORS, *GUARDED},
+    "transferPoints": {*transfers.ERRORS, *GUARDED},
     "runSettlement": {*settlement.RUN_ERRORS, *GUARDED},
     "closeSettlementPeriod": {*settlement.CLOSE_ERRORS, *GUARDED},
     "reconcileStatement": {*settlement.RECONCILE_ERRORS, *GUARDED},

@@ -3,39 +3,15 @@ CLI, imports and webhooks), and they answer as through GraphQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.db import create_driver_pool
-from core.settings import Settings
 from ledger import service as ledger
-from ledger.batch import EarnBatcher
 from loyalty import earn, register, terms
-from loyalty.caches import Caches
-from loyalty.runtime import Services
 from members.cards import new_card_number
 from members.errors import MemberNotFound
 from partners.errors import RuleMissing
-
-
-@pytest.fixture
-async def services(engine, db_uri) -> AsyncIterator[Services]:
-    pool = create_driver_pool(db_uri, max_size=2)
-    await pool.open(wait=True)
-    earns = EarnBatcher(pool)
-    try:
-        yield Services(
-            engine=engine,
-            pool=pool,
-            earns=earns,
-            settings=Settings(database_url=db_uri),
-            caches=Caches(),
-        )
-    finally:
-        await earns.drain()
-        await pool.close()
 
 
 async def _unhashed(fn, password: str) -> str:

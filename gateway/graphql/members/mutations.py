@@ -19,6 +19,12 @@ class RegisterMemberInput:
     email: str = strawberry.field(description="Login e-mail (unique).")
     password: str = strawberry.field(description="At least 8 characters.")
     name: str = strawberry.field(description="Display name.")
+    referral_code: str | None = strawberry.field(
+        default=None,
+        description="A member's referral code (`me { referralCode }`), if a member invited "
+        "them: both get the referral bonus once the new member's first earn is recorded. An "
+        "unknown code is refused (VALIDATION) and nothing is created.",
+    )
 
 
 @strawberry.type(description="The member is registered.")
@@ -59,6 +65,7 @@ class MembersMutation:
                 password=input.password,
                 name=input.name,
                 hashing=hash_off_loop,
+                referral_code=input.referral_code,
             )
         except DomainError as exc:
             return E.to_graphql(exc)

@@ -27,5 +27,6 @@ class MembersQuery:
             card_number=m.card_number,
             email=m.email,
             name=m.name,
+            referral_code=m.referral_code,
             member_id=m.id,
         )

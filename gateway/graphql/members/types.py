@@ -13,8 +13,12 @@ from graphql import GraphQLError
 from core.errors import DomainError
 from gateway.graphql import types as T
 from ledger import service as ledger
+from members import service as members
+from members.cards import masked
 
 MAX_PAGE = 100
+# Kinds whose `ref` is the ledger's own reference, not a partner's order: not shown as one.
+_REF_IS_INTERNAL = frozenset({"bonus"})
 
 
 @strawberry.type(description="The member calling with a member token.")
@@ -23,6 +27,11 @@ class Me:
     card_number: str = strawberry.field(description="16-digit card number with a Luhn check digit.")
     email: str | None = strawberry.field(description="Login e-mail.")
     name: str | None = strawberry.field(description="Display name.")
+    referral_code: str = strawberry.field(
+        description="The code to give friends: a friend who registers with it "
+        "(`registerMember(input: {referralCode})`) earns both of you the referral bonus once "
+        "the friend's first earn is recorded."
+    )
     member_id: strawberry.Private[uuid.UUID]
     # One balance read per horizon and request: `balance` and `expiringPoints` share it.
     _balances: strawberry.Private[dict[int, asyncio.Future[ledger.Balance]]] = dataclasses.field(
@@ -78,6 +87,10 @@ class Me:
             items = await ledger.history(
                 conn, member_id=self.member_id, limit=first + 1, before=before
             )
+            # Transfers name the other member by card: one lookup for the page, if any.
+            cards = await members.cards_by_ids(
+                conn, ids=list({i.counterparty_id for i in items if i.counterparty_id})
+            )
         return T.page(
             items,
             first=first,
@@ -88,8 +101,12 @@ class Me:
                 transaction_id=strawberry.ID(str(i.transaction_id)),
                 kind=i.kind,
                 points=i.amount,
-                order_ref=i.ref,
+                order_ref=i.ref if i.kind not in _REF_IS_INTERNAL else None,
                 at=i.effective_at,
+                reason=i.reason,
+                counterparty_card=(
+                    masked(cards[i.counterparty_id]) if i.counterparty_id in cards else None
+                ),
                 partner_id=i.partner_id,
             ),
         )

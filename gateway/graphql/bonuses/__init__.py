@@ -1,0 +1,1 @@
+"""GraphQL of bonuses, referrals and transfers: types, inputs, queries, mutations."""
