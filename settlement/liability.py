@@ -53,7 +53,7 @@ _LIABILITY = text(
         GROUP BY l.issuer_id
     )
     SELECT o.issuer_id, o.points,
-           CASE WHEN o.issuer_id IS NULL THEN CAST(:point_value AS numeric)
+           CASE WHEN o.issuer_id IS NULL THEN CAST(:point_value AS numeric(20, 8))
                 ELSE pr.issue_price END AS issue_price
     FROM outstanding o
     {price_join("pr", "o.issuer_id", "CAST(:at AS timestamptz)", "now()")}

@@ -108,7 +108,7 @@ class MatrixCell:
     async def issuer(self, info: strawberry.Info) -> T.Partner | None:
         return await _partner(info, self.issuer_id)
 
-    @strawberry.field(description="The partner that accepted them as payment.")
+    @strawberry.field(description="The partner that accepted them, as payment or for a reward.")
     async def redeemer(self, info: strawberry.Info) -> T.Partner | None:
         return await _partner(info, self.redeemer_id)
 
