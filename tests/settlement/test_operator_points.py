@@ -19,6 +19,7 @@ from ledger import service as ledger
 from members import service as members
 from migrations.runner import alembic_config, upgrade
 from settlement import service as settlement
+from settlement.errors import InvalidPeriod
 from tests.settlement.helpers import bonus, coalition, earn, redeem, reward
 
 FEB = datetime(2024, 2, 1, tzinfo=UTC)
@@ -259,3 +260,43 @@ async def test_the_0013_downgrade_refuses_while_the_operator_is_named(settle_db,
         cells = await settlement.matrix(conn, period_id=again.id)
     assert [(c.issuer_id, c.redeemer_id, c.points) for c in cells] == [(None, r, 60)]
     assert again.point_value == D("1.00")  # the period came back from the downgrade as it was
+
+
+async def test_the_seal_covers_the_operators_points(sengine) -> None:
+    (r,), (m, _) = await coalition(sengine, prices=[("0.018", "0.0125")], effective_from=FEB)
+    await bonus(sengine, m, None, 100, MAR + timedelta(days=1), reason="signup")
+    await bonus(sengine, m, None, 40, FEB + timedelta(days=9), reason="signup", validity_months=1)
+    await reward(sengine, m, r, 60, MAR + timedelta(days=12))
+    period = await settlement.expire_and_close(
+        sengine, period_id=(await _run(sengine, MAR, APR)).id, actor="operator"
+    )
+    assert (period.operator_issued_points, period.operator_breakage_points) == (100, 40)
+    for tampering in (
+        "UPDATE settlement_periods SET operator_issued_points = 0 WHERE id = :p",
+        "UPDATE settlement_periods SET operator_breakage_value = 0 WHERE id = :p",
+        "UPDATE settlement_matrix SET points = 59 WHERE period_id = :p AND issuer_id IS NULL",
+    ):
+        async with sengine.connect() as conn:
+            tx = await conn.begin()
+            for table in ("settlement_periods", "settlement_matrix"):
+                await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+            await conn.execute(text(tampering), {"p": period.id})
+            check = await settlement.verify(conn, period_id=period.id)
+            await tx.rollback()
+        assert (check.hash_matches, check.ledger_matches) == (False, False), tampering
+    async with sengine.connect() as conn:
+        assert (await settlement.verify(conn, period_id=period.id)).ok
+
+
+async def test_a_period_needs_a_positive_point_value(sengine) -> None:
+    for bad in (D(0), D("-1"), D("NaN")):
+        async with sengine.begin() as conn:
+            with pytest.raises(InvalidPeriod, match="point value"):
+                await settlement.run(
+                    conn,
+                    currency="RUB",
+                    point_value=bad,
+                    period_start=MAR,
+                    period_end=APR,
+                    actor="operator",
+                )
