@@ -178,7 +178,9 @@ class Lot(SQLModel, table=True):
     settlement event, changes no price. So `earn_tx_id` is unique only among the lots an earn
     or bonus created (`transfer_tx_id IS NULL`); the reversal of an earn finds its own lot there.
     A transferred lot's points come in by a `transfer` posting (+N), as the sender's go out by
-    one (-N): a lot's remaining is what its earn credited plus its postings, minus live holds.
+    one (-N): a lot's remaining is what its earn credited (a transferred lot: nothing) plus its
+    postings, minus live holds; and the points liability at any past instant (settlement reads
+    lots as of then by subtracting later postings) counts transferred points once.
     """
 
     __tablename__ = "lots"

@@ -2,7 +2,12 @@
 
 Other packages read the ledger through these functions (point lookups) and through the views of
 migration 0008 (`ledger_events`, `ledger_lots`, `ledger_lot_postings`, `ledger_lot_holds`: for
-set-based SQL such as settlement's), never through its tables.
+set-based SQL such as settlement's; 0010 adds the lots' `origin_lot_id` and `transfer_tx_id`),
+never through its tables. Kinds since 0010: transactions `bonus` (partner_id: the issuer, NULL
+for the operator; category: the reason), `reward` (partner_id: the delivering partner; its lot
+postings are `capture`s), `transfer` (member_id: the sender; not a settlement event); lot
+postings `transfer` (-N on the sender's lots; + on the receiver's what its wallet got, the rest
+having repaid its debt); lots whose `issuer_id` is NULL (issued by the operator).
 """
 
 from __future__ import annotations

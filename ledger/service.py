@@ -5,8 +5,11 @@ Rules (DOMAIN.md "Ledger"):
   any statement whose entries do not sum to zero per transaction (trigger in migration 0001).
   Entries are insert-only. Member wallet/debt rows keep a stored balance (the trigger adds the
   entries to it); partner and operator accounts have none, so no partner row is ever locked.
-- Lots: an earn creates a lot; spending consumes lots earliest-expiry first, ties by earning
-  order; every consumption or return of a lot is a `lot_postings` row.
+- Lots: an earn or a bonus creates a lot (its issuer: the partner, or NULL for the operator,
+  whose `promotions` account funds it); spending (a capture, a reward) consumes lots
+  earliest-expiry first, ties by creation order; a transfer moves points into new lots of the
+  receiver carrying the issuer, earn and dates of the lots given (`ledger.models.Lot`); every
+  consumption, return or transfer of a lot's points is a `lot_postings` row.
 - Holds: authorize reserves points from lots (lots.remaining drops, wallet balance does not);
   capture posts up to the hold and releases the rest; void/expiry releases everything.
   So: wallet balance = sum(lots.remaining) + points reserved by active holds.

@@ -116,6 +116,7 @@ _TRANSFER = text(
         SELECT :receiver, :to_wallet, issuer_id, earn_tx_id, given, given, earned_at,
                available_at, expires_at, :actor, id, :tx
         FROM give WHERE given > 0
+        ORDER BY cum  -- ids in the order given: ties in FIFO are broken by id
         RETURNING id, points
     ), t AS (
         INSERT INTO transactions (id, kind, points, member_id, effective_at, actor)

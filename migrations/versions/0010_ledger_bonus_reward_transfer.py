@@ -17,7 +17,8 @@ Create Date: 2026-12-10 10:00:00.000000
   the lots the points came from (`origin_lot_id`, `transfer_tx_id`); `earn_tx_id` stays the
   original earn or bonus, so a transferred lot is priced at its original issue (settlement's
   breakage joins it). The unique index on `earn_tx_id` covers only the lots an earn or bonus
-  created. Lot posting kind `transfer`: -N on the sender's lots, +N on the receiver's.
+  created. Lot posting kind `transfer`: -N on the sender's lots, + on the receiver's what its
+  wallet got (the rest, if any, repaid the receiver's debt).
 - Transfers of one sender within a time window are read by the daily limit: a partial index.
 - `ledger_lots` (migration 0008) publishes the two new columns; `ledger_events` needs no
   change (it lists every kind). The entries trigger checks no kind: unchanged.

@@ -116,3 +116,44 @@ async def test_transferred_and_operator_lots_expire_at_their_dates(engine: Async
         )
         assert dict(by_issuer.all()) == {p.id: 60, None: 40}
     await assert_invariants(engine)
+
+
+async def test_the_liability_counts_transferred_points_once_at_any_instant(
+    engine: AsyncEngine,
+) -> None:
+    """Settlement reads the lots as of a past instant by taking back later postings: the
+    transfer's +N on the receiver's lots takes them back as its -N gives the sender's back."""
+    from settlement import service as settlement
+
+    now = utcnow()
+    t0 = now - timedelta(days=5)
+    async with engine.begin() as c:
+        p = await partners.create(c, name="L", category="shop", currency="RUB")
+        await partners.set_agreement(
+            c,
+            partner_id=p.id,
+            issue_price="1.50",
+            redemption_price="1.00",
+            effective_from=t0 - timedelta(days=1),
+            currency="RUB",
+            actor="op",
+        )
+        a, b = (await members.create(c, name="A")).id, (await members.create(c, name="B")).id
+        await ledger.earn(
+            c, actor="p", idempotency_key="l-e", member_id=a, partner_id=p.id, points=100, at=t0
+        )
+        await ledger.transfer_points(
+            c,
+            ledger.TransferRequest(
+                **common("t"),
+                from_member_id=a,
+                to_member_id=b,
+                points=60,
+                daily_limit=None,
+                at=t0 + timedelta(days=2),
+            ),
+        )
+    async with engine.connect() as c:
+        for at in (t0 + timedelta(days=1), t0 + timedelta(days=3), now):
+            (line,) = await settlement.liability(c, currency="RUB", at=at, partner_id=p.id)
+            assert (line.issuer_id, line.points) == (p.id, 100), at

@@ -1,30 +1,22 @@
-"""A stateful property test of the ledger against a small, independent model.
+"""A stateful property test of the ledger against a small, independent model (model.py).
 
-Hypothesis drives random sequences of earn, authorize, capture (full and partial), void,
+Hypothesis drives random sequences of earn, bonus (partner and operator funded), authorize,
+capture (full and partial), void, reward spend, transfer (with and without a daily limit),
 reverse_earn, return_points, the expiry job, time steps, invalid requests and idempotent replays
-against the real service on a real PostgreSQL, and a plain-Python model of DOMAIN.md "Ledger"
-predicts every result and every domain error. After every step the database is checked:
+against the real service on a real PostgreSQL, and the model predicts every result and every
+domain error. After every step the database is checked:
 
 - double entry: each transaction's entries sum to zero (and it has at least two legs), all
   entries together sum to zero;
 - each stored member balance (wallet, debt) is the sum of its entries; no wallet below zero, no
   debt above zero;
 - each wallet is what is left in its lots plus what its active holds reserved; each lot's
-  remaining is explained by its earn and its lot postings; each hold by its allocations;
+  remaining is explained by its earn (or bonus; a transferred lot by nothing) and its lot
+  postings; each hold by its allocations;
 - the model and the database agree on every member's balance (wallet, available, pending, on
-  hold, expiring, debt), on every lot and on every hold.
-
-The model shares no code with the service:
-- lots are spent earliest expiry first, ties by earning order; points are pending until
-  `available_at` and gone at `expires_at` (the expiry job moves what is left to breakage);
-- a member's debt is repaid first by later earnings;
-- a reversal takes from the earn's own lot, then other pending lots, then available lots FIFO,
-  never from held points; the shortfall becomes debt;
-- capture takes the reserved points in reservation order and releases the rest; returned points
-  go back into the lots they were captured from, last captured first;
-- a hold is live until `expires_at`, then releases its points by itself;
-- an idempotency key (per partner and operation) replays the first successful request, refuses
-  a different request, and stays free when the request failed.
+  hold, expiring, debt), on every lot (issuer, origin, points, remaining, dates) and hold, on
+  the points outstanding per issuer, and on every partner's issuance and redemption account
+  and the operator's promotions account.
 
 Each machine run has its own members and partners and its own stretch of time (see
 `run_start`): the (global) expiry job finds only the current run's lots, while the global
@@ -34,7 +26,6 @@ invariants see every run's entries.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -53,7 +44,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import create_driver_pool, create_engine
@@ -61,11 +51,8 @@ from core.errors import DomainError
 from ledger import service as ledger
 from ledger.batch import EarnBatcher
 from ledger.errors import (
-    DuplicateOrder,
-    HoldNotActive,
     HoldNotFound,
     IdempotencyConflict,
-    InsufficientPoints,
     LedgerValidation,
     MemberNotFound,
     PartnerNotFound,
@@ -74,12 +61,11 @@ from ledger.errors import (
 from members import service as members
 from partners import service as partners
 from tests.db import create_test_database, drop_database
+from tests.ledger.model import N_MEMBERS, N_PARTNERS, MHold, Model
+from tests.ledger.stateful_checks import check_database, promotions_balance
 
 T = TypeVar("T")
 
-N_MEMBERS = 3
-N_PARTNERS = 3
-EXPIRING_WITHIN = timedelta(days=30)  # ledger.balance's default horizon
 DEFAULT_TTL = timedelta(minutes=30)  # DOMAIN.md: a hold expires by itself after e.g. 30 min
 TTLS = [None, timedelta(hours=2), timedelta(days=3)]  # None: the service's default
 REFS = [None, None, None, "order-1", "order-2"]
@@ -111,319 +97,60 @@ EARN_REQUESTS = st.tuples(
     st.sampled_from([1, 1, 2]),  # validity_months
     st.sampled_from(REFS),
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# The model
-
-
-def add_months(t: datetime, months: int) -> datetime:
-    """Calendar months later, the day clamped to the month's end (Jan 31 + 1 = Feb 28/29)."""
-    m = t.month - 1 + months
-    year, month = t.year + m // 12, m % 12 + 1
-    return t.replace(year=year, month=month, day=min(t.day, calendar.monthrange(year, month)[1]))
-
-
-@dataclass(eq=False)
-class MLot:
-    seq: int  # earning order
-    tx: uuid.UUID
-    member: int
-    issuer: int
-    points: int
-    remaining: int
-    earned_at: datetime
-    available_at: datetime
-    expires_at: datetime
-    reversed: int = 0
-
-    def fifo(self) -> tuple[datetime, datetime, int]:
-        return (self.expires_at, self.earned_at, self.seq)
-
-
-@dataclass(eq=False)
-class MAlloc:
-    lot: MLot
-    points: int
-    captured: int = 0
-    returned: int = 0
-
-
-@dataclass(eq=False)
-class MHold:
-    id: uuid.UUID
-    member: int
-    partner: int
-    points: int
-    expires_at: datetime
-    allocs: list[MAlloc]
-    status: str = "active"  # active | captured | voided | expired
-    captured: int = 0
-    returned: int = 0
-
-
-@dataclass
-class MBalance:
-    wallet: int
-    available: int
-    pending: int
-    on_hold: int
-    expiring: int
-    debt: int
-
-
-class Model:
-    """The ledger of DOMAIN.md, in memory. An operation raises the error the service must raise
-    (having changed nothing), or applies itself and returns what the result must say."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-        self.lots: list[MLot] = []
-        self.holds: list[MHold] = []
-        self.debt = [0] * N_MEMBERS
-        self.earned_refs: set[tuple[int, str]] = set()
-        self.timed_out: list[MLot] = []  # lots that holds gave back by running out (statistics)
-
-    # -- reads
-
-    def member_lots(self, m: int) -> list[MLot]:
-        return [lot for lot in self.lots if lot.member == m]
-
-    def live(self, lot: MLot) -> bool:
-        return lot.expires_at > self.now
-
-    def spendable(self, m: int) -> list[MLot]:
-        lots = [
-            lot
-            for lot in self.member_lots(m)
-            if lot.remaining > 0 and lot.available_at <= self.now and self.live(lot)
-        ]
-        return sorted(lots, key=MLot.fifo)
-
-    def available(self, m: int) -> int:
-        return sum(lot.remaining for lot in self.spendable(m))
-
-    def balance(self, m: int) -> MBalance:
-        live = [lot for lot in self.member_lots(m) if self.live(lot)]
-        on_hold = sum(h.points for h in self.holds if h.member == m and h.status == "active")
-        horizon = self.now + EXPIRING_WITHIN
-        return MBalance(
-            # expired points stay in the wallet until the expiry job takes them
-            wallet=sum(lot.remaining for lot in self.member_lots(m)) + on_hold,
-            available=sum(lot.remaining for lot in live if lot.available_at <= self.now),
-            pending=sum(lot.remaining for lot in live if lot.available_at > self.now),
-            on_hold=on_hold,
-            expiring=sum(lot.remaining for lot in live if lot.expires_at <= horizon),
-            debt=self.debt[m],
-        )
-
-    # -- time
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-        for h in self.holds:
-            if h.status == "active" and h.expires_at <= self.now:
-                h.status = "expired"
-                for a in h.allocs:
-                    a.lot.remaining += a.points
-                    self.timed_out.append(a.lot)
-
-    # -- movements
-
-    def earn(
-        self, m: int, p: int, points: int, hold_days: int, validity_months: int, ref: str | None
-    ) -> tuple[dict[str, Any], Callable[[uuid.UUID], None]]:
-        if ref is not None and (p, ref) in self.earned_refs:
-            raise DuplicateOrder("this order already earned points")
-        repaid = min(points, self.debt[m])
-        lot = MLot(
-            seq=len(self.lots),
-            tx=uuid.UUID(int=0),
-            member=m,
-            issuer=p,
-            points=points,
-            remaining=points - repaid,
-            earned_at=self.now,
-            available_at=self.now + timedelta(days=hold_days),
-            expires_at=add_months(self.now, validity_months),
-        )
-        expected = {
-            "points": points,
-            "status": "pending" if hold_days > 0 else "available",
-            "available_at": lot.available_at,
-            "expires_at": lot.expires_at,
-            "debt_repaid": repaid,
-        }
-
-        def apply(tx: uuid.UUID) -> None:
-            self.debt[m] -= repaid
-            if ref is not None:
-                self.earned_refs.add((p, ref))
-            lot.tx = tx
-            self.lots.append(lot)
-
-        return expected, apply
-
-    def authorize(
-        self, m: int, p: int, points: int, ttl: timedelta
-    ) -> tuple[dict[str, Any], Callable[[uuid.UUID], None]]:
-        available = self.available(m)
-        if points > available:
-            raise InsufficientPoints("not enough points", available=available)
-        allocs, need = [], points
-        for lot in self.spendable(m):
-            if need == 0:
-                break
-            allocs.append(MAlloc(lot, min(lot.remaining, need)))
-            need -= allocs[-1].points
-        expected = {"points": points, "expires_at": self.now + ttl, "status": "active"}
-
-        def apply(hold_id: uuid.UUID) -> None:
-            for a in allocs:
-                a.lot.remaining -= a.points
-            self.holds.append(MHold(hold_id, m, p, points, self.now + ttl, allocs))
-
-        return expected, apply
-
-    def capture(self, hold: MHold, points: int) -> dict[str, Any]:
-        if hold.status != "active":
-            raise HoldNotActive(hold.status)
-        if points > hold.points:
-            raise LedgerValidation("more than the hold")
-        left = points
-        for a in hold.allocs:  # in reservation order; the rest goes back to its lot
-            a.captured = min(a.points, left)
-            left -= a.captured
-            a.lot.remaining += a.points - a.captured
-        hold.status, hold.captured = "captured", points
-        return {"hold_id": hold.id, "points": points, "released": hold.points - points}
-
-    def void(self, hold: MHold) -> dict[str, Any]:
-        if hold.status != "active":
-            raise HoldNotActive(hold.status)
-        for a in hold.allocs:
-            a.lot.remaining += a.points
-        hold.status = "voided"
-        return {"hold_id": hold.id, "released": hold.points}
-
-    def reverse(self, lot: MLot, points: int) -> dict[str, Any]:
-        if lot.reversed + points > lot.points:
-            raise LedgerValidation("more than what is left of the earn")
-        sources = [x for x in self.member_lots(lot.member) if x.remaining > 0 and self.live(x)]
-        # its own lot, then pending lots, then available ones; each group FIFO
-        sources.sort(key=lambda x: (x is not lot, x.available_at <= self.now, *x.fifo()))
-        need = points
-        for x in sources:
-            take = min(x.remaining, need)
-            x.remaining -= take
-            need -= take
-        lot.reversed += points
-        self.debt[lot.member] += need
-        return {"points": points, "from_wallet": points - need, "to_debt": need}
-
-    def return_points(self, hold: MHold, points: int) -> dict[str, Any]:
-        if hold.status != "captured":
-            raise HoldNotActive(hold.status)
-        if hold.returned + points > hold.captured:
-            raise LedgerValidation("more than what is left of the capture")
-        left = points
-        for a in reversed(hold.allocs):  # last captured first
-            back = min(a.captured - a.returned, left)
-            a.returned += back
-            a.lot.remaining += back
-            left -= back
-        hold.returned += points
-        return {"hold_id": hold.id, "points": points}
-
-    def expire(self) -> dict[str, int]:
-        swept = [lot for lot in self.lots if not self.live(lot) and lot.remaining > 0]
-        report = {
-            "members": len({lot.member for lot in swept}),
-            "lots": len(swept),
-            "points": sum(lot.remaining for lot in swept),
-        }
-        for lot in swept:
-            lot.remaining = 0
-        self.timed_out = [lot for lot in self.timed_out if lot.remaining]
-        return report
-
-
-# ---------------------------------------------------------------------------------------------
-# Database checks
-
-
-# One statement. Global, over every run so far: offenders as arrays, NULL when there are none.
-# This run's members: their lots and holds as the model sees them (a hold whose time ran out is
-# expired and its points are back in their lots, whether or not the database released it yet),
-# with the offenders among them to the per-lot and per-hold bookkeeping.
-CHECKS = text(
-    """
-    WITH legs AS (
-        SELECT transaction_id, sum(amount) AS total, count(*) AS n FROM entries GROUP BY 1
-    ), per_account AS (
-        SELECT account_id, sum(amount) AS total FROM entries GROUP BY 1
-    ), lot_sum AS (
-        SELECT wallet_id, sum(remaining) AS total FROM lots GROUP BY 1
-    ), reserved AS (
-        SELECT h.wallet_id, sum(a.points) AS total
-        FROM holds h JOIN hold_allocations a ON a.hold_id = h.id
-        WHERE h.status = 'active' GROUP BY 1
-    ), run_lots AS (
-        SELECT l.*,
-               (SELECT coalesce(sum(e.amount), 0) FROM entries e
-                 WHERE e.transaction_id = l.earn_tx_id AND e.account_id = l.wallet_id)
-                   AS credited,
-               (SELECT coalesce(sum(p.points), 0) FROM lot_postings p WHERE p.lot_id = l.id)
-                   AS posted,
-               (SELECT coalesce(sum(a.points), 0) FROM hold_allocations a
-                  JOIN holds h ON h.id = a.hold_id
-                 WHERE a.lot_id = l.id AND h.status = 'active') AS reserved,
-               (SELECT coalesce(sum(a.points), 0) FROM hold_allocations a
-                  JOIN holds h ON h.id = a.hold_id
-                 WHERE a.lot_id = l.id AND h.status = 'active' AND h.expires_at <= :at)
-                   AS stale
-        FROM lots l WHERE l.member_id = ANY(:members)
-    ), run_holds AS (
-        SELECT h.*,
-               (SELECT json_agg(json_build_array(l.earn_tx_id, a.points, a.captured, a.returned)
-                                ORDER BY a.seq)
-                  FROM hold_allocations a JOIN lots l ON l.id = a.lot_id
-                 WHERE a.hold_id = h.id) AS allocs,
-               (SELECT CAST(array[sum(a.points), sum(a.captured), sum(a.returned)] AS bigint[])
-                  FROM hold_allocations a WHERE a.hold_id = h.id) AS sums
-        FROM holds h WHERE h.member_id = ANY(:members)
-    )
-    SELECT
-        (SELECT array_agg(t.id) FROM transactions t LEFT JOIN legs ON legs.transaction_id = t.id
-          WHERE coalesce(legs.total, 0) <> 0 OR coalesce(legs.n, 0) < 2) AS unbalanced,
-        (SELECT coalesce(sum(amount), 0) FROM entries) AS grand_total,
-        (SELECT array_agg(a.id) FROM accounts a LEFT JOIN per_account p ON p.account_id = a.id
-          WHERE a.kind IN ('wallet', 'debt')
-            AND a.balance IS DISTINCT FROM coalesce(p.total, 0)) AS stored_differs,
-        (SELECT array_agg(a.id) FROM accounts a
-          WHERE (a.kind = 'wallet' AND a.balance < 0)
-             OR (a.kind = 'debt' AND a.balance > 0)) AS wrong_sign,
-        (SELECT array_agg(a.id) FROM accounts a
-           LEFT JOIN lot_sum l ON l.wallet_id = a.id
-           LEFT JOIN reserved r ON r.wallet_id = a.id
-          WHERE a.kind = 'wallet'
-            AND a.balance <> coalesce(l.total, 0) + coalesce(r.total, 0)) AS wallet_vs_lots,
-        (SELECT array_agg(id) FROM run_lots
-          WHERE remaining + reserved <> credited + posted) AS untraced_lots,
-        (SELECT array_agg(id) FROM run_holds
-          WHERE sums <> array[points, captured, returned]) AS holds_vs_allocations,
-        (SELECT json_agg(json_build_array(
-                    earn_tx_id, member_id, issuer_id, points, remaining + stale, reversed,
-                    earned_at, available_at, expires_at))
-           FROM run_lots) AS lots,
-        (SELECT json_agg(json_build_array(
-                    id, member_id, partner_id, points,
-                    CASE WHEN status = 'active' AND expires_at <= :at THEN 'expired'
-                         ELSE status END,
-                    captured, returned, expires_at, allocs))
-           FROM run_holds) AS holds
-    """
+BONUS_REQUESTS = st.tuples(
+    st.integers(0, N_MEMBERS - 1),  # member
+    st.none() | st.integers(0, N_PARTNERS - 1),  # issuer (None: the operator)
+    st.integers(1, 300),  # points
+    st.sampled_from([1, 1, 2]),  # validity_months
+    st.sampled_from(["signup", "referral", "review"]),
 )
+DAILY_LIMITS = [None, None, 100, 400]
+
+
+# The bonus, reward and transfer functions take a request; the machine calls every operation
+# with keywords (as the others take them), the digest being that of what was sent.
+def _digest(op: str, fields: dict[str, Any]) -> str:
+    return ledger.request_hash(op, fields)
+
+
+async def award_bonus(
+    conn: Any, *, actor: str, idempotency_key: str, at: datetime, **kw: Any
+) -> Any:
+    request = ledger.BonusRequest(
+        actor=actor,
+        key_space=actor,
+        idempotency_key=idempotency_key,
+        digest=_digest("bonus", kw),
+        at=at,
+        **kw,
+    )
+    return await ledger.award_bonus(conn, request)
+
+
+async def redeem_reward(
+    conn: Any, *, actor: str, idempotency_key: str, at: datetime, **kw: Any
+) -> Any:
+    request = ledger.RewardSpendRequest(
+        actor=actor,
+        key_space=actor,
+        idempotency_key=idempotency_key,
+        digest=_digest("reward", kw),
+        at=at,
+        **kw,
+    )
+    return await ledger.redeem_reward_points(conn, request)
+
+
+async def transfer(conn: Any, *, actor: str, idempotency_key: str, at: datetime, **kw: Any) -> Any:
+    request = ledger.TransferRequest(
+        actor=actor,
+        key_space=actor,
+        idempotency_key=idempotency_key,
+        digest=_digest("transfer", kw),
+        at=at,
+        **kw,
+    )
+    return await ledger.transfer_points(conn, request)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +188,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.start = run_start(next(_runs))
         self.model = Model(self.start)
         self.members, self.partners = self.run(self._population())
+        self.promotions_before = self.run(promotions_balance(self.engine))
         self.calls: list[Call] = []
         self.keys = Keys()
         self.expired_at: datetime | None = None  # when the expiry job last ran
@@ -504,6 +232,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def actor(self, p: int) -> str:
         return f"partner:{self.partners[p]}"
 
+    @property
+    def operator(self) -> str:
+        """The operator's key space, one per run (as partners and members are)."""
+        return f"{ledger.OPERATOR_KEY_SPACE}:{self.partners[0]}"
+
+    def member_actor(self, m: int) -> str:
+        return ledger.member_key_space(self.members[m])
+
     def key(self, data: st.DataObject | None, actor: str, op: str) -> str:
         """A fresh key, or now and then the key of a failed call (which must be free)."""
         free = self.keys.free.setdefault((actor, op), [])
@@ -519,7 +255,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self,
         op: str,
         fn: Callable[..., Awaitable[Any]],
-        p: int,
+        actor: str,
         data: st.DataObject | None,
         kwargs: dict[str, Any],
         predict: Callable[[], Any],
@@ -527,7 +263,6 @@ class LedgerMachine(RuleBasedStateMachine):
         """Ask the model, then the service; they must agree on the result or on the error.
         `predict` returns the expected result fields, or (fields, apply): apply(result id)
         commits the model once the service has succeeded. Returns the service's result."""
-        actor = self.actor(p)
         key = self.key(data, actor, op)
         try:
             prediction, error = predict(), None
@@ -548,7 +283,7 @@ class LedgerMachine(RuleBasedStateMachine):
         got = {name: getattr(result, name) for name in expected}
         assert got == expected, f"{op} {kwargs}: expected {expected}, got {got}"
         if apply is not None:
-            apply(result.transaction_id if op == "earn" else result.hold_id)
+            apply(result.hold_id if op == "authorize" else result.transaction_id)
         self.calls.append(Call(op, fn, actor, key, kwargs, result))
         event(f"{op}: ok")
         return result
@@ -587,7 +322,7 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.attempt(
             "earn",
             ledger.earn,
-            p,
+            self.actor(p),
             data,
             self.earn_kwargs(request),
             lambda: self.model.earn(m, p, points, hold_days, validity_months, ref),
@@ -660,18 +395,7 @@ class LedgerMachine(RuleBasedStateMachine):
         ttl=st.sampled_from(TTLS),
     )
     def authorize(self, data: st.DataObject, m: int, p: int, ttl: timedelta | None) -> None:
-        with_points = [i for i in range(N_MEMBERS) if self.model.available(i) > 0]
-        if with_points and m not in with_points:
-            if data.draw(st.integers(0, 4), label="a member without points") < 4:
-                m = data.draw(st.sampled_from(with_points), label="member with points")
-        available = self.model.available(m)
-        how = data.draw(st.sampled_from(["all", "some", "too many", "all"]), label="how")
-        if how == "all":
-            points = max(1, available)
-        elif how == "some":
-            points = data.draw(st.integers(1, max(1, available)), label="points")
-        else:
-            points = data.draw(st.integers(available + 1, available + 50), label="points")
+        m, points = self.spend_points(data, m)
         kwargs: dict[str, Any] = {
             "member_id": self.members[m],
             "partner_id": self.partners[p],
@@ -682,7 +406,7 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.attempt(
             "authorize",
             ledger.authorize,
-            p,
+            self.actor(p),
             data,
             kwargs,
             lambda: self.model.authorize(m, p, points, ttl or DEFAULT_TTL),
@@ -693,6 +417,92 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.do_capture(data, self.model.holds[-1], p)
             elif then == "void":
                 self.do_void(data, self.model.holds[-1], p)
+
+    @rule(data=st.data(), request=BONUS_REQUESTS)
+    def bonus(self, data: st.DataObject, request: tuple[Any, ...]) -> None:
+        m, p, points, months, reason = request
+        kwargs = {
+            "member_id": self.members[m],
+            "issuer_id": None if p is None else self.partners[p],
+            "points": points,
+            "reason": reason,
+            "validity_months": months,
+        }
+
+        def predict() -> Any:
+            expected, apply = self.model.bonus(m, p, points, months)
+            return {
+                **expected,
+                "issuer_id": kwargs["issuer_id"],
+                "member_id": self.members[m],
+            }, apply
+
+        actor = self.operator if p is None else self.actor(p)
+        result = self.attempt("bonus", award_bonus, actor, data, kwargs, predict)
+        if result is not None:
+            event(f"bonus: {'operator' if p is None else 'partner'}")
+            if result.debt_repaid:
+                event("bonus: repays debt")
+
+    def spend_points(self, data: st.DataObject, m: int) -> tuple[int, int]:
+        """Mostly a member with points; all, some or too many of their available points."""
+        with_points = [i for i in range(N_MEMBERS) if self.model.available(i) > 0]
+        if with_points and m not in with_points:
+            if data.draw(st.integers(0, 4), label="a member without points") < 4:
+                m = data.draw(st.sampled_from(with_points), label="member with points")
+        available = self.model.available(m)
+        how = data.draw(st.sampled_from(["all", "some", "too many", "all"]), label="how")
+        if how == "all":
+            return m, max(1, available)
+        if how == "some":
+            return m, data.draw(st.integers(1, max(1, available)), label="points")
+        return m, data.draw(st.integers(available + 1, available + 50), label="points")
+
+    @rule(data=st.data(), m=st.integers(0, N_MEMBERS - 1), p=st.integers(0, N_PARTNERS - 1))
+    def reward(self, data: st.DataObject, m: int, p: int) -> None:
+        m, points = self.spend_points(data, m)
+        kwargs = {
+            "member_id": self.members[m],
+            "partner_id": self.partners[p],
+            "points": points,
+            "ref": f"reward:{p}",
+        }
+
+        def predict() -> dict[str, Any]:
+            expected = self.model.reward(m, p, points)
+            return {**expected, "member_id": self.members[m], "partner_id": self.partners[p]}
+
+        self.attempt("reward", redeem_reward, self.member_actor(m), data, kwargs, predict)
+
+    @rule(
+        data=st.data(),
+        a=st.integers(0, N_MEMBERS - 1),
+        to=st.sampled_from([1, 2, 1, 2, 0]),  # 0: to oneself
+        limit=st.sampled_from(DAILY_LIMITS),
+    )
+    def transfer(self, data: st.DataObject, a: int, to: int, limit: int | None) -> None:
+        a, points = self.spend_points(data, a)
+        b = (a + to) % N_MEMBERS
+        kwargs = {
+            "from_member_id": self.members[a],
+            "to_member_id": self.members[b],
+            "points": points,
+            "daily_limit": limit,
+        }
+        travelled = any(lot.origin for lot in self.model.spendable(a))
+
+        def predict() -> Any:
+            expected, apply = self.model.transfer(a, b, points, limit)
+            ids = {"from_member_id": self.members[a], "to_member_id": self.members[b]}
+            return {**expected, **ids}, apply
+
+        result = self.attempt("transfer", transfer, self.member_actor(a), data, kwargs, predict)
+        if result is not None:
+            event(f"transfer: {'with' if limit else 'without'} a limit")
+            if result.debt_repaid:
+                event("transfer: repays the receiver's debt")
+            if travelled:
+                event("transfer: of points transferred before")
 
     @precondition(lambda self: self.has_hold("active"))
     @rule(data=st.data())
@@ -713,7 +523,7 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.attempt(
             "capture",
             ledger.capture,
-            p,
+            self.actor(p),
             data,
             {"partner_id": self.partners[p], "hold_id": hold.id, "points": points},
             predict,
@@ -736,7 +546,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.attempt(
             "void",
             ledger.void,
-            p,
+            self.actor(p),
             data,
             {"partner_id": self.partners[p], "hold_id": hold.id},
             predict,
@@ -745,8 +555,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.lots)
     @rule(data=st.data(), ref=st.sampled_from(REFS))
     def reverse_earn(self, data: st.DataObject, ref: str | None) -> None:
-        lot = data.draw(st.sampled_from(self.model.lots), label="earn")
-        p = self.asking_partner(data, lot.issuer)
+        issued = [lot for lot in self.model.lots if lot.origin is None]
+        lot = data.draw(st.sampled_from(issued), label="earn")
+        if lot.issuer is None:  # an operator's bonus: no partner's earn
+            p = data.draw(st.integers(0, N_PARTNERS - 1), label="partner")
+        else:
+            p = self.asking_partner(data, lot.issuer)
         left = lot.points - lot.reversed
         points = data.draw(
             st.just(max(1, left)) | st.integers(1, max(1, left)) | st.just(left + 1),
@@ -754,14 +568,14 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
         def predict() -> dict[str, Any]:
-            if p != lot.issuer:
-                raise TransactionNotFound("another partner's earn")
+            if p != lot.issuer or lot.bonus:
+                raise TransactionNotFound("another partner's earn, or a bonus")
             return self.model.reverse(lot, points)
 
         result = self.attempt(
             "reverse",
             ledger.reverse_earn,
-            p,
+            self.actor(p),
             data,
             {
                 "partner_id": self.partners[p],
@@ -792,7 +606,7 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.attempt(
             "return",
             ledger.return_points,
-            p,
+            self.actor(p),
             data,
             {"partner_id": self.partners[p], "hold_id": hold.id, "points": points, "ref": ref},
             predict,
@@ -859,8 +673,21 @@ class LedgerMachine(RuleBasedStateMachine):
             out.append({"points": kw["points"] + 1})
         if "ref" in kw:
             out.append({"ref": "order-1" if kw["ref"] != "order-1" else "order-2"})
-        if call.op in ("earn", "authorize"):
+        if call.op in ("earn", "authorize", "bonus", "reward"):
             out.append({"member_id": next(m for m in self.members if m != kw["member_id"])})
+        if call.op == "bonus":
+            out.append({"reason": kw["reason"] + "!"})
+        if call.op == "transfer":
+            out.append(
+                {
+                    "to_member_id": next(
+                        m
+                        for m in self.members
+                        if m not in (kw["to_member_id"], kw["from_member_id"])
+                    )
+                }
+            )
+            out.append({"daily_limit": 1 + (kw["daily_limit"] or 0)})
         if call.op == "earn":
             out.append({"hold_days": kw["hold_days"] + 1})
             out.append({"validity_months": kw["validity_months"] + 1})
@@ -902,6 +729,24 @@ class LedgerMachine(RuleBasedStateMachine):
                 {"partner_id": partner, "earn_transaction_id": nobody, "points": 1},
             ),
         ]
+        bonus = {"member_id": member, "issuer_id": partner, "points": 1, "reason": "review"}
+        spend = {"member_id": member, "partner_id": partner, "points": 1, "ref": "reward:x"}
+        other = self.members[(m + 1) % N_MEMBERS]
+        give = {"from_member_id": member, "to_member_id": other, "points": 1, "daily_limit": None}
+        cases += [
+            (LedgerValidation, award_bonus, {**bonus, "points": bad}),
+            (LedgerValidation, award_bonus, {**bonus, "reason": ""}),
+            (MemberNotFound, award_bonus, {**bonus, "member_id": nobody}),
+            (PartnerNotFound, award_bonus, {**bonus, "issuer_id": nobody}),
+            (LedgerValidation, redeem_reward, {**spend, "points": bad}),
+            (MemberNotFound, redeem_reward, {**spend, "member_id": nobody}),
+            (PartnerNotFound, redeem_reward, {**spend, "partner_id": nobody}),
+            (LedgerValidation, transfer, {**give, "points": bad}),
+            (LedgerValidation, transfer, {**give, "to_member_id": member}),
+            (LedgerValidation, transfer, {**give, "daily_limit": -1}),
+            (MemberNotFound, transfer, {**give, "to_member_id": nobody}),
+            (MemberNotFound, transfer, {**give, "from_member_id": nobody}),
+        ]
         error, fn, kwargs = data.draw(st.sampled_from(cases), label="invalid request")
         with pytest.raises(error):
             self.run(self._call(fn, {"actor": self.actor(p), "idempotency_key": key, **kwargs}))
@@ -910,89 +755,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def database_agrees(self) -> None:
-        self.run(self._check())
-
-    async def _read_checks(self) -> Any:
-        async with self.engine.connect() as conn:
-            params = {"members": self.members, "at": self.model.now}
-            return (await conn.execute(CHECKS, params)).one()
-
-    async def _balance(self, member_id: uuid.UUID) -> MBalance:
-        async with self.engine.connect() as conn:
-            b = await ledger.balance(conn, member_id=member_id, at=self.model.now)
-        return MBalance(b.wallet, b.available, b.pending, b.on_hold, b.expiring, b.debt)
-
-    async def _check(self) -> None:
-        model, now = self.model, self.model.now
-        # Nothing writes meanwhile: the reads run side by side, each on its own connection.
-        reads = await asyncio.gather(
-            self._read_checks(),
-            *(self._balance(member_id) for member_id in self.members),
-            return_exceptions=True,  # let every read finish before failing
+        self.run(
+            check_database(
+                self.engine, self.model, self.members, self.partners, self.promotions_before
+            )
         )
-        for read in reads:
-            if isinstance(read, BaseException):
-                raise read
-        row, *balances = reads
-        assert row.unbalanced is None, f"transactions not summing to zero: {row.unbalanced}"
-        assert row.grand_total == 0, f"all entries sum to {row.grand_total}"
-        assert row.stored_differs is None, f"stored balance != entries: {row.stored_differs}"
-        assert row.wrong_sign is None, f"negative wallet / positive debt: {row.wrong_sign}"
-        assert row.wallet_vs_lots is None, f"wallet != lots + active holds: {row.wallet_vs_lots}"
-        assert row.untraced_lots is None, f"lot != earn + postings: {row.untraced_lots}"
-        assert row.holds_vs_allocations is None, f"hold != allocs: {row.holds_vs_allocations}"
-
-        for m, got in enumerate(balances):
-            assert got == model.balance(m), f"member {m} at {now}: {got} != {model.balance(m)}"
-
-        member = {str(mid): i for i, mid in enumerate(self.members)}
-        partner = {str(pid): i for i, pid in enumerate(self.partners)}
-        ts = datetime.fromisoformat
-        db_lots = {
-            uuid.UUID(tx): (member[m], partner[p], pts, rem, rev, ts(e), ts(a), ts(x))
-            for tx, m, p, pts, rem, rev, e, a, x in row.lots or []
-        }
-        model_lots = {
-            lot.tx: (
-                lot.member,
-                lot.issuer,
-                lot.points,
-                lot.remaining,
-                lot.reversed,
-                lot.earned_at,
-                lot.available_at,
-                lot.expires_at,
-            )
-            for lot in model.lots
-        }
-        assert db_lots == model_lots, f"lots at {now}"
-        db_holds = {
-            uuid.UUID(h): (
-                member[m],
-                partner[p],
-                pts,
-                status,
-                cap,
-                ret,
-                ts(x),
-                [(uuid.UUID(tx), *amounts) for tx, *amounts in allocs],
-            )
-            for h, m, p, pts, status, cap, ret, x, allocs in row.holds or []
-        }
-        model_holds = {
-            h.id: (
-                h.member,
-                h.partner,
-                h.points,
-                h.status,
-                h.captured,
-                h.returned,
-                h.expires_at,
-                [(a.lot.tx, a.points, a.captured, a.returned) for a in h.allocs],
-            )
-            for h in model.holds
-        }
-        assert db_holds == model_holds, f"holds at {now}"
 
 
 @pytest.fixture(scope="module")
