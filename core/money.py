@@ -24,6 +24,8 @@ _QUANTUM: dict[str, Decimal] = {
     code: Decimal(1).scaleb(-units) for code, units in ISO_4217_MINOR_UNITS.items()
 }
 MAX_INTEGER_DIGITS = 12
+# The face value of one point in the settlement currency when POINT_VALUE is not set.
+DEFAULT_POINT_VALUE = Decimal("1.00")
 # A plain decimal string: ASCII digits, an optional sign and point; no exponent, no "_", no
 # other scripts' digits (all of which Decimal() would accept).
 _DECIMAL_STRING = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")

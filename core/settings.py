@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ValidationError
-from core.money import currency_code
+from core.money import DEFAULT_POINT_VALUE, currency_code
 
 
 class Settings(BaseSettings):
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     )
 
     settlement_currency: str = Field(default="RUB", min_length=3, max_length=3)
-    point_value: Decimal = Field(default=Decimal("1.00"), gt=0)
+    point_value: Decimal = Field(default=DEFAULT_POINT_VALUE, gt=0)
     settlement_period: Literal["daily", "weekly", "monthly"] = Field(
         default="monthly", description="Length of the periods `coalition settle` creates."
     )

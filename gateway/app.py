@@ -66,6 +66,7 @@ async def settle_with(
         timezone=settings.settlement_timezone,
         close_delay=timedelta(minutes=settings.settlement_close_delay_minutes),
         currency=settings.settlement_currency,
+        point_value=settings.point_value,
         now=now,
         actor=actor,
         progress=progress,

@@ -238,6 +238,7 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
         timezone=settings.settlement_timezone,
         close_delay=timedelta(minutes=settings.settlement_close_delay_minutes),
         currency=settings.settlement_currency,
+        point_value=settings.point_value,
         actor=OPERATOR_ID,
     )
     report.periods = settled

@@ -185,9 +185,10 @@ async def liability_file(request: Request) -> Response:
         return caller
     if not authz.is_operator(caller):
         return _error(403, "FORBIDDEN", "the liability report is the operator's")
+    settings = request.app.state.settings
     async with request.app.state.engine.connect() as conn:
         body = await exports.liability_csv(
-            conn, currency=request.app.state.settings.settlement_currency
+            conn, currency=settings.settlement_currency, point_value=settings.point_value
         )
     return Response(body, media_type="text/csv; charset=utf-8")
 

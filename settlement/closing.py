@@ -157,9 +157,18 @@ def _ts(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone(UTC).isoformat()
 
 
+def _who(partner_id: uuid.UUID | None) -> str:
+    """A partner in the seal's text; the operator (its own points) where none is named."""
+    return "operator" if partner_id is None else str(partner_id)
+
+
 async def seal_text(conn: AsyncConnection, *, period_id: uuid.UUID) -> str:
     """The canonical text the seal hashes: the period, the digest of the transactions it covers,
-    its statements, matrix, adjustments and liability, one line each, in a fixed order."""
+    its statements, matrix, adjustments and liability, one line each, in a fixed order.
+
+    The operator's own points add a line only where a period has some (issued or expired): the
+    text of every period without them, sealed before they existed, is unchanged, so their
+    seals still verify."""
     p = (
         await conn.execute(
             text(f"SELECT {_PERIOD_COLUMNS} FROM settlement_periods WHERE id = :id"),
@@ -175,6 +184,11 @@ async def seal_text(conn: AsyncConnection, *, period_id: uuid.UUID) -> str:
         f"totals {_dec(p.operator_margin, places)} {p.breakage_points} "
         f"{_dec(p.breakage_value, places)} {p.adjustment_count} {p.unpriced_events}",
     ]
+    if p.operator_issued_points or p.operator_breakage_points or p.operator_breakage_value:
+        lines.append(
+            f"operator {p.operator_issued_points} {p.operator_breakage_points} "
+            f"{_dec(p.operator_breakage_value, places)} {_dec(p.point_value, 8)}"
+        )
     for s in await statements(conn, period_id=period_id):
         lines.append(
             f"statement {s.partner_id} {s.issued_points} {s.reversed_points} {s.redeemed_points} "
@@ -185,11 +199,11 @@ async def seal_text(conn: AsyncConnection, *, period_id: uuid.UUID) -> str:
         )
     for c in await matrix(conn, period_id=period_id):
         lines.append(
-            f"matrix {c.issuer_id} {c.redeemer_id} {c.points} {_dec(c.value.amount, places)}"
+            f"matrix {_who(c.issuer_id)} {c.redeemer_id} {c.points} {_dec(c.value.amount, places)}"
         )
     for a in await adjustments(conn, period_id=period_id):
         lines.append(
-            f"adjustment {a.transaction_id} {a.partner_id} {a.adjusts_period_id} {a.kind} "
+            f"adjustment {a.transaction_id} {_who(a.partner_id)} {a.adjusts_period_id} {a.kind} "
             f"{a.points} "
             f"{_dec(a.unit_price, 8)} {_dec(a.amount.amount, 8)} {_ts(a.effective_at)}"
         )
@@ -201,7 +215,7 @@ async def seal_text(conn: AsyncConnection, *, period_id: uuid.UUID) -> str:
         {"p": period_id},
     ):
         lines.append(
-            f"liability {r.issuer_id} {r.points} {_dec(r.value, places)} "
+            f"liability {_who(r.issuer_id)} {r.points} {_dec(r.value, places)} "
             f"{_dec(r.issue_price, 8)} {_ts(r.as_of)}"
         )
     return "\n".join(lines) + "\n"
@@ -283,10 +297,18 @@ async def verify(conn: AsyncConnection, *, period_id: uuid.UUID) -> Verification
         (a["transaction_id"], a["partner_id"]): (a["adjusts"], a["kind"], a["points"], a["amount"])
         for a in fresh.adjustments
     }
+    stored_op = (
+        period.operator_issued_points,
+        period.operator_breakage_points,
+        period.operator_breakage_value.amount if period.operator_breakage_value else None,
+    )
+    op = fresh.operator
+    fresh_op = (op.issued, op.breakage_points, op.breakage_value)
     ledger_ok = (
         stored_st == fresh_st
         and stored_mx == fresh_mx
         and stored_adj == fresh_adj
+        and stored_op == fresh_op
         and fresh.digest == period.transactions_digest
         and fresh.transaction_count == period.transaction_count
     )

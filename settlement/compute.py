@@ -25,6 +25,7 @@ from settlement.pricing import (
     CANDIDATES_OPEN,
     NET_SIGN,
     PRICE_CTE,
+    SETTLED_KINDS_SQL,
     price_join,
     priced,
 )
@@ -38,37 +39,50 @@ def _materialize_sql(frozen: bool) -> str:
     return f"CREATE TEMPORARY TABLE settle_tx ON COMMIT DROP AS {priced(candidates)}"
 
 
+# Per partner: what it issued (earns, its bonuses) and accepted (captures, rewards). Events
+# with no partner are not on any statement: an operator's bonus (no partner pays for it; the
+# partner that accepts its points is reimbursed by the capture or reward) and a transfer (no
+# settlement event).
 _STATEMENT_SUMS = text(
-    """
+    f"""
     SELECT partner_id,
-           coalesce(sum(points) FILTER (WHERE kind = 'earn'), 0) AS issued,
+           coalesce(sum(points) FILTER (WHERE kind IN ('earn', 'bonus')), 0) AS issued,
            coalesce(sum(points) FILTER (WHERE kind = 'reversal'), 0) AS reversed,
-           coalesce(sum(points) FILTER (WHERE kind = 'capture'), 0) AS redeemed,
+           coalesce(sum(points) FILTER (WHERE kind IN ('capture', 'reward')), 0) AS redeemed,
            coalesce(sum(points) FILTER (WHERE kind = 'return'), 0) AS returned,
-           coalesce(sum(points * price) FILTER (WHERE kind = 'earn'), 0)
+           coalesce(sum(points * price) FILTER (WHERE kind IN ('earn', 'bonus')), 0)
              - coalesce(sum(points * price) FILTER (WHERE kind = 'reversal'), 0) AS charge,
-           coalesce(sum(points * price) FILTER (WHERE kind = 'capture'), 0)
+           coalesce(sum(points * price) FILTER (WHERE kind IN ('capture', 'reward')), 0)
              - coalesce(sum(points * price) FILTER (WHERE kind = 'return'), 0) AS reimbursement,
            count(*) FILTER (WHERE adjusts IS NOT NULL) AS adjustments,
-           coalesce(sum(CASE WHEN kind IN ('earn', 'return') THEN -points * price
+           coalesce(sum(CASE WHEN kind IN ('earn', 'bonus', 'return') THEN -points * price
                              ELSE points * price END) FILTER (WHERE adjusts IS NOT NULL), 0)
              AS adjustment_net,
            count(*) FILTER (WHERE price IS NULL) AS unpriced
     FROM settle_tx
-    WHERE kind IN ('earn', 'reversal', 'capture', 'return')
+    WHERE kind IN ({SETTLED_KINDS_SQL}) AND partner_id IS NOT NULL
     GROUP BY partner_id
     """
 )
 
-# Breakage: what expiry took from lots in the period, at the issue price of each lot's earn.
+# The operator's own bonuses (no issuing partner): reported on the period, paid by nobody.
+_OPERATOR_ISSUED = text(
+    "SELECT coalesce(sum(points), 0) FROM settle_tx WHERE kind = 'bonus' AND partner_id IS NULL"
+)
+
+# Breakage: what expiry took from lots in the period, at the issue price of each lot's earn or
+# bonus (a transferred lot names its original one, so it is priced at the original issue). The
+# operator's lots (no issuer) have no issue price: they are valued at the period's point value.
 _BREAKAGE = text(
     f"""
     WITH {PRICE_CTE}
     SELECT l.issuer_id, x.adjusts,
            CASE WHEN x.adjusts IS NOT NULL THEN x.id END AS transaction_id,
            -sum(lp.points) AS points,
-           -sum(lp.points * pr.issue_price) AS value,
-           count(*) FILTER (WHERE pr.issue_price IS NULL) AS unpriced,
+           -sum(lp.points * CASE WHEN l.issuer_id IS NULL THEN CAST(:point_value AS numeric)
+                                 ELSE pr.issue_price END) AS value,
+           count(*) FILTER (WHERE l.issuer_id IS NOT NULL AND pr.issue_price IS NULL)
+             AS unpriced,
            min(x.effective_at) AS effective_at, min(x.recorded_at) AS recorded_at
     FROM settle_tx x
     JOIN ledger_lot_postings lp ON lp.transaction_id = x.id AND lp.kind = 'expiry'
@@ -80,8 +94,10 @@ _BREAKAGE = text(
     """
 )
 
-# The matrix: captured (minus returned) points by the lots' issuer and the redeeming partner,
-# valued at the redemption price of the capture (a return carries its capture's price).
+# The matrix: captured and rewarded (minus returned) points by the lots' issuer (NULL: the
+# operator; a transferred lot carries its original issuer) and the redeeming partner, valued at
+# the redemption price of the capture or reward (a return carries its capture's price). A
+# reward's lot postings are `capture`s.
 _MATRIX = text(
     """
     SELECT l.issuer_id, x.partner_id AS redeemer_id,
@@ -89,16 +105,16 @@ _MATRIX = text(
     FROM settle_tx x
     JOIN ledger_lot_postings lp ON lp.transaction_id = x.id AND lp.kind IN ('capture', 'return')
     JOIN ledger_lots l ON l.id = lp.lot_id
-    WHERE x.kind IN ('capture', 'return')
+    WHERE x.kind IN ('capture', 'reward', 'return')
     GROUP BY l.issuer_id, x.partner_id
     """
 )
 
 _ADJUSTMENT_LINES = text(
-    """
+    f"""
     SELECT id, partner_id, adjusts, kind, points, price, ref, effective_at, recorded_at
     FROM settle_tx
-    WHERE adjusts IS NOT NULL AND kind IN ('earn', 'reversal', 'capture', 'return')
+    WHERE adjusts IS NOT NULL AND kind IN ({SETTLED_KINDS_SQL}) AND partner_id IS NOT NULL
     """
 )
 
@@ -117,6 +133,18 @@ _DIGEST = text(
 )
 
 
+_NIL = uuid.UUID(int=0)
+
+
+@dataclass
+class _Operator:
+    """The operator's own points in a period: on no partner's statement."""
+
+    issued: int = 0
+    breakage_points: int = 0
+    breakage_value: Decimal = Decimal(0)
+
+
 @dataclass
 class _Computed:
     statements: list[dict[str, Any]]
@@ -124,6 +152,7 @@ class _Computed:
     adjustments: list[dict[str, Any]]
     transaction_count: int
     adjustment_count: int
+    operator: _Operator
     digest: str | None = None
 
 
@@ -194,13 +223,22 @@ async def _aggregate(
                 "recorded_at": r.recorded_at,
             }
         )
-    for r in await conn.execute(_BREAKAGE, {"currency": cur}):
-        s = row_for(r.issuer_id)
-        s["breakage_points"] += int(r.points)
-        s["breakage_value"] += r.value or Decimal(0)
-        s["unpriced"] += int(r.unpriced)
+    operator = _Operator(
+        issued=int((await conn.execute(_OPERATOR_ISSUED)).scalar_one()),
+    )
+    breakage = await conn.execute(_BREAKAGE, {"currency": cur, "point_value": period.point_value})
+    for r in breakage:
+        if r.issuer_id is None:  # the operator's points: its breakage, on no statement
+            operator.breakage_points += int(r.points)
+            operator.breakage_value += r.value or Decimal(0)
+        else:
+            s = row_for(r.issuer_id)
+            s["breakage_points"] += int(r.points)
+            s["breakage_value"] += r.value or Decimal(0)
+            s["unpriced"] += int(r.unpriced)
+            if r.adjusts is not None:
+                s["adjustments"] += 1
         if r.adjusts is not None:
-            s["adjustments"] += 1
             adjustment_lines.append(
                 {
                     "transaction_id": r.transaction_id,
@@ -239,12 +277,27 @@ async def _aggregate(
         for r in await conn.execute(_MATRIX)
         if r.points != 0 or (r.value or 0) != 0
     ]
-    cells.sort(key=lambda c: (c["issuer_id"], c["redeemer_id"]))
+    # The operator (None) sorts after every partner, as PostgreSQL sorts NULLs.
+    cells.sort(key=lambda c: (c["issuer_id"] is None, c["issuer_id"] or _NIL, c["redeemer_id"]))
     counts = (await conn.execute(_COUNTS)).one()
-    adjustment_lines.sort(key=lambda a: (a["effective_at"], a["transaction_id"], a["partner_id"]))
+    adjustment_lines.sort(
+        key=lambda a: (
+            a["effective_at"],
+            a["transaction_id"],
+            a["partner_id"] is None,
+            a["partner_id"] or _NIL,
+        )
+    )
+    operator.breakage_value = quantize(operator.breakage_value, cur)
     digest_hex = (await conn.execute(_DIGEST)).scalar_one() if digest else None
     return _Computed(
-        statements_out, cells, adjustment_lines, int(counts.n), len(adjustment_lines), digest_hex
+        statements_out,
+        cells,
+        adjustment_lines,
+        int(counts.n),
+        len(adjustment_lines),
+        operator,
+        digest_hex,
     )
 
 
@@ -333,6 +386,7 @@ async def _store(conn: AsyncConnection, period: Period, result: _Computed, *, ac
             },
         )
     periods = table(SettlementPeriod)
+    op = result.operator
     await conn.execute(
         update(periods)
         .where(periods.c.id == p)
@@ -343,8 +397,11 @@ async def _store(conn: AsyncConnection, period: Period, result: _Computed, *, ac
             adjustment_count=result.adjustment_count,
             unpriced_events=sum(s["unpriced"] for s in st),
             operator_margin=-sum((s["net"] for s in st), Decimal(0)),
-            breakage_points=sum(s["breakage_points"] for s in st),
-            breakage_value=sum((s["breakage_value"] for s in st), Decimal(0)),
+            breakage_points=sum(s["breakage_points"] for s in st) + op.breakage_points,
+            breakage_value=sum((s["breakage_value"] for s in st), op.breakage_value),
+            operator_issued_points=op.issued,
+            operator_breakage_points=op.breakage_points,
+            operator_breakage_value=op.breakage_value,
         )
     )
 

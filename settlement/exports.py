@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.money import quantize
+from core.money import DEFAULT_POINT_VALUE, quantize
 from partners import service as partners
 from settlement import service as settlement
 from settlement.csvfile import write_csv
 from settlement.errors import PeriodNotFound
-from settlement.pricing import CANDIDATES_FROZEN, CANDIDATES_OPEN, priced
+from settlement.pricing import CANDIDATES_FROZEN, CANDIDATES_OPEN, SETTLED_KINDS_SQL, priced
 from settlement.statement_pdf import render_statement_pdf
 
 # The event lines start with the reconciliation file's columns (order_ref, kind, points,
@@ -52,7 +52,7 @@ LIABILITY_COLUMNS = (
 def _events_sql(period: settlement.Period, *, grouped: bool) -> Any:
     template = CANDIDATES_FROZEN if period.is_closed else CANDIDATES_OPEN
     candidates = template.format(
-        where="AND t.partner_id = :partner AND t.kind IN ('earn', 'reversal', 'capture', 'return')"
+        where=f"AND t.partner_id = :partner AND t.kind IN ({SETTLED_KINDS_SQL})"
     )
     if grouped:
         return text(
@@ -149,22 +149,40 @@ def _statement_rows_csv(
     return write_csv(CSV_COLUMNS, rows)
 
 
+# The operator's line of the liability (its own points, issued by no partner).
+OPERATOR_ISSUER = "operator"
+
+
 async def liability_csv(
-    conn: AsyncConnection, *, currency: str, at: datetime | None = None, history: int = 24
+    conn: AsyncConnection,
+    *,
+    currency: str,
+    point_value: Decimal = DEFAULT_POINT_VALUE,
+    at: datetime | None = None,
+    history: int = 24,
 ) -> str:
-    """The points liability by issuing partner now (valued in `currency`), then at the end of
-    each closed period."""
-    now_lines = await settlement.liability(conn, currency=currency, at=at)
+    """The points liability by issuing partner now (valued in `currency`; the operator's own
+    points, issuer "operator" with no id, at `point_value`), then at the end of each closed
+    period."""
+    now_lines = await settlement.liability(conn, currency=currency, point_value=point_value, at=at)
     snapshots = await settlement.liability_history(conn, first=history)
-    ids = list({x.issuer_id for x in now_lines} | {x.issuer_id for s in snapshots for x in s.lines})
+    ids = list(
+        {x.issuer_id for x in now_lines if x.issuer_id is not None}
+        | {x.issuer_id for s in snapshots for x in s.lines if x.issuer_id is not None}
+    )
     names = {p.id: p.name for p in await partners.get_many(conn, ids=ids) if p is not None}
+
+    def issuer(x: settlement.LiabilityLine) -> list[Any]:
+        if x.issuer_id is None:
+            return ["", OPERATOR_ISSUER]
+        return [x.issuer_id, names.get(x.issuer_id, "")]
+
     cur = currency.upper()
     rows: list[list[Any]] = [
         [
             x.as_of.isoformat(),
             "",
-            x.issuer_id,
-            names.get(x.issuer_id, ""),
+            *issuer(x),
             x.points,
             x.issue_price if x.issue_price is not None else "",
             x.value.amount,
@@ -176,8 +194,7 @@ async def liability_csv(
         [
             s.period_end.isoformat(),
             s.period_id,
-            x.issuer_id,
-            names.get(x.issuer_id, ""),
+            *issuer(x),
             x.points,
             x.issue_price if x.issue_price is not None else "",
             x.value.amount,

@@ -1,4 +1,13 @@
-"""The points liability: outstanding points by issuer, valued at the issue price in force."""
+"""The points liability: outstanding points by issuer, valued at the issue price in force.
+
+The operator's own points (sign-up and referral bonuses: lots with no issuing partner) are the
+operator's line (`issuer_id` None), valued at the face value of a point (POINT_VALUE), not at
+zero. Nobody paid an issue price for them, yet the coalition owes their redemption just the
+same: every one of them accepted at a partner is reimbursed at that partner's redemption price,
+which the face value stands for before the partner is known. Valued at zero they would vanish
+from the number the operator watches for unfunded points, which is exactly what they are. The
+line's `issue_price` is that face value (the period's, in a snapshot).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.money import Money, quantize
+from core.money import DEFAULT_POINT_VALUE, Money, quantize
 from settlement.models import PeriodStatus
 from settlement.periods import _now
 from settlement.pricing import (
@@ -43,7 +52,9 @@ _LIABILITY = text(
           AND (CAST(:partner AS uuid) IS NULL OR l.issuer_id = :partner)
         GROUP BY l.issuer_id
     )
-    SELECT o.issuer_id, o.points, pr.issue_price
+    SELECT o.issuer_id, o.points,
+           CASE WHEN o.issuer_id IS NULL THEN CAST(:point_value AS numeric(20, 8))
+                ELSE pr.issue_price END AS issue_price
     FROM outstanding o
     {price_join("pr", "o.issuer_id", "CAST(:at AS timestamptz)", "now()")}
     WHERE o.points <> 0
@@ -56,14 +67,19 @@ async def liability(
     conn: AsyncConnection,
     *,
     currency: str,
+    point_value: Decimal = DEFAULT_POINT_VALUE,
     at: datetime | None = None,
     partner_id: uuid.UUID | None = None,
 ) -> list[LiabilityLine]:
     """Outstanding points by issuing partner at `at` (default now) and their value in
-    `currency` at the issue price in force then; with `partner_id`, only that issuer's line."""
+    `currency` at the issue price in force then, the operator's own points (the last line,
+    `issuer_id` None) at `point_value` each; with `partner_id`, only that issuer's line."""
     at = _now(at)
     cur = currency.upper()
-    rows = await conn.execute(_LIABILITY, {"at": at, "partner": partner_id, "currency": cur})
+    rows = await conn.execute(
+        _LIABILITY,
+        {"at": at, "partner": partner_id, "currency": cur, "point_value": Decimal(point_value)},
+    )
     return [
         LiabilityLine(
             r.issuer_id,
@@ -77,7 +93,12 @@ async def liability(
 
 
 async def _snapshot_liability(conn: AsyncConnection, period: Period) -> None:
-    lines = await liability(conn, at=period.period_end, currency=period.currency)
+    lines = await liability(
+        conn,
+        at=period.period_end,
+        currency=period.currency,
+        point_value=period.point_value or DEFAULT_POINT_VALUE,
+    )
     if lines:
         await conn.execute(
             text(

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -98,8 +99,15 @@ class SettlementPeriod(SQLModel, table=True):
     adjustment_count: int = Field(default=0, sa_column=_points())
     unpriced_events: int = Field(default=0, sa_column=_points())
     operator_margin: Decimal = Field(default=Decimal(0), sa_column=_money())
-    breakage_points: int = Field(default=0, sa_column=_points())
+    breakage_points: int = Field(default=0, sa_column=_points())  # the operator's included
     breakage_value: Decimal = Field(default=Decimal(0), sa_column=_money())
+    # The operator's own points (lots with no issuing partner): on no partner's statement.
+    operator_issued_points: int = Field(default=0, sa_column=_points())
+    operator_breakage_points: int = Field(default=0, sa_column=_points())
+    operator_breakage_value: Decimal = Field(default=Decimal(0), sa_column=_money())
+    # The face value of a point when the period was created: it values the operator's points
+    # (their breakage, their liability line), which no partner's issue price does.
+    point_value: Decimal = Field(sa_column=Column(Numeric(20, 8), nullable=False))
     # What a closed period covers: every ledger transaction effective in its range and recorded
     # before `frozen_before` (all of them had committed when the close read the ledger), those
     # recorded later that the close saw (rows in settlement_assignments), and the late events
@@ -143,15 +151,29 @@ class SettlementStatement(SQLModel, table=True):
 
 
 class SettlementMatrixCell(SQLModel, table=True):
-    """Points issued by `issuer_id` and accepted at `redeemer_id` in a period, and their value."""
+    """Points issued by `issuer_id` (NULL: the operator) and accepted at `redeemer_id` in a
+    period, and their value. One cell per (period, issuer, redeemer), the operator counting as
+    one issuer (NULLS NOT DISTINCT; a primary key cannot hold the NULL, hence `id`)."""
 
     __tablename__ = "settlement_matrix"
-
-    period_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), primary_key=True)
+    __table_args__ = (
+        UniqueConstraint(
+            "period_id",
+            "issuer_id",
+            "redeemer_id",
+            name="uq_settlement_matrix_key",
+            postgresql_nulls_not_distinct=True,
+        ),
     )
-    issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
-    redeemer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    period_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), nullable=False)
+    )
+    issuer_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
+    redeemer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     points: int = Field(default=0, sa_column=_points())
     value: Decimal = Field(default=Decimal(0), sa_column=_money())
 
@@ -160,17 +182,30 @@ class SettlementAdjustment(SQLModel, table=True):
     """A late event: a transaction effective in an already closed period, settled in this one.
 
     `amount` is exact (points x unit price); its sign follows the statement: positive raises
-    the partner's net (captures, reversals of earns), negative lowers it (earns, returns). An
-    expiry's line is breakage of the issuing partner and does not touch the net.
+    the partner's net (captures and rewards, reversals of earns), negative lowers it (earns and
+    bonuses, returns). An expiry's line is breakage of the issuing partner, or of the operator
+    (`partner_id` NULL), and does not touch the net.
     """
 
     __tablename__ = "settlement_adjustments"
-
-    period_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), primary_key=True)
+    __table_args__ = (
+        UniqueConstraint(
+            "period_id",
+            "transaction_id",
+            "partner_id",
+            name="uq_settlement_adjustments_key",
+            postgresql_nulls_not_distinct=True,
+        ),
     )
-    transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
-    partner_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    period_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), nullable=False)
+    )
+    transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    partner_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
     adjusts_period_id: uuid.UUID = Field(
         sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), nullable=False)
     )
@@ -208,14 +243,26 @@ class SettlementAssignment(SQLModel, table=True):
 
 
 class SettlementLiability(SQLModel, table=True):
-    """Outstanding points of one issuer at a period's end, valued at its issue price then."""
+    """Outstanding points of one issuer at a period's end, valued at its issue price then; the
+    operator's (`issuer_id` NULL) at the period's point value (settlement.liability)."""
 
     __tablename__ = "settlement_liability"
-
-    period_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), primary_key=True)
+    __table_args__ = (
+        UniqueConstraint(
+            "period_id",
+            "issuer_id",
+            name="uq_settlement_liability_key",
+            postgresql_nulls_not_distinct=True,
+        ),
     )
-    issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    period_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("settlement_periods.id"), nullable=False)
+    )
+    issuer_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
     points: int = Field(sa_column=Column(BigInteger, nullable=False))
     value: Decimal = Field(sa_column=_money(default=False))
     issue_price: Decimal | None = Field(default=None, sa_column=Column(Numeric(20, 8)))

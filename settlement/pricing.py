@@ -92,8 +92,9 @@ def priced(candidates: str) -> str:
     WITH {PRICE_CTE}
     SELECT c.id, c.kind, c.partner_id, c.points, c.ref, c.effective_at, c.recorded_at,
            c.adjusts,
-           CASE WHEN c.kind IN ('earn', 'reversal') THEN pr.issue_price
-                WHEN c.kind IN ('capture', 'return') THEN pr.redemption_price END AS price
+           CASE WHEN c.kind IN ('earn', 'bonus', 'reversal') THEN pr.issue_price
+                WHEN c.kind IN ('capture', 'reward', 'return') THEN pr.redemption_price
+           END AS price
     FROM ({candidates}) c
     LEFT JOIN ledger_events o ON o.id = c.reverses_id AND c.kind IN ('reversal', 'return')
     {
@@ -108,5 +109,9 @@ def priced(candidates: str) -> str:
 
 
 # The sign of an event in a partner's net (reimbursement - issuance charge).
-NET_SIGN = {"earn": -1, "reversal": 1, "capture": 1, "return": -1}
-SETTLED_KINDS = ("earn", "reversal", "capture", "return")
+NET_SIGN = {"earn": -1, "bonus": -1, "reversal": 1, "capture": 1, "reward": 1, "return": -1}
+# The kinds of ledger event on a partner's statement (those with a partner and a price), as
+# partners see them in their statement files and reconciliation files.
+SETTLED_KINDS = ("earn", "bonus", "reversal", "capture", "reward", "return")
+# As SQL: `kind IN ({SETTLED_KINDS_SQL})`.
+SETTLED_KINDS_SQL = ", ".join(f"'{k}'" for k in SETTLED_KINDS)

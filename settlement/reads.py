@@ -28,7 +28,8 @@ from settlement.records import (
 _PERIOD_COLUMNS = (
     "id, period_start, period_end, kind, status, currency, created_at, run_at, closed_at, "
     "closed_by, content_hash, frozen_before, transactions_digest, transaction_count, "
-    "adjustment_count, unpriced_events, operator_margin, breakage_points, breakage_value"
+    "adjustment_count, unpriced_events, operator_margin, breakage_points, breakage_value, "
+    "operator_issued_points, operator_breakage_points, operator_breakage_value, point_value"
 )
 
 
@@ -58,6 +59,10 @@ def _period(row: Any, *, partner_view: bool = False) -> Period:
             operator_margin=None,
             breakage_points=None,
             breakage_value=None,
+            operator_issued_points=None,
+            operator_breakage_points=None,
+            operator_breakage_value=None,
+            point_value=None,
         )
     return Period(
         **common,
@@ -69,6 +74,10 @@ def _period(row: Any, *, partner_view: bool = False) -> Period:
         operator_margin=Money(quantize(row.operator_margin, cur), cur),
         breakage_points=int(row.breakage_points),
         breakage_value=Money(quantize(row.breakage_value, cur), cur),
+        operator_issued_points=int(row.operator_issued_points),
+        operator_breakage_points=int(row.operator_breakage_points),
+        operator_breakage_value=Money(quantize(row.operator_breakage_value, cur), cur),
+        point_value=row.point_value,
     )
 
 

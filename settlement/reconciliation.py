@@ -20,7 +20,7 @@ from core.money import Money, quantize
 from partners import service as partners
 from settlement import service as settlement
 from settlement.errors import ReconciliationLimitExceeded
-from settlement.pricing import priced
+from settlement.pricing import SETTLED_KINDS_SQL, priced
 from settlement.reconciliation_file import HEADER, KINDS, MAX_BYTES, MAX_LINES, FileLine, parse
 from settlement.reconciliation_reports import (
     PAGE_DEFAULT,
@@ -66,7 +66,7 @@ _LEDGER_SIDE = text(
             "SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at, "
             "t.recorded_at, CAST(NULL AS uuid) AS adjusts FROM ledger_events t "
             "WHERE t.partner_id = :partner AND t.effective_at >= :start AND t.effective_at < :end "
-            "AND t.kind IN ('earn', 'reversal', 'capture', 'return')"
+            f"AND t.kind IN ({SETTLED_KINDS_SQL})"
         )
     }) x
     GROUP BY ref, kind

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from core.money import minor_units
 from settlement.errors import ReconciliationFileError
+from settlement.pricing import SETTLED_KINDS
 
 # The file is CSV, UTF-8 (a byte-order mark is fine), comma-separated, with exactly the header
 # HEADER; one line per event of the partner in the period: its order reference, the kind, the
@@ -19,7 +20,7 @@ from settlement.errors import ReconciliationFileError
 # direction), with at most the currency's minor-unit digits. Beyond MAX_BYTES or MAX_LINES,
 # or malformed anywhere, the file is refused with an error naming the line.
 HEADER = ("order_ref", "kind", "points", "amount")
-KINDS = ("earn", "reversal", "capture", "return")
+KINDS = SETTLED_KINDS  # earn, bonus (its own), reversal, capture, reward (delivered), return
 MAX_BYTES = 5 * 1024 * 1024
 MAX_LINES = 100_000
 MAX_REF = 200

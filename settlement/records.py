@@ -36,8 +36,14 @@ class Period:
     adjustment_count: int | None
     unpriced_events: int | None
     operator_margin: Money | None
-    breakage_points: int | None
+    breakage_points: int | None  # every point expired in the period, the operator's included
     breakage_value: Money | None
+    # The operator's own points (issued by no partner): what it issued in the period, and the
+    # part of the breakage that is its own, valued at `point_value` (on no partner's statement).
+    operator_issued_points: int | None
+    operator_breakage_points: int | None
+    operator_breakage_value: Money | None
+    point_value: Decimal | None  # the face value of a point that values the operator's points
 
     @property
     def is_closed(self) -> bool:
@@ -67,9 +73,10 @@ class Statement:
 
 @dataclass(frozen=True)
 class MatrixCell:
-    """Points issued by `issuer_id` and accepted at `redeemer_id`, at the redemption price."""
+    """Points issued by `issuer_id` (None: the operator) and accepted at `redeemer_id`, at the
+    redemption price."""
 
-    issuer_id: uuid.UUID
+    issuer_id: uuid.UUID | None
     redeemer_id: uuid.UUID
     points: int
     value: Money
@@ -80,9 +87,10 @@ class Adjustment:
     """A late event settled in this period, naming the closed period it adjusts."""
 
     transaction_id: uuid.UUID
-    partner_id: uuid.UUID
+    partner_id: uuid.UUID | None  # None: the operator (breakage of its own points)
     adjusts_period_id: uuid.UUID
-    kind: str  # earn, reversal, capture, return, or expiry (breakage of the issuer)
+    # earn, bonus, reversal, capture, reward, return, or expiry (breakage of the issuer)
+    kind: str
     points: int
     unit_price: Decimal | None
     # Exact. Signed as its effect on the partner's net; for an expiry, the breakage value
@@ -115,9 +123,11 @@ class Payments:
 
 @dataclass(frozen=True)
 class LiabilityLine:
-    """Outstanding points issued by one partner, valued at its issue price in force then."""
+    """Outstanding points issued by one partner, valued at its issue price in force then; or
+    the operator's own points (`issuer_id` None), valued at the face value of a point
+    (`issue_price` is then that value: see settlement.liability)."""
 
-    issuer_id: uuid.UUID
+    issuer_id: uuid.UUID | None
     points: int
     issue_price: Decimal | None
     value: Money

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from core.money import DEFAULT_POINT_VALUE
 from core.tables import table
 from settlement.compute import _compute
 from settlement.errors import (
@@ -31,9 +33,18 @@ LATE_MARGIN = timedelta(minutes=10)
 
 
 async def _create_period(
-    conn: AsyncConnection, *, start: datetime, end: datetime, kind: str, currency: str, actor: str
+    conn: AsyncConnection,
+    *,
+    start: datetime,
+    end: datetime,
+    kind: str,
+    currency: str,
+    point_value: Decimal,
+    actor: str,
 ) -> uuid.UUID | None:
-    """Insert a period; None when it would overlap another (the exclusion constraint)."""
+    """Insert a period; None when it would overlap another (the exclusion constraint). Its
+    currency and `point_value` (which values the operator's own points) stay its own, as the
+    agreements' prices do: a later change of the settings never revalues a period."""
     period_id = uuid7()
     try:
         async with conn.begin_nested():
@@ -44,6 +55,7 @@ async def _create_period(
                     period_end=end,
                     kind=kind,
                     currency=currency,
+                    point_value=_point_value(point_value),
                     created_by=actor,
                 )
             )
@@ -61,11 +73,12 @@ async def run(
     period_end: datetime,
     actor: str,
     currency: str,
+    point_value: Decimal = DEFAULT_POINT_VALUE,
     now: datetime | None = None,
 ) -> Period:
     """Settle the range [period_start, period_end): create the period if there is none with
-    these bounds (settled in `currency`), (re)compute it while open, return it frozen and
-    unchanged once closed."""
+    these bounds (settled in `currency`, the operator's points valued at `point_value` each),
+    (re)compute it while open, return it frozen and unchanged once closed."""
     start, end = _validate_range(period_start, period_end, _now(now))
     existing = await get_period_by_range(conn, period_start=start, period_end=end)
     if existing is not None:
@@ -76,6 +89,7 @@ async def run(
         end=end,
         kind=PeriodKind.CUSTOM,
         currency=currency.upper(),
+        point_value=point_value,
         actor=actor,
     )
     if period_id is None:
@@ -85,6 +99,13 @@ async def run(
             raise PeriodOverlap(await _overlap_message(conn, start, end))
         period_id = existing.id
     return await run_period(conn, period_id=period_id, actor=actor, now=now)
+
+
+def _point_value(value: Decimal) -> Decimal:
+    value = Decimal(value)
+    if not value.is_finite() or value <= 0:
+        raise InvalidPeriod("the point value must be a positive amount")
+    return value
 
 
 async def _overlap_message(conn: AsyncConnection, start: datetime, end: datetime) -> str:

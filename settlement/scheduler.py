@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.money import DEFAULT_POINT_VALUE
 from settlement.closing import _expire_and_close
 from settlement.errors import (
     InvalidPeriod,
@@ -27,6 +29,7 @@ async def plan_periods(
     granularity: str,
     timezone: str,
     currency: str,
+    point_value: Decimal = DEFAULT_POINT_VALUE,
     actor: str = "system:settle",
 ) -> int:
     """Create the periods of `granularity` missing between the ledger's first event and `now`
@@ -54,7 +57,13 @@ async def plan_periods(
     while slot_start <= now:
         for s, e in _gaps(slot_start, slot_end, taken):
             if await _create_period(
-                conn, start=s, end=e, kind=granularity, currency=cur, actor=actor
+                conn,
+                start=s,
+                end=e,
+                kind=granularity,
+                currency=cur,
+                point_value=point_value,
+                actor=actor,
             ):
                 created += 1
         slot_start, slot_end = period_bounds(slot_end, granularity=granularity, timezone=timezone)
@@ -68,14 +77,16 @@ async def settle_due(
     timezone: str,
     close_delay: timedelta,
     currency: str,
+    point_value: Decimal = DEFAULT_POINT_VALUE,
     now: datetime | None = None,
     actor: str = "system:settle",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> SettleReport:
     """Create the due periods of `granularity` (days, weeks or months starting in `timezone`,
-    settled in `currency`), run every open one that has started and close (expiry first) those
-    whose end (plus `close_delay`) has passed. Safe to run from cron every few minutes: one job
-    at a time (an advisory lock), each period in its own unit of work, idempotent."""
+    settled in `currency`, the operator's points valued at `point_value`), run every open one
+    that has started and close (expiry first) those whose end (plus `close_delay`) has passed.
+    Safe to run from cron every few minutes: one job at a time (an advisory lock), each period
+    in its own unit of work, idempotent."""
     now = _now(now)
     delay = close_delay
     if granularity not in GRANULARITIES:
@@ -95,6 +106,7 @@ async def settle_due(
                     granularity=granularity,
                     timezone=timezone,
                     currency=currency,
+                    point_value=point_value,
                     actor=actor,
                 )
             async with engine.connect() as conn:

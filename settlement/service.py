@@ -2,9 +2,14 @@
 
 A period is [start, end) of the ledger's effective time. Running it prices every ledger event in
 it at the agreement in force at that event (settlement.pricing) and aggregates, per partner,
-points issued, reversed, redeemed and returned, the issuance charge and the reimbursement (each
-summed exactly, then rounded once, half-even, to the currency's minor unit) and the net; per
-issuing partner the breakage of the period; and the inter-partner matrix from the lots. An open
+points issued (earns, its own bonuses), reversed, redeemed (captures, rewards it delivers) and
+returned, the issuance charge and the reimbursement (each summed exactly, then rounded once,
+half-even, to the currency's minor unit) and the net; per issuing partner the breakage of the
+period; and the inter-partner matrix from the lots (a transferred lot keeps its original
+issuer: a transfer is no settlement event). The operator's own points (lots with no issuer:
+sign-up and referral bonuses) are on no statement: the period reports what the operator issued
+and what of its points expired (valued at the period's `point_value`), and the matrix, the
+liability and the adjustments name the operator as NULL. An open
 period is recomputed by every run (re-running changes nothing unless the ledger did). Closing
 freezes it: the period records what it covered (each ledger transaction is settled once, in one
 period: see `frozen_before` and `settlement_assignments`), its contents are sealed with a

@@ -25,14 +25,20 @@ class _Line:
 
 _LABELS = {
     ("earn", False): "Points issued to your customers",
+    ("bonus", False): "Bonus points you awarded",
     ("reversal", False): "Points reversed (refunds of purchases)",
     ("capture", False): "Points accepted as payment",
+    ("reward", False): "Points redeemed for your rewards",
     ("return", False): "Points returned (refunds of payments in points)",
     ("earn", True): "Adjustment: points issued in a closed period",
+    ("bonus", True): "Adjustment: bonus points awarded in a closed period",
     ("reversal", True): "Adjustment: points reversed in a closed period",
     ("capture", True): "Adjustment: points accepted in a closed period",
+    ("reward", True): "Adjustment: points redeemed for rewards in a closed period",
     ("return", True): "Adjustment: points returned in a closed period",
 }
+# Kinds that add to their part (issuance or reimbursement); the others take from it.
+_ADDING = ("earn", "bonus", "capture", "reward")
 
 
 def render_statement_pdf(
@@ -153,14 +159,14 @@ def render_statement_pdf(
     lines: dict[str, list[_Line]] = {"issuance": [], "reimbursement": []}
     for g in groups:
         exact = g.exact or Decimal(0)
-        signed = exact if g.kind in ("earn", "capture") else -exact
+        signed = exact if g.kind in _ADDING else -exact
         label = _LABELS[(g.kind, bool(g.adjustment))]
-        part = "issuance" if g.kind in ("earn", "reversal") else "reimbursement"
+        part = "issuance" if g.kind in ("earn", "bonus", "reversal") else "reimbursement"
         events = f"{g.n} event{'s' if g.n != 1 else ''}"
         lines[part].append(
             _Line(
                 f"{label} <font size='7.5' color='#666666'>({events})</font>",
-                int(g.points) if g.kind in ("earn", "capture") else -int(g.points),
+                int(g.points) if g.kind in _ADDING else -int(g.points),
                 pdf_text.price(g.price),
                 pdf_text.exact(signed, cur),
             )
@@ -215,7 +221,7 @@ def render_statement_pdf(
         charge,
     )
     section(
-        "B. Redemption: points accepted as payment",
+        "B. Redemption: points accepted as payment or for rewards",
         lines["reimbursement"],
         "Reimbursement (B)",
         reimb,

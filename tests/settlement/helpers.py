@@ -154,3 +154,84 @@ async def return_points(
             ref=ref,
         )
     return r.transaction_id
+
+
+async def bonus(
+    engine: AsyncEngine,
+    member: uuid.UUID,
+    issuer: uuid.UUID | None,
+    points: int,
+    at: datetime,
+    *,
+    reason: str = "review",
+    ref: str | None = None,
+    validity_months: int = 36,
+) -> uuid.UUID:
+    """A bonus funded by `issuer`, or by the operator (None: sign-up, referral)."""
+    async with engine.begin() as conn:
+        r = await ledger.award_bonus(
+            conn,
+            ledger.BonusRequest(
+                actor="operator" if issuer is None else f"partner:{issuer}",
+                key_space="operator" if issuer is None else f"partner:{issuer}",
+                idempotency_key=key("bonus"),
+                digest=key("digest"),
+                member_id=member,
+                issuer_id=issuer,
+                points=points,
+                reason=reason,
+                ref=ref,
+                at=at,
+                validity_months=validity_months,
+            ),
+        )
+    return r.transaction_id
+
+
+async def reward(
+    engine: AsyncEngine,
+    member: uuid.UUID,
+    partner: uuid.UUID,
+    points: int,
+    at: datetime,
+    *,
+    ref: str | None = None,
+) -> uuid.UUID:
+    """A reward of `partner` paid with `points` at once."""
+    async with engine.begin() as conn:
+        r = await ledger.redeem_reward_points(
+            conn,
+            ledger.RewardSpendRequest(
+                actor=f"member:{member}",
+                key_space=f"member:{member}",
+                idempotency_key=key("reward"),
+                digest=key("digest"),
+                member_id=member,
+                partner_id=partner,
+                points=points,
+                ref=ref or key("reward"),
+                at=at,
+            ),
+        )
+    return r.transaction_id
+
+
+async def transfer(
+    engine: AsyncEngine, sender: uuid.UUID, receiver: uuid.UUID, points: int, at: datetime
+) -> uuid.UUID:
+    async with engine.begin() as conn:
+        r = await ledger.transfer_points(
+            conn,
+            ledger.TransferRequest(
+                actor=f"member:{sender}",
+                key_space=f"member:{sender}",
+                idempotency_key=key("transfer"),
+                digest=key("digest"),
+                from_member_id=sender,
+                to_member_id=receiver,
+                points=points,
+                daily_limit=None,
+                at=at,
+            ),
+        )
+    return r.transaction_id

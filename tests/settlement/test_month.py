@@ -13,11 +13,12 @@ from core.money import quantize
 from members import service as members
 from partners import service as partners
 from settlement import service as settlement
-from tests.settlement.model import World
+from tests.settlement.world import World
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 END = datetime(2024, 4, 1, tzinfo=UTC)
 CUR = "RUB"
+POINT = Decimal("0.9")  # the face value that values the operator's points
 
 
 async def _setup(engine, n_members: int = 12):
@@ -43,9 +44,11 @@ async def generate_month(
 ) -> tuple[World, list, list]:
     """Several partners, agreements changing mid-period (one recorded before the events, one
     recorded after events it would otherwise cover, one retroactive), earns, partial and full
-    captures, voids, refunds before and after redemptions, returns, expiry inside the month."""
+    captures, voids, refunds before and after redemptions, returns, bonuses of partners and of
+    the operator, rewards, transfers between members, expiry inside the month (of partners'
+    and of the operator's points)."""
     rng = random.Random(seed)
-    w = World(engine, CUR)
+    w = World(engine, CUR, POINT)
     (fuel, shop, air, bank), mem = await _setup(engine)
     hold_days = {fuel: 0, shop: 0, air: 0, bank: 2}
     for p, (ip, rp) in zip(
@@ -70,6 +73,10 @@ async def generate_month(
         pts = rng.randrange(50, 600)
         tx = await w.earn(m, p, pts, at, validity_months=1, hold_days=hold_days[p])
         earns.append((tx, pts, p))
+    for issuer in (None, None, shop, air):  # bonuses of last month expiring in this one
+        at = START - timedelta(days=27) + timedelta(seconds=rng.randrange(25 * 86400))
+        pts = rng.randrange(20, 200) if issuer else rng.randrange(1500, 3000)  # not all spent
+        await w.bonus(rng.choice(mem), issuer, pts, at, validity_months=1)
     for m in mem:
         p = rng.choice((fuel, shop, air))
         tx = await w.earn(
@@ -83,6 +90,7 @@ async def generate_month(
     )
     times[0] = START  # the first instant of the period belongs to it
     captured: list = []
+    partner_ids = (fuel, shop, air, bank)
     expiry_days = [START + timedelta(days=8, hours=3), START + timedelta(days=19, hours=7)]
     for i, at in enumerate(times):
         if i == int(ops * 0.3):
@@ -97,11 +105,11 @@ async def generate_month(
             await w.expire(expiry_days.pop(0))
         roll = rng.random()
         m = rng.choice(mem)
-        if roll < 0.36:
+        if roll < 0.30:
             p = rng.choice((fuel, shop, air, bank))
             tx = await w.earn(m, p, rng.randrange(1, 800), at, hold_days=hold_days[p])
             earns.append((tx, 0, p))
-        elif roll < 0.68:
+        elif roll < 0.55:
             avail = w.model.available(m, at)
             if avail == 0:
                 continue
@@ -112,8 +120,24 @@ async def generate_month(
             hold = await w.redeem(m, p, pts, cap, at)
             if cap is not None:
                 captured.append(hold)
-        elif roll < 0.84:
-            candidates = [x for x in w.model.lots if x.reversed < x.points and x.earned_at <= at]
+        elif roll < 0.61:
+            avail = w.model.available(m, at)
+            if avail:
+                await w.reward(m, rng.choice(partner_ids), rng.randrange(1, avail + 1), at)
+        elif roll < 0.67:
+            issuer = rng.choice((fuel, shop, air, bank, None, None))
+            await w.bonus(m, issuer, rng.randrange(1, 300), at)
+        elif roll < 0.73:
+            avail = w.model.available(m, at)
+            if avail:
+                to = rng.choice([x for x in mem if x != m])
+                await w.transfer(m, to, rng.randrange(1, avail + 1), at)
+        elif roll < 0.86:
+            candidates = [
+                x
+                for x in w.model.lots
+                if x.source == "earn" and x.reversed < x.points and x.earned_at <= at
+            ]
             if not candidates:
                 continue
             lot = rng.choice(candidates)
@@ -142,7 +166,12 @@ async def test_month_matches_independent_recomputation(sengine, monkeypatch) -> 
     w, partner_ids, _ = await generate_month(sengine)
     async with sengine.begin() as conn:
         period = await settlement.run(
-            conn, currency="RUB", period_start=START, period_end=END, actor="operator"
+            conn,
+            currency="RUB",
+            point_value=POINT,
+            period_start=START,
+            period_end=END,
+            actor="operator",
         )
     assert period.status == "open"
     # The close runs the expiry up to the period's end first: the model does the same.
@@ -188,11 +217,26 @@ async def test_month_matches_independent_recomputation(sengine, monkeypatch) -> 
         sum(e[k] for e in expected.values()) > 0
         for k in ("issued", "reversed", "redeemed", "returned", "breakage_points")
     )
+    in_month = [e for e in w.model.events if START <= e.at < END]
+    kinds = {(e.kind, e.partner is None) for e in in_month}
+    assert {("bonus", True), ("bonus", False), ("reward", False)} <= kinds
+    assert sum(x.source == "transfer" for x in w.model.lots) > 10
+    # The operator's own points: issued, expired, on no statement; in the period's totals.
+    issued, expired, expired_value = w.model.operator(START, END, CUR)
+    assert issued > 0 and expired > 0
+    assert (
+        period.operator_issued_points,
+        period.operator_breakage_points,
+        period.operator_breakage_value.amount,
+    ) == (issued, expired, expired_value)
+    assert period.breakage_points == expired + sum(e["breakage_points"] for e in expected.values())
+    assert period.breakage_value.amount == expired_value + sum(
+        e["breakage_value"] for e in expected.values()
+    )
     assert period.transaction_count == count
     # The agreement changes mattered: Fuel's events carry both prices; Shop's events from day
     # 10 on carry the old price (recorded before the change was) and the new one.
     fuel, shop, air, _ = partner_ids
-    in_month = [e for e in w.model.events if START <= e.at < END]
     assert {e.price for e in in_month if e.partner == fuel and e.kind == "earn"} == {
         Decimal("0.01234567"),
         Decimal("0.01777777"),
@@ -233,12 +277,15 @@ async def test_month_matches_independent_recomputation(sengine, monkeypatch) -> 
         s.redeemed_points - s.returned_points for s in got.values()
     )
     assert any(c.issuer_id == c.redeemer_id for c in cells)  # the diagonal is there
+    assert any(c.issuer_id is None for c in cells)  # the operator's points were accepted
     # The matrix values the redeemed points at the same prices as the reimbursements.
     for pid in partner_ids:
         exact = sum(
-            (e.points if e.kind == "capture" else -e.points) * e.price
+            (-e.points if e.kind == "return" else e.points) * e.price
             for e in w.model.events
-            if e.partner == pid and e.kind in ("capture", "return") and START <= e.at < END
+            if e.partner == pid
+            and e.kind in ("capture", "reward", "return")
+            and START <= e.at < END
         )
         assert got[pid].reimbursement.amount == quantize(Decimal(exact), CUR)
 
@@ -246,10 +293,11 @@ async def test_month_matches_independent_recomputation(sengine, monkeypatch) -> 
     outstanding = w.model.outstanding(END)
     snap = next(h for h in history if h.period_id == period.id)
     assert {x.issuer_id: x.points for x in snap.lines} == outstanding
+    assert None in outstanding  # the operator's line, at the point value
     for x in snap.lines:
-        ag = w.model.price(x.issuer_id, END)
-        assert x.issue_price == ag.issue
-        assert x.value.amount == quantize(outstanding[x.issuer_id] * ag.issue, CUR)
+        price = POINT if x.issuer_id is None else w.model.price(x.issuer_id, END).issue
+        assert x.issue_price == price
+        assert x.value.amount == quantize(outstanding[x.issuer_id] * price, CUR)
 
     async with sengine.connect() as conn:
         assert (await settlement.verify(conn, period_id=period.id)).ok

@@ -108,6 +108,7 @@ class SettlementMutation:
                     period_end=input.period_end,
                     actor=ctx.actor,
                     currency=ctx.settings.settlement_currency,
+                    point_value=ctx.settings.point_value,
                 )
             return RunSettlementSuccess(period=SettlementPeriod.of(period, None))
 

@@ -78,8 +78,9 @@ class SettlementQuery:
         if settlement_viewer(info.context) is not None:
             raise forbidden("the liability report is the operator's")
         async with info.context.read() as conn:
+            settings = info.context.settings
             lines = await settlement.liability(
-                conn, currency=info.context.settings.settlement_currency
+                conn, currency=settings.settlement_currency, point_value=settings.point_value
             )
         return [
             LiabilityLine(

@@ -30,16 +30,23 @@ def _money(m: DomainMoney | None) -> T.Money | None:
     return T.Money.of(m.amount, m.currency) if m is not None else None
 
 
-async def _partner(info: strawberry.Info, partner_id: uuid.UUID) -> T.Partner | None:
+async def _partner(info: strawberry.Info, partner_id: uuid.UUID | None) -> T.Partner | None:
+    if partner_id is None:  # the operator's own points name no partner
+        return None
     record = await info.context.partner_loader.load(partner_id)
     return T.Partner.of(record) if record else None
 
 
 @strawberry.type(description="One partner's statement for a period, in the settlement currency.")
 class Statement:
-    issued_points: int = strawberry.field(description="Points the partner issued (earns).")
+    issued_points: int = strawberry.field(
+        description="Points the partner issued: earns and the bonuses it awarded."
+    )
     reversed_points: int = strawberry.field(description="Issued points taken back by refunds.")
-    redeemed_points: int = strawberry.field(description="Points the partner accepted as payment.")
+    redeemed_points: int = strawberry.field(
+        description="Points the partner accepted: as payment and for the rewards it delivers "
+        "(whoever issued them, the operator included)."
+    )
     returned_points: int = strawberry.field(description="Accepted points given back by refunds.")
     issuance_charge: T.Money = strawberry.field(
         description="Issued x issue price - reversed x their price; rounded once, half-even."
@@ -84,18 +91,24 @@ class Statement:
         )
 
 
-@strawberry.type(description="Points issued by `issuer` and accepted at `redeemer` in the period.")
+@strawberry.type(
+    description="Points issued by `issuer` (null: the operator) and accepted at `redeemer` in the "
+    "period, as payment or for a reward; transferred points count under their original issuer."
+)
 class MatrixCell:
     points: int = strawberry.field(description="Points.")
     value: T.Money = strawberry.field(description="Their value at the redemption prices.")
-    issuer_id: strawberry.Private[uuid.UUID]
+    issuer_id: strawberry.Private[uuid.UUID | None]
     redeemer_id: strawberry.Private[uuid.UUID]
 
-    @strawberry.field(description="The partner that issued (funded) the points.")
+    @strawberry.field(
+        description="The partner that issued (funded) the points; null: the operator (sign-up "
+        "and referral bonuses), whose points no partner paid for."
+    )
     async def issuer(self, info: strawberry.Info) -> T.Partner | None:
         return await _partner(info, self.issuer_id)
 
-    @strawberry.field(description="The partner that accepted them as payment.")
+    @strawberry.field(description="The partner that accepted them, as payment or for a reward.")
     async def redeemer(self, info: strawberry.Info) -> T.Partner | None:
         return await _partner(info, self.redeemer_id)
 
@@ -121,14 +134,19 @@ class Adjustment:
     adjusts_period_id: strawberry.ID = strawberry.field(
         description="The closed period it belongs to by effective time."
     )
-    kind: str = strawberry.field(description="earn, reversal, capture, return or expiry.")
+    kind: str = strawberry.field(
+        description="earn, bonus, reversal, capture, reward, return or expiry."
+    )
     points: int = strawberry.field(description="Points of the event.")
-    amount: T.Money = strawberry.field(description="Its signed effect on the partner's net.")
+    amount: T.Money = strawberry.field(
+        description="Its signed effect on the partner's net; for an expiry, the breakage value "
+        "(reported, not paid)."
+    )
     order_ref: str | None = strawberry.field(description="The partner's order reference.")
     effective_at: datetime = strawberry.field(description="When it happened.")
-    partner_id: strawberry.Private[uuid.UUID]
+    partner_id: strawberry.Private[uuid.UUID | None]
 
-    @strawberry.field(description="The partner.")
+    @strawberry.field(description="The partner; null: the operator (an expiry of its own points).")
     async def partner(self, info: strawberry.Info) -> T.Partner | None:
         return await _partner(info, self.partner_id)
 
@@ -162,10 +180,22 @@ class SettlementPeriod:
         description="-sum(net) over partners (operator only)."
     )
     breakage_points: int | None = strawberry.field(
-        description="Points expired in the period (operator only)."
+        description="Points expired in the period, the operator's own included (operator only)."
     )
     breakage_value: T.Money | None = strawberry.field(
-        description="Their value at issue prices (operator only)."
+        description="Their value at issue prices, the operator's points at the face value of a "
+        "point (operator only)."
+    )
+    operator_issued_points: int | None = strawberry.field(
+        description="Points the operator issued itself in the period (sign-up and referral "
+        "bonuses): on no partner's statement (operator only)."
+    )
+    operator_breakage_points: int | None = strawberry.field(
+        description="The operator's own points expired in the period: part of breakagePoints, "
+        "on no partner's statement (operator only)."
+    )
+    operator_breakage_value: T.Money | None = strawberry.field(
+        description="Their value at the face value of a point (operator only)."
     )
     period_uuid: strawberry.Private[uuid.UUID]
     viewer: strawberry.Private[uuid.UUID | None]
@@ -185,6 +215,9 @@ class SettlementPeriod:
             operator_margin=_money(p.operator_margin) if viewer is None else None,
             breakage_points=p.breakage_points if viewer is None else None,
             breakage_value=_money(p.breakage_value) if viewer is None else None,
+            operator_issued_points=p.operator_issued_points if viewer is None else None,
+            operator_breakage_points=p.operator_breakage_points if viewer is None else None,
+            operator_breakage_value=_money(p.operator_breakage_value) if viewer is None else None,
             period_uuid=p.id,
             viewer=viewer,
         )
@@ -255,15 +288,22 @@ class SettlementPeriod:
         )
 
 
-@strawberry.type(description="Outstanding points issued by one partner and their value.")
+@strawberry.type(
+    description="Outstanding points issued by one partner, or by the operator, and their value."
+)
 class LiabilityLine:
     points: int = strawberry.field(description="Outstanding points (in wallets and on hold).")
-    issue_price: str | None = strawberry.field(description="Issue price in force, per point.")
+    issue_price: str | None = strawberry.field(
+        description="Issue price in force, per point; for the operator's points, the face value "
+        "of a point (nobody paid for them, but their redemption is owed all the same)."
+    )
     value: T.Money = strawberry.field(description="points x issue price.")
     as_of: datetime = strawberry.field(description="The instant of the figure.")
-    issuer_id: strawberry.Private[uuid.UUID]
+    issuer_id: strawberry.Private[uuid.UUID | None]
 
-    @strawberry.field(description="The issuing partner.")
+    @strawberry.field(
+        description="The issuing partner; null: the operator (sign-up and referral bonuses)."
+    )
     async def issuer(self, info: strawberry.Info) -> T.Partner | None:
         return await _partner(info, self.issuer_id)
 
@@ -274,7 +314,7 @@ class ReconciliationLine:
         description="matched, mismatched, missing_in_ledger or missing_in_file."
     )
     order_ref: str | None = strawberry.field(description="The order reference.")
-    kind: str = strawberry.field(description="earn, reversal, capture or return.")
+    kind: str = strawberry.field(description="earn, bonus, reversal, capture, reward or return.")
     file_points: int | None = strawberry.field(description="Points in the partner's file.")
     ledger_points: int | None = strawberry.field(description="Points in the ledger.")
     file_amount: T.Money | None = strawberry.field(description="Amount in the partner's file.")
