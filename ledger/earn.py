@@ -33,7 +33,9 @@ from ledger.results import EarnResult
 DEFAULT_VALIDITY_MONTHS = 36
 
 
-def _earn_statement(with_wallet: bool, with_debt: bool) -> Any:
+def _earn_statement(with_wallet: bool, with_debt: bool, kind: str = "earn") -> Any:
+    """The earn (or the bonus, `ledger.bonuses`) in one statement: its transaction, its
+    entries (issuing account -N, wallet +net, debt +repaid: zero legs left out) and its lot."""
     legs = ["(:tx, :issuance, -CAST(:points AS bigint), :at, :actor)"]
     if with_wallet:
         legs.append("(:tx, :wallet, CAST(:net AS bigint), :at, :actor)")
@@ -44,7 +46,7 @@ def _earn_statement(with_wallet: bool, with_debt: bool) -> Any:
         WITH t AS (
             INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount,
                                       currency, category, effective_at, actor)
-            VALUES (:tx, 'earn', :points, :partner, :member, :ref, :amount, :currency,
+            VALUES (:tx, '{kind}', :points, :partner, :member, :ref, :amount, :currency,
                     :category, :at, :actor)
         ), e AS (
             INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)

@@ -41,3 +41,9 @@ class DuplicateOrder(DomainError):
     """The partner already earned points for this order reference (with another key)."""
 
     code = ErrorCode.VALIDATION
+
+
+class TransferLimitExceeded(DomainError):
+    """The sender's transfers in the 24 hours before this one, plus this one, exceed the limit."""
+
+    code = ErrorCode.LIMIT_EXCEEDED

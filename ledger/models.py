@@ -42,11 +42,24 @@ class AccountKind:
     REDEMPTION = "redemption"  # per partner: points it accepted as payment
     BREAKAGE = "breakage"  # operator: expired points
     ADJUSTMENTS = "adjustments"  # operator: manual corrections
+    PROMOTIONS = "promotions"  # operator: points the operator issues (goes negative)
 
     MEMBER = (WALLET, DEBT)
     PARTNER = (ISSUANCE, REDEMPTION)
-    OPERATOR = (BREAKAGE, ADJUSTMENTS)
-    ALL = (WALLET, DEBT, ISSUANCE, REDEMPTION, BREAKAGE, ADJUSTMENTS)
+    OPERATOR = (BREAKAGE, ADJUSTMENTS, PROMOTIONS)
+    ALL = (WALLET, DEBT, ISSUANCE, REDEMPTION, BREAKAGE, ADJUSTMENTS, PROMOTIONS)
+
+
+class TransactionKind:
+    EARN = "earn"  # a purchase's points, issued by the partner: a new lot
+    BONUS = "bonus"  # points for a non-purchase event (category: the reason): a new lot
+    REVERSAL = "reversal"  # an earn taken back (a refund of the purchase)
+    CAPTURE = "capture"  # held points taken by a partner as payment
+    RETURN = "return"  # captured points given back (a refund of a purchase paid with points)
+    REWARD = "reward"  # a catalog reward paid in points at once (lot postings: capture)
+    TRANSFER = "transfer"  # points given by a member (member_id) to another member
+    EXPIRY = "expiry"  # what is left of expired lots, to breakage
+    ADJUSTMENT = "adjustment"  # an operator's correction
 
 
 class Account(SQLModel, table=True):
@@ -58,7 +71,8 @@ class Account(SQLModel, table=True):
             "kind", "owner_id", name="uq_accounts_kind_owner", postgresql_nulls_not_distinct=True
         ),
         CheckConstraint(
-            "kind IN ('wallet','debt','issuance','redemption','breakage','adjustments')",
+            "kind IN ('wallet','debt','issuance','redemption','breakage','adjustments',"
+            "'promotions')",
             name="ck_accounts_kind",
         ),
         CheckConstraint("kind <> 'wallet' OR balance >= 0", name="ck_accounts_wallet_nonnegative"),
@@ -83,7 +97,8 @@ class LedgerTransaction(SQLModel, table=True):
     __tablename__ = "transactions"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('earn','reversal','capture','return','expiry','adjustment')",
+            "kind IN ('earn','reversal','capture','return','expiry','adjustment',"
+            "'bonus','reward','transfer')",
             name="ck_transactions_kind",
         ),
         Index("ix_transactions_effective_at", "effective_at"),
@@ -96,6 +111,13 @@ class LedgerTransaction(SQLModel, table=True):
         # Settlement's search for late events reads only recently recorded rows (migration
         # 0004). BRIN: a few pages for millions of rows, next to nothing per insert.
         Index("ix_transactions_recorded_at_brin", "recorded_at", postgresql_using="brin"),
+        # A sender's transfers in a time window: the daily limit reads them.
+        Index(
+            "ix_transactions_transfer_sender",
+            "member_id",
+            "effective_at",
+            postgresql_where=text("kind = 'transfer'"),
+        ),
         # One earn per partner order.
         Index(
             "uq_transactions_earn_order",
@@ -145,13 +167,28 @@ class Entry(SQLModel, table=True):
 
 
 class Lot(SQLModel, table=True):
-    """Points of one earn: spent earliest-expiry first, traceable to the issuing partner."""
+    """Points of one earn or bonus, or of one transfer: spent earliest-expiry first, traceable
+    to the partner that issued them (`issuer_id`; NULL: the operator issued them).
+
+    A transfer gives the receiver new lots, one per lot the points came from (`origin_lot_id`,
+    by `transfer_tx_id`), carrying that lot's issuer, earn, availability and expiry. Their
+    `earn_tx_id` stays the ORIGINAL earn or bonus, whatever chain of transfers brought them:
+    everything that prices a lot at its issue (settlement's breakage: the issuer's price at the
+    earn's time) reads one join, with no walk up the origins, and a transfer, which is not a
+    settlement event, changes no price. So `earn_tx_id` is unique only among the lots an earn
+    or bonus created (`transfer_tx_id IS NULL`); the reversal of an earn finds its own lot there.
+    A transferred lot's points come in by a `transfer` posting (+N), as the sender's go out by
+    one (-N): a lot's remaining is what its earn credited plus its postings, minus live holds.
+    """
 
     __tablename__ = "lots"
     __table_args__ = (
         CheckConstraint("points > 0", name="ck_lots_points_positive"),
         CheckConstraint("remaining >= 0 AND remaining <= points", name="ck_lots_remaining_range"),
         CheckConstraint("reversed >= 0 AND reversed <= points", name="ck_lots_reversed_range"),
+        CheckConstraint(
+            "(origin_lot_id IS NULL) = (transfer_tx_id IS NULL)", name="ck_lots_transfer"
+        ),
         Index(
             "ix_lots_member_fifo",
             "member_id",
@@ -161,13 +198,20 @@ class Lot(SQLModel, table=True):
             postgresql_where=text("remaining > 0"),
         ),
         Index("ix_lots_expiry", "expires_at", postgresql_where=text("remaining > 0")),
-        Index("ix_lots_earn_tx", "earn_tx_id", unique=True),
+        Index(
+            "ix_lots_earn_tx",
+            "earn_tx_id",
+            unique=True,
+            postgresql_where=text("transfer_tx_id IS NULL"),
+        ),
     )
 
     id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
-    issuer_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    issuer_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
     earn_tx_id: uuid.UUID = Field(
         sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
     )
@@ -180,6 +224,13 @@ class Lot(SQLModel, table=True):
     available_at: datetime = Field(sa_column=_ts())
     expires_at: datetime = Field(sa_column=_ts())
     actor: str = Field(sa_column=Column(Text, nullable=False))
+    origin_lot_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=True)
+    )
+    transfer_tx_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=True),
+    )
 
 
 class LotPosting(SQLModel, table=True):
@@ -188,7 +239,8 @@ class LotPosting(SQLModel, table=True):
     __tablename__ = "lot_postings"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('capture','return','reversal','expiry')", name="ck_lot_postings_kind"
+            "kind IN ('capture','return','reversal','expiry','transfer')",
+            name="ck_lot_postings_kind",
         ),
         CheckConstraint("points <> 0", name="ck_lot_postings_nonzero"),
         Index("ix_lot_postings_tx", "transaction_id"),

@@ -92,7 +92,12 @@ async def balance(
 
 @dataclass(frozen=True)
 class HistoryItem:
-    """One movement on a member's wallet or debt."""
+    """One movement on a member's wallet or debt.
+
+    `kind`: the transaction's kind (earn, bonus, reversal, capture, reward, return, expiry),
+    a transfer seen from this member: `transfer_in` (points received) or `transfer_out`
+    (points given). `reason`: a bonus's reason ("signup", "referral", a partner's "review").
+    `counterparty_id`: the other member of a transfer."""
 
     entry_id: int
     transaction_id: uuid.UUID
@@ -102,6 +107,33 @@ class HistoryItem:
     partner_id: uuid.UUID | None
     ref: str | None
     effective_at: datetime
+    reason: str | None = None
+    counterparty_id: uuid.UUID | None = None
+
+
+# A transfer's sender is its `member_id`; its receiver owns the other member account it moved.
+_HISTORY = text(
+    """
+    SELECT e.id AS entry_id, t.id AS transaction_id,
+           CASE WHEN t.kind <> 'transfer' THEN t.kind
+                WHEN t.member_id = :member THEN 'transfer_out' ELSE 'transfer_in' END AS kind,
+           a.kind AS account, e.amount, t.partner_id, t.ref, e.effective_at,
+           CASE WHEN t.kind = 'bonus' THEN t.category END AS reason,
+           CASE WHEN t.kind <> 'transfer' THEN NULL
+                WHEN t.member_id <> :member THEN t.member_id
+                ELSE (SELECT o.owner_id FROM entries oe JOIN accounts o ON o.id = oe.account_id
+                      WHERE oe.transaction_id = t.id AND o.owner_id <> :member
+                        AND o.kind IN ('wallet', 'debt')
+                      LIMIT 1) END AS counterparty_id
+    FROM accounts a
+    JOIN entries e ON e.account_id = a.id
+    JOIN transactions t ON t.id = e.transaction_id
+    WHERE a.owner_id = :member AND a.kind IN ('wallet', 'debt')
+      AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+    ORDER BY e.id DESC
+    LIMIT :limit
+    """
+)
 
 
 async def history(
@@ -109,20 +141,7 @@ async def history(
 ) -> list[HistoryItem]:
     """A member's movements, newest first, keyset-paginated by entry id."""
     rows = await conn.execute(
-        text(
-            """
-            SELECT e.id AS entry_id, t.id AS transaction_id, t.kind, a.kind AS account, e.amount,
-                   t.partner_id, t.ref, e.effective_at
-            FROM accounts a
-            JOIN entries e ON e.account_id = a.id
-            JOIN transactions t ON t.id = e.transaction_id
-            WHERE a.owner_id = :member AND a.kind IN ('wallet', 'debt')
-              AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
-            ORDER BY e.id DESC
-            LIMIT :limit
-            """
-        ),
-        {"member": member_id, "before": before, "limit": max(1, min(limit, 500))},
+        _HISTORY, {"member": member_id, "before": before, "limit": max(1, min(limit, 500))}
     )
     return [HistoryItem(**r._mapping) for r in rows]
 

@@ -103,6 +103,33 @@ class ReturnResult(_Result):
 
 
 @dataclass(frozen=True)
+class BonusResult(_Result):
+    transaction_id: uuid.UUID
+    member_id: uuid.UUID
+    points: int
+    issuer_id: uuid.UUID | None  # None: the operator issued them
+    expires_at: datetime | None = None
+    debt_repaid: int = 0  # of `points`, what repaid the member's debt (not in the wallet)
+
+
+@dataclass(frozen=True)
+class RewardSpendResult(_Result):
+    transaction_id: uuid.UUID
+    member_id: uuid.UUID
+    partner_id: uuid.UUID
+    points: int
+
+
+@dataclass(frozen=True)
+class TransferResult(_Result):
+    transaction_id: uuid.UUID
+    from_member_id: uuid.UUID
+    to_member_id: uuid.UUID
+    points: int
+    debt_repaid: int = 0  # of `points`, what repaid the receiver's debt (not in the wallet)
+
+
+@dataclass(frozen=True)
 class Balance:
     """A member's points at an instant."""
 

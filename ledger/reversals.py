@@ -26,8 +26,12 @@ from ledger.holds import _LOCK_HOLD, _hold_member, _hold_state, _release_stale_h
 from ledger.models import AccountKind, HoldStatus
 from ledger.results import ReturnResult, ReversalResult
 
+# The lot an earn created (not a bonus's, nor the lots transfers made of it: they name the
+# same earn, `ledger.models.Lot`).
 _LOT_OF_EARN = text(
-    "SELECT id, member_id, issuer_id, points, reversed FROM lots WHERE earn_tx_id = :tx"
+    "SELECT l.id, l.member_id, l.issuer_id, l.points, l.reversed FROM lots l "
+    "JOIN transactions t ON t.id = l.earn_tx_id AND t.kind = 'earn' "
+    "WHERE l.earn_tx_id = :tx AND l.transfer_tx_id IS NULL"
 )
 
 # Take the reversed points from the earn's own lot first, then the member's other pending

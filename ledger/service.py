@@ -19,13 +19,16 @@ Rules (DOMAIN.md "Ledger"):
 
 Lock order, everywhere, so that two transactions can never deadlock: the idempotency key, then
 the member's wallet and debt rows (by account id), then the hold, then the member's lots. The
-expiry job locks many wallets, always in ascending id order.
+expiry job locks many wallets, a transfer both members' wallet and debt rows, always in
+ascending id order.
 
 Every function takes the caller's connection and never commits: the caller's unit of work does.
 
 The ledger's functions, one module per concern, all importable from here: `ledger.results`
 (what operations return), `ledger.claims` (checks, digests, idempotency claims),
-`ledger.accounts`, `ledger.earn`, `ledger.holds` (authorize, capture, void),
+`ledger.accounts`, `ledger.earn`, `ledger.bonuses` (points for a non-purchase event, issued by
+a partner or the operator), `ledger.holds` (authorize, capture, void), `ledger.rewards` (a
+reward's points taken at once), `ledger.transfers` (points given by a member to another),
 `ledger.reversals` (reversal, return), `ledger.jobs` (expiry), `ledger.reads` (what other
 packages may read).
 """
@@ -33,6 +36,7 @@ packages may read).
 from __future__ import annotations
 
 from ledger.accounts import open_member_accounts, open_partner_accounts
+from ledger.bonuses import BonusRequest, award_bonus
 from ledger.claims import (
     _CLAIM_AND_LOCK,  # read by bench/earn.py
     MAX_KEY_LENGTH,
@@ -72,15 +76,20 @@ from ledger.reads import (
 )
 from ledger.results import (
     Balance,
+    BonusResult,
     CaptureResult,
     EarnResult,
     ExpiryReport,
     HoldResult,
     ReturnResult,
     ReversalResult,
+    RewardSpendResult,
+    TransferResult,
     VoidResult,
 )
 from ledger.reversals import return_points, reverse_earn
+from ledger.rewards import RewardSpendRequest, redeem_reward_points
+from ledger.transfers import TRANSFER_WINDOW, TransferRequest, transfer_points
 
 __all__ = [
     "DEFAULT_HOLD_TTL",
@@ -88,9 +97,12 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_POINTS",
     "OPERATOR_KEY_SPACE",
+    "TRANSFER_WINDOW",
     "_CLAIM_AND_LOCK",
     "_EARN",
     "Balance",
+    "BonusRequest",
+    "BonusResult",
     "CaptureResult",
     "CapturedHold",
     "EarnRequest",
@@ -102,10 +114,15 @@ __all__ = [
     "OrderEarn",
     "ReturnResult",
     "ReversalResult",
+    "RewardSpendRequest",
+    "RewardSpendResult",
+    "TransferRequest",
+    "TransferResult",
     "VoidResult",
     "account_balance",
     "add_months",
     "authorize",
+    "award_bonus",
     "balance",
     "capture",
     "capture_digest",
@@ -124,11 +141,13 @@ __all__ = [
     "open_partner_accounts",
     "order_earn",
     "partner_key_space",
+    "redeem_reward_points",
     "release_expired_holds",
     "request_hash",
     "return_points",
     "reverse_earn",
     "store_key_result",
     "stored_result",
+    "transfer_points",
     "void",
 ]

@@ -372,10 +372,18 @@ class Balance:
 class Activity:
     id: strawberry.ID = strawberry.field(description="Entry id.")
     transaction_id: strawberry.ID = strawberry.field(description="The ledger transaction.")
-    kind: str = strawberry.field(description="earn, reversal, capture, return or expiry.")
+    kind: str = strawberry.field(
+        description="earn, bonus, reversal, capture, reward, return, expiry, transfer_in "
+        "(points received from another member) or transfer_out (points given to one)."
+    )
     points: int = strawberry.field(description="Signed: positive credits, negative debits.")
-    order_ref: str | None = strawberry.field(description="The partner's order reference, if any.")
+    order_ref: str | None = strawberry.field(
+        description="The partner's order reference (a reward's: its reference), if any."
+    )
     at: datetime = strawberry.field(description="Effective time.")
+    reason: str | None = strawberry.field(
+        description='Why a bonus was given: "signup", "referral" or the partner\'s reason.',
+    )
     partner_id: strawberry.Private[uuid.UUID | None]
 
     @strawberry.field(description="The partner involved, if any.")

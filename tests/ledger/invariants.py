@@ -55,7 +55,8 @@ INVARIANTS: dict[str, str] = {
         FROM lots l
         CROSS JOIN LATERAL (
             SELECT coalesce(sum(e.amount), 0) AS amount FROM entries e
-            WHERE e.transaction_id = l.earn_tx_id AND e.account_id = l.wallet_id) init
+            WHERE e.transaction_id = l.earn_tx_id AND e.account_id = l.wallet_id
+              AND l.transfer_tx_id IS NULL) init
         CROSS JOIN LATERAL (
             SELECT coalesce(sum(p.points), 0) AS total FROM lot_postings p
             WHERE p.lot_id = l.id) post
@@ -64,16 +65,52 @@ INVARIANTS: dict[str, str] = {
             JOIN holds h ON h.id = ha.hold_id WHERE ha.lot_id = l.id AND h.status = 'active') res
         WHERE l.remaining + res.total <> init.amount + post.total
     """,
+    # Every lot names its earn or bonus (a transferred lot the original one) and its issuer.
     "lot of an earn that is not an earn": """
         SELECT l.id FROM lots l JOIN transactions t ON t.id = l.earn_tx_id
-        WHERE t.kind <> 'earn' OR t.points <> l.points OR t.member_id <> l.member_id
-           OR t.partner_id <> l.issuer_id
+        WHERE t.kind NOT IN ('earn', 'bonus') OR t.partner_id IS DISTINCT FROM l.issuer_id
+           OR (l.transfer_tx_id IS NULL AND (t.points <> l.points OR t.member_id <> l.member_id))
     """,
     "earn whose issuance leg is not its points": """
         SELECT t.id FROM transactions t
-        JOIN entries e ON e.transaction_id = t.id
-        JOIN accounts a ON a.id = e.account_id AND a.kind = 'issuance'
-        WHERE t.kind = 'earn' AND (a.owner_id <> t.partner_id OR e.amount <> -t.points)
+        LEFT JOIN (entries e JOIN accounts a ON a.id = e.account_id
+                                            AND a.kind IN ('issuance', 'promotions'))
+               ON e.transaction_id = t.id
+        WHERE t.kind IN ('earn', 'bonus')
+        GROUP BY t.id
+        HAVING count(e.id) <> 1 OR min(e.amount) <> -min(t.points)
+            OR (min(t.kind) = 'earn' AND min(a.kind) <> 'issuance')
+            OR (min(t.partner_id::text) IS NULL) <> (min(a.kind) = 'promotions')
+            OR min(a.owner_id::text) IS DISTINCT FROM min(t.partner_id::text)
+    """,
+    # A transferred lot carries its origin's issuer, earn and dates, and lives in its
+    # transfer's receiving wallet.
+    "transferred lot differs from its origin": """
+        SELECT l.id FROM lots l
+        JOIN lots o ON o.id = l.origin_lot_id
+        JOIN transactions t ON t.id = l.transfer_tx_id
+        WHERE t.kind <> 'transfer' OR o.member_id <> t.member_id OR l.member_id = t.member_id
+           OR l.issuer_id IS DISTINCT FROM o.issuer_id OR l.earn_tx_id <> o.earn_tx_id
+           OR l.earned_at <> o.earned_at OR l.available_at <> o.available_at
+           OR l.expires_at <> o.expires_at
+           OR NOT EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = t.id
+                                                    AND e.account_id = l.wallet_id)
+    """,
+    # A transfer takes its points from the sender's lots; the receiver's lots get what its
+    # wallet got (the rest repaid the receiver's debt).
+    "transfer's lot postings differ from its entries": """
+        SELECT t.id FROM transactions t
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(-p.points) FILTER (WHERE l.member_id = t.member_id), 0) AS out,
+                   coalesce(sum(p.points) FILTER (WHERE l.member_id <> t.member_id), 0) AS inn
+            FROM lot_postings p JOIN lots l ON l.id = p.lot_id
+            WHERE p.transaction_id = t.id) p
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(e.amount) FILTER (WHERE a.owner_id <> t.member_id
+                                                    AND a.kind = 'wallet'), 0) AS credited
+            FROM entries e JOIN accounts a ON a.id = e.account_id
+            WHERE e.transaction_id = t.id) e
+        WHERE t.kind = 'transfer' AND (p.out <> t.points OR p.inn <> e.credited)
     """,
     # Holds: an active hold reserves exactly its points; a captured one was captured once.
     "active hold whose allocations differ from its points": """

@@ -92,6 +92,7 @@ class Me:
                 points=i.amount,
                 order_ref=i.ref,
                 at=i.effective_at,
+                reason=i.reason,
                 partner_id=i.partner_id,
             ),
         )
