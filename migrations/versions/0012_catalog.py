@@ -1,7 +1,7 @@
 """catalog: rewards, voucher codes, reward redemptions
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-10 10:00:00.000000
 
 A reward belongs to the partner that delivers it; its stock is `rewards.stock` (goods and
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

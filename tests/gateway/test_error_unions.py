@@ -34,6 +34,7 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "updateReward": {*rewards.CHANGE_ERRORS, *GUARDED},
     "retireReward": {*rewards.CHANGE_ERRORS, *GUARDED},
     "addVoucherCodes": {*rewards.CHANGE_ERRORS, *GUARDED},
+    "redeemReward": {*rewards.REDEEM_ERRORS, *GUARDED},
 }
 
 SCHEMA = build_schema(introspection=True)._schema

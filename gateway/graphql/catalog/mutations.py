@@ -11,10 +11,11 @@ from gateway.graphql.access import guarded
 from gateway.graphql.catalog.inputs import (
     AddVoucherCodesInput,
     PublishRewardInput,
+    RedeemRewardInput,
     RetireRewardInput,
     UpdateRewardInput,
 )
-from gateway.graphql.catalog.types import Reward
+from gateway.graphql.catalog.types import Reward, RewardRedemption
 from gateway.graphql.context import Context
 from loyalty import rewards
 from loyalty.terms import parse_id
@@ -41,6 +42,17 @@ class AddVoucherCodesSuccess:
     added: int = strawberry.field(description="Codes added by this call.")
 
 
+@strawberry.type(
+    description="The reward is the member's (or this is the replay of that request): its points "
+    "were taken, and a voucher's code is in the redemption."
+)
+class RedeemRewardSuccess:
+    redemption: RewardRedemption = strawberry.field(description="The redemption.")
+    replayed: bool = strawberry.field(
+        description="True when this answers a retry of an earlier request."
+    )
+
+
 PublishRewardResult = E.result_union(
     "PublishRewardResult", PublishRewardSuccess, rewards.PUBLISH_ERRORS | E.GUARDED
 )
@@ -52,6 +64,9 @@ RetireRewardResult = E.result_union(
 )
 AddVoucherCodesResult = E.result_union(
     "AddVoucherCodesResult", AddVoucherCodesSuccess, rewards.CHANGE_ERRORS | E.GUARDED
+)
+RedeemRewardResult = E.result_union(
+    "RedeemRewardResult", RedeemRewardSuccess, rewards.REDEEM_ERRORS | E.GUARDED
 )
 
 # The fields of UpdateRewardInput that name a change (all but the reward).
@@ -156,3 +171,26 @@ class CatalogMutation:
             return AddVoucherCodesSuccess(reward=Reward.of(r), added=added)
 
         return await guarded(info, authz.CATALOG_EDITORS, work)
+
+    @strawberry.mutation(
+        description="Buy a reward with the calling member's available points, taken at once "
+        "(member token). A voucher's code is in the answer and in me { rewardRedemptions }, "
+        "and nowhere else."
+    )
+    async def redeem_reward(
+        self, info: strawberry.Info, input: RedeemRewardInput
+    ) -> RedeemRewardResult:
+        async def work(ctx: Context) -> RedeemRewardSuccess:
+            assert ctx.principal is not None and ctx.principal.member_id is not None
+            r = await rewards.redeem(
+                ctx,
+                actor=ctx.actor,
+                member_id=ctx.principal.member_id,
+                reward_id=input.reward_id,
+                idempotency_key=input.idempotency_key,
+            )
+            return RedeemRewardSuccess(
+                redemption=RewardRedemption.of(r.redemption, r.reward), replayed=r.replayed
+            )
+
+        return await guarded(info, "member", work, kind="member")
