@@ -362,3 +362,35 @@ async def test_unlimited_goods_and_charity_and_the_history_pages(client, engine,
     await gql(client, RETIRE, {"input": {"rewardId": bag["id"]}}, world.shop.token)
     d = await gql(client, MY_REDEMPTIONS, {"first": 10}, m.token)
     assert len(d["me"]["rewardRedemptions"]["edges"]) == 3
+
+
+async def test_a_replay_answers_the_same_after_the_reward_is_retired_or_repriced(
+    client, engine, world
+):
+    """Guards the stored-result check before the reward's rules (loyalty.rewards.redeem_in): a
+    retry answers as the original did, whatever the reward has become since."""
+    m = await member_with(client, world, 1000)
+    v = await publish(
+        client,
+        world.shop.token,
+        {"title": "Gift card", "kind": "VOUCHER", "pricePoints": 400, "voucherCodes": ["G-1"]},
+    )
+    first = await redeem(client, m.token, v["id"], "gift")
+    assert first["redemption"]["voucherCode"] == "G-1"
+    d = await gql(
+        client,
+        "mutation($i: UpdateRewardInput!) { updateReward(input: $i) { __typename } }",
+        {"i": {"rewardId": v["id"], "pricePoints": 999}},
+        world.shop.token,
+    )
+    assert d["updateReward"]["__typename"] == "UpdateRewardSuccess"
+    await gql(client, RETIRE, {"input": {"rewardId": v["id"]}}, world.shop.token)
+    again = await redeem(client, m.token, v["id"], "gift")
+    assert again["__typename"] == "RedeemRewardSuccess", again
+    assert again["replayed"] is True
+    assert {
+        k: again["redemption"][k] for k in ("id", "points", "voucherCode", "transactionId")
+    } == {k: first["redemption"][k] for k in ("id", "points", "voucherCode", "transactionId")}
+    assert await available(client, m.token) == 600
+    # A new key for the retired reward: not found.
+    assert (await redeem(client, m.token, v["id"], "gift-2"))["code"] == "NOT_FOUND"
