@@ -331,7 +331,8 @@ async def retire(
 async def add_codes(
     conn: AsyncConnection, *, reward_id: uuid.UUID, owner: uuid.UUID | None, codes: Sequence[str]
 ) -> tuple[RewardRecord, int]:
-    """Add codes to a live voucher's pool; a code already in the pool refuses the whole list."""
+    """Add codes to a live voucher's pool; a code already in the pool refuses the whole list
+    (the caller's unit of work rolls back what went in before the refusal)."""
     checked = check_codes(codes)
     if not checked:
         raise ValidationError("codes must not be empty", field="codes")
