@@ -27,12 +27,11 @@ def allows(
     principal: Principal | None, scope: str | tuple[str, ...], kind: str | None = None
 ) -> bool:
     """The principal holds `scope` (one of them, for a tuple) and, when given, is of `kind`."""
-    scopes = (scope,) if isinstance(scope, str) else scope
-    return (
-        principal is not None
-        and any(s in principal.scopes for s in scopes)
-        and (kind is None or principal.kind == kind)
-    )
+    if principal is None or (kind is not None and principal.kind != kind):
+        return False
+    if isinstance(scope, str):
+        return scope in principal.scopes
+    return any(s in principal.scopes for s in scope)
 
 
 def is_operator(principal: Principal | None) -> bool:
