@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.clock import utcnow
 from core.errors import ErrorCode
 from ledger import service as ledger
-from ledger.errors import IdempotencyConflict, LedgerValidation, MemberNotFound, PartnerNotFound
+from ledger.errors import (
+    IdempotencyConflict,
+    LedgerValidation,
+    MemberNotFound,
+    PartnerNotFound,
+    TransactionNotFound,
+)
 from members import service as members
 from partners import service as partners
 from tests.conftest import StatementCounter
@@ -218,4 +224,26 @@ async def test_a_refused_bonus_changes_nothing(
         code,
         lambda: ledger.award_bonus(conn, request),
         sql=not found,
+    )
+
+
+async def test_a_bonus_is_not_an_earn_to_reverse(
+    conn: AsyncConnection, count_statements: StatementCounter
+) -> None:
+    p = await partners.create(conn, name="P", category="shop", currency="RUB")
+    m = await members.create(conn, name="M")
+    r = await ledger.award_bonus(conn, bonus(m.id, p.id, points=50, reason="review"))
+    await refused(
+        conn,
+        count_statements,
+        TransactionNotFound,
+        ErrorCode.TRANSACTION_NOT_FOUND,
+        lambda: ledger.reverse_earn(
+            conn,
+            actor="p",
+            idempotency_key="v",
+            partner_id=p.id,
+            earn_transaction_id=r.transaction_id,
+            points=10,
+        ),
     )
