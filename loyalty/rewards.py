@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from catalog import redemptions as taking
 from catalog import service as catalog
 from catalog.errors import RewardNotFound
-from catalog.service import RedemptionRecord, RewardDraft, RewardRecord
+from catalog.redemptions import RedemptionRecord
+from catalog.service import RewardDraft, RewardRecord
 from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
@@ -139,7 +141,7 @@ async def redemptions(
     conn: Any, *, member_id: uuid.UUID, limit: int, before: uuid.UUID | None
 ) -> list[tuple[RedemptionRecord, RewardRecord]]:
     """A page of the member's own redemptions, newest first, each with its reward."""
-    found = await catalog.redemptions(conn, member_id=member_id, limit=limit, before=before)
+    found = await taking.redemptions(conn, member_id=member_id, limit=limit, before=before)
     rewards = await catalog.get_many(conn, ids=list({r.reward_id for r in found}))
     by_id = {r.id: r for r in rewards if r is not None}
     return [(r, by_id[r.reward_id]) for r in found]
@@ -191,7 +193,7 @@ async def redeem_in(
 
     Lock order, as everywhere: the idempotency key, the member's wallet, the member's lots (all
     three taken by the ledger's spend), then the reward's row or one of its voucher codes
-    (`catalog.take`). A redeemer never holds the reward while it waits for a wallet, so no
+    (`catalog.redemptions.take`). A redeemer never holds the reward while it waits for a wallet, so no
     two redemptions (of one member, of one reward, or an editor changing the reward) can wait
     on each other in a cycle; and the most contended lock, the last items of a popular reward,
     is held only from the stock's decrement to the commit. Out of stock raises after the
@@ -225,7 +227,7 @@ async def redeem_in(
     )
     if spent.replayed:  # a concurrent request under the key committed first
         return await _replayed(conn, member_id=member_id, key=idempotency_key, reward=reward)
-    redemption = await catalog.take(
+    redemption = await taking.take(
         conn,
         reward=reward,
         member_id=member_id,
@@ -242,7 +244,7 @@ async def redeem_in(
 
 
 async def _replayed(conn: Any, *, member_id: uuid.UUID, key: str, reward: RewardRecord) -> Redeemed:
-    found = await catalog.redemption_by_key(conn, member_id=member_id, idempotency_key=key)
+    found = await taking.redemption_by_key(conn, member_id=member_id, idempotency_key=key)
     if found is None:  # the ledger's key and the redemption are written in one unit of work
         raise RuntimeError(f"reward spend under key {key!r} has no redemption")
     return Redeemed(redemption=found, reward=reward, replayed=True)

@@ -269,7 +269,7 @@ async def test_the_last_item_goes_to_exactly_one_of_eight_racing_members(engine,
 
 
 async def test_the_stock_condition_holds_when_all_eight_reach_it_together(engine, shop):
-    """Guards `stock > 0` in the decrement (catalog.service._TAKE_STOCK): every contender has
+    """Guards `stock > 0` in the decrement (catalog.redemptions._TAKE_STOCK): every contender has
     taken its points and waits on the reward's row; released together, one finds 1 left, the
     others 0. Without the condition the second takes the stock below zero (refused by the
     table's check: an error instead of OUT_OF_STOCK), and with no such check it would oversell."""
@@ -304,7 +304,7 @@ async def test_a_voucher_pool_never_hands_a_code_twice(engine, shop):
 
 
 async def test_a_code_held_by_another_redeemer_is_skipped_not_shared(engine, shop):
-    """Guards `FOR UPDATE SKIP LOCKED` on the unused code (catalog.service._TAKE_CODE): the first
+    """Guards `FOR UPDATE SKIP LOCKED` on the unused code (catalog.redemptions._TAKE_CODE): the first
     code is held by an unfinished redemption; the contenders take the other codes. Without the
     lock clause they all read that same unused code, queue on it, and each is handed it."""
     racers = await members_with(engine, shop, CONTENDERS, 500)
@@ -358,7 +358,7 @@ async def test_a_reward_repriced_or_retired_meanwhile_is_not_sold_at_the_old_ter
     engine, shop, stock
 ):
     """Guards the reward's terms rechecked under its lock (`price_points = :price`,
-    `retired_at IS NULL` in catalog.service._TAKE_STOCK and _HOLD_REWARD): the contenders read
+    `retired_at IS NULL` in catalog.redemptions._TAKE_STOCK and _HOLD_REWARD): the contenders read
     the reward, take its old price and wait on its row while an editor changes it; once the
     change commits, none of them buys at the old price or a retired reward."""
     racers = await members_with(engine, shop, 2, 500)

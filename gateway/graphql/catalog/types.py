@@ -7,7 +7,8 @@ from datetime import datetime
 
 import strawberry
 
-from catalog.service import RedemptionRecord, RewardRecord
+from catalog.redemptions import RedemptionRecord
+from catalog.service import RewardRecord
 from gateway.graphql import types as T
 
 
