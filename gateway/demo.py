@@ -7,20 +7,23 @@ Demo credentials are fixed and printed: they are for a local demo database only.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from catalog import service as catalog
+from catalog.service import RewardDraft
 from core.clock import utcnow
 from core.db import create_driver_pool
 from core.settings import Settings
 from ledger import service as ledger
 from ledger.batch import EarnBatcher
-from loyalty import bonuses, register, transfers
+from loyalty import bonuses, register, rewards, transfers
 from loyalty import earn as earning
 from loyalty.caches import Caches
 from loyalty.runtime import Services
@@ -44,6 +47,26 @@ PARTNERS = [
     ("Green Basket", "grocery", "0.05", {"organic": "0.1"}, 14, "0.5", None, "1.10", "0.90"),
     ("Aurora Air", "travel", "0.02", {"business": "0.05"}, 30, "0.3", 50_000, "1.40", "1.00"),
     ("Cinema Central", "entertainment", "0.1", {}, 0, "1", None, "1.00", "0.85"),
+]
+# A charity delivers its donations as a partner: it issues no points, it accepts them.
+CHARITY = ("Kind Hearts Foundation", "charity", "0", "1.00")
+# partner, title, kind, price, stock, category, voucher codes, days on offer (None: no end)
+REWARDS = [
+    ("Northwind Fuel", "Car wash", "VOUCHER", 150, None, "car", "WASH", None),
+    ("Northwind Fuel", "Coffee to go", "GOODS", 60, None, "food", None, None),
+    ("Green Basket", "Organic hamper", "GOODS", 800, 20, "grocery", None, None),
+    ("Aurora Air", "Lounge pass", "GOODS", 2500, 10, "travel", None, 90),
+    ("Cinema Central", "Movie ticket", "VOUCHER", 400, None, "entertainment", "CINE", None),
+    ("Kind Hearts Foundation", "Plant a tree", "CHARITY", 100, None, "charity", None, None),
+    ("Kind Hearts Foundation", "A meal for a family", "CHARITY", 300, 500, "charity", None, 30),
+]
+CODES_PER_VOUCHER = 6
+# member, reward title: what the demo members redeemed (each with points enough)
+REDEMPTIONS = [
+    ("anna@example.com", "Car wash"),
+    ("boris@example.com", "Plant a tree"),
+    ("chen@example.com", "Coffee to go"),
+    ("anna@example.com", "Plant a tree"),
 ]
 MEMBERS = [
     ("anna@example.com", "Anna Ivanova"),
@@ -71,6 +94,8 @@ class DemoReport:
     referrals: int = 0  # paid
     transfers: int = 0
     bonuses: int = 0  # partners' own
+    rewards: int = 0
+    reward_redemptions: int = 0
     periods: SettleReport | None = None  # set once the history is settled
 
 
@@ -129,6 +154,34 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
                 "client_secret": cred.client_secret,
             }
             configs.append((p, rule, category, list(rates)))
+        charity_name, charity_category, charity_issue, charity_redeem = CHARITY
+        charity = await partners.create(
+            conn,
+            name=charity_name,
+            category=charity_category,
+            currency=settings.settlement_currency,
+        )
+        await partners.set_agreement(
+            conn,
+            partner_id=charity.id,
+            issue_price=charity_issue,
+            redemption_price=charity_redeem,
+            effective_from=start - timedelta(days=1),
+            currency=settings.settlement_currency,
+            actor=OPERATOR_ID,
+        )
+        cred = await clients.create_partner_client(
+            conn,
+            partner_id=charity.id,
+            scopes=["catalog:write", "settlement:read"],
+            client_id="demo-kind",
+            client_secret="demo-kind-secret-change-me",
+        )
+        report.partners[charity_name] = {
+            "id": str(charity.id),
+            "client_id": cred.client_id,
+            "client_secret": cred.client_secret,
+        }
         # A price change mid-way (settlement honours it per event).
         grocer = configs[1][0]
         await partners.set_agreement(
@@ -228,6 +281,7 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
                         at=at + timedelta(minutes=6),
                     )
                     report.redemptions += 1
+        await _catalog(conn, report, {m.email: m.id for m in people}, now)
     await _bonuses_and_transfers(engine, settings, report, people, configs)
     # Settle the months of that history: past months closed and sealed, the current one open.
     from settlement import service as settlement
@@ -329,3 +383,46 @@ async def _bonuses_and_transfers(
     finally:
         await rt.earns.drain()
         await pool.close()
+
+
+async def _catalog(
+    conn: AsyncConnection,
+    report: DemoReport,
+    people: dict[str | None, uuid.UUID],
+    now: datetime,
+) -> None:
+    """Rewards of every kind, and a few redeemed by the demo members (their codes are theirs)."""
+    published: dict[str, uuid.UUID] = {}
+    for partner, title, kind, price, stock, category, prefix, days in REWARDS:
+        codes = [f"{prefix}-{i:04d}" for i in range(1, CODES_PER_VOUCHER + 1)] if prefix else []
+        r = await catalog.publish(
+            conn,
+            partner_id=uuid.UUID(report.partners[partner]["id"]),
+            draft=RewardDraft(
+                title=title,
+                description=f"{title}, delivered by {partner}.",
+                kind=kind,
+                price_points=price,
+                stock=stock,
+                category=category,
+                available_from=now - timedelta(days=7),
+                available_until=now + timedelta(days=days) if days else None,
+            ),
+            voucher_codes=codes,
+            actor=OPERATOR_ID,
+        )
+        published[title] = r.id
+        report.rewards += 1
+    for i, (email, title) in enumerate(REDEMPTIONS):
+        price = (await catalog.get(conn, reward_id=published[title])).price_points
+        if (await ledger.balance(conn, member_id=people[email], at=now)).available < price:
+            continue  # a history without the points for it (another seed)
+        await rewards.redeem_in(
+            conn,
+            actor=clients.APP_CLIENT_ID,  # as if through the member app
+            member_id=people[email],
+            reward_id=published[title],
+            idempotency_key=f"demo-reward-{i}",
+            at=now,
+        )
+        report.reward_redemptions += 1

@@ -3,7 +3,8 @@
 - A package other than `ledger` reads the ledger through `ledger.reads` (functions) or the views
   of migration 0008 (`ledger_events`, ...), never by naming a ledger table in SQL or importing
   its models; likewise a package other than `partners` reads the partners through
-  `partners.service` or the views of migration 0009 (`partner_agreements`).
+  `partners.service` or the views of migration 0009 (`partner_agreements`), and one other than
+  `catalog` the catalog through `catalog.service`.
 - Settings are passed, never fetched: only the gateway (the app, the CLI) and `core` (where
   `get_settings` lives) call `get_settings`; every other package takes what it needs as
   arguments.
@@ -20,6 +21,7 @@ from types import ModuleType
 import pytest
 from sqlalchemy import Table
 
+import catalog.models
 import ledger.models
 import partners.models
 
@@ -59,6 +61,7 @@ OWNED = {
         partners.models,
         "read the partners through partners.service or their views (migration 0009)",
     ),
+    "catalog": (catalog.models, "read the catalog through catalog.service"),
 }
 
 
@@ -94,6 +97,7 @@ def naming_sql(text: str, tables: set[str]) -> set[str]:
 def test_the_owned_tables_are_known() -> None:
     assert {"transactions", "lots", "lot_postings", "holds", "accounts"} <= ledger_tables()
     assert {"partners", "agreements", "earn_rules"} <= tables_of(partners.models)
+    assert {"rewards", "voucher_codes", "reward_redemptions"} == tables_of(catalog.models)
 
 
 @pytest.mark.parametrize(

@@ -64,19 +64,24 @@ def settlement_viewer(ctx: Context) -> uuid.UUID | None:
 
 async def guarded(
     info: Any,
-    scope: str,
+    scope: str | tuple[str, ...],
     work: Callable[[Context], Awaitable[T]],
     *,
     kind: str | None = None,
 ) -> Any:
-    """Run `work` if the caller holds `scope` (and is a `kind` principal); domain errors
-    become typed results. Nothing is committed when it raises."""
+    """Run `work` if the caller holds `scope` (one of them, for a tuple) and is a `kind`
+    principal; domain errors become typed results, and so does a refusal of the policy
+    (`authz.Denied`) inside `work`. Nothing is committed when it raises."""
     ctx: Context = info.context
     if ctx.principal is None:
         return E.forbidden("authentication required: send a Bearer access token")
     if not authz.allows(ctx.principal, scope, kind):
-        return E.forbidden(f"this operation needs the {scope!r} scope")
+        scopes = (scope,) if isinstance(scope, str) else scope
+        needed = " or ".join(repr(s) for s in scopes)
+        return E.forbidden(f"this operation needs the {needed} scope")
     try:
         return await work(ctx)
     except DomainError as exc:
         return E.to_graphql(exc)
+    except authz.Denied as exc:
+        return E.forbidden(str(exc))

@@ -71,6 +71,13 @@ class NoAgreementError(Error):
 
 
 @strawberry.type(
+    description="The reward's stock (or its voucher's pool of codes) is used up. Nothing changed."
+)
+class OutOfStockError(Error):
+    pass
+
+
+@strawberry.type(
     description="The input is not acceptable (wrong amount, currency, format, range...)."
 )
 class ValidationError(Error):
@@ -102,6 +109,7 @@ ERROR_TYPES = (
     NotFoundError,
     ForbiddenError,
     NoAgreementError,
+    OutOfStockError,
 )
 
 _BY_CODE: dict[str, type[Error]] = {
@@ -112,6 +120,7 @@ _BY_CODE: dict[str, type[Error]] = {
     ErrorCode.HOLD_NOT_ACTIVE: HoldNotActiveError,
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
     ErrorCode.NO_AGREEMENT: NoAgreementError,
+    ErrorCode.OUT_OF_STOCK: OutOfStockError,
     ErrorCode.RATE_LIMITED: LimitExceededError,
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NOT_FOUND: NotFoundError,

@@ -3,9 +3,9 @@ schema's limits (cost, depth, aliases, tokens), its caches and error masking.
 
 Every mutation follows the Relay convention `fooBar(input: FooBarInput!): FooBarResult!`
 where the result is a union of `FooBarSuccess` and the error types (implementing `Error`) it
-can return. Each domain's package (`members`, `partners`, `points`, `settlement`) holds its
-types, inputs, queries and mutations (`bonuses`: bonus rules, a partner's bonus, transfers); a resolver parses, calls one use case (`loyalty`) and
-maps the result.
+can return. Each domain's package (`members`, `partners`, `points`, `settlement`, `catalog`,
+`bonuses`: bonus rules, a partner's bonus, transfers) holds its types, inputs, queries and
+mutations; a resolver parses, calls one use case (`loyalty`) and maps the result.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from core.settings import Settings
 from gateway.graphql import errors as E
 from gateway.graphql.bonuses.mutations import BonusesMutation
 from gateway.graphql.bonuses.queries import BonusesQuery
+from gateway.graphql.catalog.mutations import CatalogMutation
+from gateway.graphql.catalog.queries import CatalogQuery
 from gateway.graphql.cost import query_limits_rule
 from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.members.mutations import MembersMutation
@@ -41,7 +43,7 @@ from gateway.graphql.settlement.queries import SettlementQuery
 
 # The fields come in the order of the base classes (as in the committed schema.graphql).
 @strawberry.type(description="Read operations.")
-class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery):
+class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery, CatalogQuery):
     pass
 
 
@@ -49,7 +51,12 @@ class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery):
     description="Write operations. Every mutation that moves points takes an idempotencyKey."
 )
 class Mutation(
-    SettlementMutation, PartnersMutation, MembersMutation, PointsMutation, BonusesMutation
+    SettlementMutation,
+    PartnersMutation,
+    MembersMutation,
+    PointsMutation,
+    BonusesMutation,
+    CatalogMutation,
 ):
     pass
 

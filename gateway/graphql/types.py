@@ -104,7 +104,8 @@ class MoneyInput:
 
 
 MAX_CURSOR = 2**63 - 1  # keys are bigint (or microseconds since 1970): never past int64
-_CURSOR_VALUE = re.compile(r"(0|[1-9][0-9]{0,18})")
+MAX_ID_CURSOR = 2**128 - 1  # keys that are UUIDs (time-ordered v7), as integers
+_CURSOR_VALUE = re.compile(r"(0|[1-9][0-9]{0,38})")
 
 
 def encode_cursor(value: int) -> str:
@@ -128,6 +129,12 @@ def decode_cursor(cursor: str | None, *, maximum: int = MAX_CURSOR) -> int | Non
         from core.errors import ValidationError
 
         raise ValidationError("malformed cursor", field="after") from None
+
+
+def decode_id_cursor(cursor: str | None) -> uuid.UUID | None:
+    """The UUID key in a cursor made by `encode_cursor(key.int)`."""
+    value = decode_cursor(cursor, maximum=MAX_ID_CURSOR)
+    return None if value is None else uuid.UUID(int=value)
 
 
 def page(rows: list[Any], *, first: int, after: int | None, key: Any, node: Any) -> Connection[Any]:

@@ -1,7 +1,7 @@
 """Settlement: the operator's own points (lots with no issuing partner, migration 0010)
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-12 10:00:00.000000
 
 Points the operator issues (sign-up and referral bonuses) name no partner: the settlement shows
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -15,10 +15,13 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from catalog import service as catalog
+from catalog.service import RewardDraft
 from core import clock
 from ledger import service as ledger
 from members import codes
 from tests.gateway import oauth_helpers as oh
+from tests.gateway.catalog_helpers import ADD_CODES, PUBLISH, REDEEM, RETIRE, REWARDS, UPDATE
 from tests.gateway.gql_helpers import (
     AUTHORIZE,
     CAPTURE,
@@ -80,8 +83,9 @@ def _b64(part: str) -> dict[str, Any]:
 @pytest.fixture
 async def world(client, engine, monkeypatch):
     op = await operator_token(client, engine)
-    a = await setup_partner(client, op, name="Matrix A", base_rate="1")
-    b = await setup_partner(client, op, name="Matrix B", base_rate="1")
+    scopes = ["points:earn", "points:redeem", "settlement:read", "catalog:write"]
+    a = await setup_partner(client, op, name="Matrix A", base_rate="1", scopes=scopes)
+    b = await setup_partner(client, op, name="Matrix B", base_rate="1", scopes=scopes)
     c = await setup_partner(client, op, name="Matrix C", scopes=["settlement:read"])
     m1 = await register_and_login(client)
     m2 = await register_and_login(client)
@@ -188,8 +192,48 @@ async def test_access_matrix(client, engine, world):
             )
         return str(h.hold_id)
 
+    async def fresh_reward_of_a(kind: str = "GOODS") -> str:
+        async with engine.begin() as conn:
+            r = await catalog.publish(
+                conn,
+                partner_id=a_id,
+                draft=RewardDraft("Matrix prize", "", kind, 1, None, None, None, None),
+                voucher_codes=[key()] if kind == "VOUCHER" else [],
+                actor="test",
+            )
+        return str(r.id)
+
     async def ops() -> dict[str, tuple[str, dict[str, Any]]]:
         return {
+            "publishReward": (
+                PUBLISH,
+                {"input": {"title": "t", "kind": "GOODS", "pricePoints": 1}},
+            ),
+            "publishReward(for A)": (
+                PUBLISH,
+                {"input": {"partnerId": a.id, "title": "t", "kind": "GOODS", "pricePoints": 1}},
+            ),
+            "updateReward(A's)": (
+                UPDATE,
+                {"input": {"rewardId": await fresh_reward_of_a(), "pricePoints": 2}},
+            ),
+            "retireReward(A's)": (RETIRE, {"input": {"rewardId": await fresh_reward_of_a()}}),
+            "addVoucherCodes(A's)": (
+                ADD_CODES,
+                {"input": {"rewardId": await fresh_reward_of_a("VOUCHER"), "codes": [key()]}},
+            ),
+            "redeemReward(A's)": (
+                REDEEM,
+                {
+                    "input": {
+                        "rewardId": await fresh_reward_of_a("VOUCHER"),
+                        "idempotencyKey": key(),
+                    }
+                },
+            ),
+            "rewards": (REWARDS, {"first": 5}),
+            "rewards(includeRetired)": (REWARDS, {"first": 5, "includeRetired": True}),
+            "rewards(affordable)": (REWARDS, {"first": 5, "affordable": True}),
             "createPartner": (
                 CREATE_PARTNER,
                 {"input": {"name": "X", "category": "c", "currency": "RUB"}},
@@ -378,6 +422,24 @@ async def test_access_matrix(client, engine, world):
         c: ok for c in ("operator", "partner_a", "partner_b", "partner_no_scope")
     }  # partners see their own view (every partner client here holds settlement:read)
     expected["runSettlement"] = {"operator": ok}
+    # The catalog: a partner with catalog:write edits its own rewards, the operator any
+    # partner's (naming it); another partner is not told a reward exists.
+    editors = {"operator": ok, "partner_a": ok, "partner_b": "not_found"}
+    expected["publishReward"] = {
+        "operator": "error:VALIDATION",  # partnerId is required of the operator
+        "partner_a": ok,
+        "partner_b": ok,
+    }
+    expected["publishReward(for A)"] = {"operator": ok, "partner_a": ok}
+    for name in ("updateReward(A's)", "retireReward(A's)", "addVoucherCodes(A's)"):
+        expected[name] = editors
+    expected["redeemReward(A's)"] = {
+        "member": ok,
+        "other_member": "error:INSUFFICIENT_POINTS",  # M2 has no points
+    }
+    expected["rewards"] = {c: ok for c in CALLERS}
+    expected["rewards(includeRetired)"] = {"operator": ok, "partner_a": ok, "partner_b": ok}
+    expected["rewards(affordable)"] = {"member": ok, "other_member": ok}
     wrong = []
     for caller in CALLERS:
         token = world["tokens"][caller]

@@ -53,3 +53,27 @@ def test_settlement_needs_the_operator_or_settlement_read():
     assert authz.may_see_settlement(READER, PARTNER)
     assert not authz.may_see_settlement(READER, OTHER)
     assert not authz.may_see_settlement(EARNER, PARTNER)
+
+
+def test_allows_one_of_several_scopes():
+    writer = principal("partner", "catalog:write", partner_id=PARTNER)
+    assert authz.allows(OPERATOR, authz.CATALOG_EDITORS)
+    assert authz.allows(writer, authz.CATALOG_EDITORS)
+    assert not authz.allows(EARNER, authz.CATALOG_EDITORS)
+    assert not authz.allows(MEMBER, authz.CATALOG_EDITORS)
+    assert not authz.allows(None, authz.CATALOG_EDITORS)
+
+
+def test_the_catalog_is_the_operators_and_each_partner_its_own():
+    writer = principal("partner", "catalog:write", partner_id=PARTNER)
+    assert authz.catalog_owner(OPERATOR) is None
+    assert authz.catalog_owner(writer) == PARTNER
+    for p in (EARNER, MEMBER, principal("member", "member", "catalog:write")):
+        with pytest.raises(authz.Denied):
+            authz.catalog_owner(p)
+    assert authz.catalog_partner(OPERATOR, OTHER) == OTHER
+    assert authz.catalog_partner(OPERATOR, None) is None  # the use case asks for it
+    assert authz.catalog_partner(writer, None) == PARTNER
+    assert authz.catalog_partner(writer, PARTNER) == PARTNER
+    with pytest.raises(authz.Denied):
+        authz.catalog_partner(writer, OTHER)

@@ -300,6 +300,36 @@ MUTATION_CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
         {"toCardNumber": CARD, "points": 1, "idempotencyKey": X},
         "idempotencyKey",
     ),
+    (
+        "publishReward",
+        "PublishRewardInput",
+        "partner",
+        {"title": X, "kind": "GOODS", "pricePoints": 1},
+        "title",
+    ),
+    (
+        "publishReward",
+        "PublishRewardInput",
+        "op",
+        {
+            "partnerId": "P",
+            "title": "t",
+            "kind": "VOUCHER",
+            "pricePoints": 1,
+            "voucherCodes": ["ok", X],
+        },
+        "voucherCodes[1]",
+    ),
+    ("updateReward", "UpdateRewardInput", "partner", {"rewardId": HOLD, "title": X}, "title"),
+    ("retireReward", "RetireRewardInput", "op", {"rewardId": X}, "rewardId"),
+    ("addVoucherCodes", "AddVoucherCodesInput", "op", {"rewardId": HOLD, "codes": [X]}, "codes[0]"),
+    (
+        "redeemReward",
+        "RedeemRewardInput",
+        "member",
+        {"rewardId": HOLD, "idempotencyKey": X},
+        "idempotencyKey",
+    ),
     ("closeSettlementPeriod", "CloseSettlementPeriodInput", "op", {"periodId": X}, "periodId"),
     (
         "reconcileStatement",
@@ -355,6 +385,13 @@ QUERY_CASES = [
     ("query($x: ID!) { agreements(partnerId: $x) { id } }", "op", "partnerId"),
     ("query($x: ID!) { settlementPeriod(id: $x) { id } }", "op", "id"),
     ("query($x: ID!) { reconciliation(id: $x) { id } }", "partner", "id"),
+    ("query($x: String) { rewards(category: $x) { edges { cursor } } }", None, "category"),
+    ("query($x: String) { rewards(after: $x) { edges { cursor } } }", None, "after"),
+    (
+        "query($x: String) { me { rewardRedemptions(after: $x) { edges { cursor } } } }",
+        "member",
+        "after",
+    ),
 ]
 
 
@@ -545,6 +582,38 @@ async def test_a_forged_cursor_is_a_validation_error(client, world, query, calle
     assert errors[0]["message"] == "malformed cursor"
 
 
+# Cursors keyed by a (time-ordered) UUID: any 128-bit number is a key, no more.
+FORGED_ID_CURSORS = {
+    **{k: v for k, v in FORGED_CURSORS.items() if k not in {"huge", "past int64"}},
+    "past 128 bits": b64(f"k:{2**128}".encode()),
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_ID_CURSORS.values(), ids=FORGED_ID_CURSORS.keys())
+@pytest.mark.parametrize(
+    ("query", "caller"),
+    [
+        ("query($c: String) { rewards(after: $c) { edges { cursor } } }", None),
+        (
+            "query($c: String) { me { rewardRedemptions(after: $c) { edges { cursor } } } }",
+            "member",
+        ),
+    ],
+    ids=["rewards", "me.rewardRedemptions"],
+)
+async def test_a_forged_id_cursor_is_a_validation_error(client, world, query, caller, cursor):
+    token = token_of(world, caller)
+    r = await client.post(
+        "/graphql",
+        json={"query": query, "variables": {"c": cursor}},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
+    assert r.status_code == 200
+    errors = r.json()["errors"]
+    assert errors[0]["extensions"]["code"] == "VALIDATION", errors
+    assert errors[0]["message"] == "malformed cursor"
+
+
 async def test_the_largest_cursors_are_accepted(client, world):
     """Bounds, not a ban: the int64 maximum pages activity; year 9999 pages periods."""
     me = "query($c: String) { me { activity(after: $c) { edges { cursor } } } }"
@@ -553,6 +622,9 @@ async def test_the_largest_cursors_are_accepted(client, world):
     periods = "query($c: String) { settlementPeriods(after: $c) { edges { cursor } } }"
     d = await gql(client, periods, {"c": b64(b"k:253402214400000000")}, world.op)
     assert d["settlementPeriods"]["edges"] is not None
+    rewards = "query($c: String) { rewards(after: $c) { edges { cursor } } }"
+    d = await gql(client, rewards, {"c": b64(f"k:{2**128 - 1}".encode())})
+    assert d["rewards"]["edges"] is not None
 
 
 # ---------------------------------------------------------------------------------------------

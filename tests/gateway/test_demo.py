@@ -17,7 +17,7 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
         assert await demo.is_empty(engine)
         report = await demo.load(engine, Settings(database_url=uri))
         assert not await demo.is_empty(engine)
-        assert len(report.partners) == 4 and len(report.members) == 7 and report.earns > 50
+        assert len(report.partners) == 5 and len(report.members) == 7 and report.earns > 50
         assert report.redemptions > 5 and report.periods.closed
         # The README's earn example uses anna's card.
         assert report.members["anna@example.com"] == "7000000000000005"
@@ -73,6 +73,29 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
         assert tuple(referrals) == (2, 2) and kinds["transfer"] == 2
         signup, referral = demo.SIGNUP_POINTS, demo.REFERRAL_POINTS
         assert bonuses == {"signup": 2 * signup, "referral": 4 * referral, "Film review": 50}
+        # The catalog: rewards of every kind, voucher codes, and the members' redemptions.
+        assert report.rewards == len(demo.REWARDS) == 7
+        assert report.reward_redemptions == len(demo.REDEMPTIONS) == kinds["reward"] == 4
+        async with engine.connect() as conn:
+            by_kind = dict(
+                (await conn.execute(text("SELECT kind, count(*) FROM rewards GROUP BY kind"))).all()
+            )
+            handed = (
+                await conn.execute(
+                    text(
+                        "SELECT m.email, r.voucher_code FROM reward_redemptions r "
+                        "JOIN members m ON m.id = r.member_id WHERE r.voucher_code IS NOT NULL"
+                    )
+                )
+            ).all()
+            unused = (
+                await conn.execute(
+                    text("SELECT count(*) FROM voucher_codes WHERE redemption_id IS NULL")
+                )
+            ).scalar_one()
+        assert by_kind == {"VOUCHER": 2, "GOODS": 3, "CHARITY": 2}
+        assert [tuple(h) for h in handed] == [("anna@example.com", "WASH-0001")]
+        assert unused == 2 * demo.CODES_PER_VOUCHER - 1
         assert closed >= 3 and unbalanced == 0 and unpriced == 0
     finally:
         await engine.dispose()

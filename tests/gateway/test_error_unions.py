@@ -11,7 +11,7 @@ from core.errors import ErrorCode
 from gateway.graphql import errors as E
 from gateway.graphql.schema import build_schema
 from gateway.graphql.settlement import mutations as settlement
-from loyalty import bonuses, earn, redeem, refund, register, terms, transfers
+from loyalty import bonuses, earn, redeem, refund, register, rewards, terms, transfers
 
 GUARDED = {ErrorCode.FORBIDDEN, ErrorCode.VALIDATION}
 
@@ -33,6 +33,11 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "runSettlement": {*settlement.RUN_ERRORS, *GUARDED},
     "closeSettlementPeriod": {*settlement.CLOSE_ERRORS, *GUARDED},
     "reconcileStatement": {*settlement.RECONCILE_ERRORS, *GUARDED},
+    "publishReward": {*rewards.PUBLISH_ERRORS, *GUARDED},
+    "updateReward": {*rewards.CHANGE_ERRORS, *GUARDED},
+    "retireReward": {*rewards.CHANGE_ERRORS, *GUARDED},
+    "addVoucherCodes": {*rewards.CHANGE_ERRORS, *GUARDED},
+    "redeemReward": {*rewards.REDEEM_ERRORS, *GUARDED},
 }
 
 SCHEMA = build_schema(introspection=True)._schema

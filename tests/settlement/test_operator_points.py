@@ -233,14 +233,14 @@ async def test_the_0013_downgrade_refuses_while_the_operator_is_named(settle_db,
     period = await _run(sengine, MAR, APR)
     await sengine.dispose()
     with pytest.raises(DBAPIError, match="settlement rows name the operator"):
-        await asyncio.to_thread(command.downgrade, alembic_config(settle_db), "0010")
+        await asyncio.to_thread(command.downgrade, alembic_config(settle_db), "0012")
 
     async with sengine.begin() as conn:  # the open period's contents go; a rerun restores them
         await conn.execute(
             text("DELETE FROM settlement_matrix WHERE period_id = :p"), {"p": period.id}
         )
     await sengine.dispose()
-    await asyncio.to_thread(command.downgrade, alembic_config(settle_db), "0010")
+    await asyncio.to_thread(command.downgrade, alembic_config(settle_db), "0012")
     async with sengine.connect() as conn:
         keys = (
             await conn.execute(

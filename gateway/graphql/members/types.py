@@ -12,7 +12,9 @@ from graphql import GraphQLError
 
 from core.errors import DomainError
 from gateway.graphql import types as T
+from gateway.graphql.catalog.types import RewardRedemption
 from ledger import service as ledger
+from loyalty import rewards
 from members import service as members
 from members.cards import masked
 
@@ -109,4 +111,31 @@ class Me:
                 ),
                 partner_id=i.partner_id,
             ),
+        )
+
+    @strawberry.field(
+        description="The member's reward redemptions with their voucher codes, newest first "
+        "(Relay connection). Nobody else sees them."
+    )
+    async def reward_redemptions(
+        self, info: strawberry.Info, first: int = 20, after: str | None = None
+    ) -> T.Connection[RewardRedemption]:
+        if not 0 < first <= MAX_PAGE:
+            raise GraphQLError(
+                f"first must be between 1 and {MAX_PAGE}", extensions={"code": "VALIDATION"}
+            )
+        try:
+            before = T.decode_id_cursor(after)
+        except DomainError as exc:
+            raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
+        async with info.context.read() as conn:
+            items = await rewards.redemptions(
+                conn, member_id=self.member_id, limit=first + 1, before=before
+            )
+        return T.page(
+            items,
+            first=first,
+            after=None if before is None else before.int,
+            key=lambda i: i[0].id.int,
+            node=lambda i: RewardRedemption.of(*i),
         )

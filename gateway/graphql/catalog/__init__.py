@@ -1,0 +1,1 @@
+"""GraphQL of the rewards catalog: types, inputs, queries, mutations."""
