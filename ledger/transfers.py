@@ -11,9 +11,10 @@ from. The repaid points are the first taken (earliest expiry); they leave the lo
 posting of -N on the sender's lot with no +N) for the debt account, as the repaid part of an
 earn never enters its lot.
 
-Daily limit: the sender's transfers in the 24 hours before `at`, plus this one, may not exceed
-`daily_limit`. It is read under the sender's wallet lock, which every transfer of the sender
-takes: two transfers by one sender run one after the other, and the second reads the first.
+Daily limit: the sender's transfers in the 24 hours before `at` (and any dated after it), plus
+this one, may not exceed `daily_limit`. It is read under the sender's wallet lock, which every
+transfer of the sender takes: two transfers by one sender run one after the other, and the
+second reads the first, whichever read the clock first.
 """
 
 from __future__ import annotations
@@ -83,10 +84,11 @@ _CLAIM_AND_LOCK_TWO = text(
     """
 )
 
-# No upper bound: a concurrent transfer of the sender that took its clock after this one's
-# `at` but committed first (this one waited for its lock) counts too; bounded by `at`, eight
-# simultaneous transfers each saw none of the others and all passed the limit.
-_SENT_IN_WINDOW = text(
+# Also the sender's transfers dated after `at`: a concurrent transfer that read the clock after
+# this one but took the sender's lock first. So every 24-hour window holds at most the limit:
+# the last transfer written into a window, dated in it, counted everything written before it
+# from the window's start on.
+_SENT_SINCE = text(
     "SELECT coalesce(sum(points), 0) FROM transactions "
     "WHERE kind = 'transfer' AND member_id = :sender AND effective_at > :since"
 )
@@ -193,7 +195,7 @@ async def transfer_points(conn: AsyncConnection, request: TransferRequest) -> Tr
 
     if request.daily_limit is not None:
         sent = (
-            await conn.execute(_SENT_IN_WINDOW, {"sender": sender, "since": at - TRANSFER_WINDOW})
+            await conn.execute(_SENT_SINCE, {"sender": sender, "since": at - TRANSFER_WINDOW})
         ).scalar_one()
         if int(sent) + points > request.daily_limit:
             raise TransferLimitExceeded(

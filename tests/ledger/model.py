@@ -171,7 +171,7 @@ class Model:
 
     def sent_in_window(self, m: int) -> int:
         since = self.now - TRANSFER_WINDOW
-        return sum(pts for s, t, pts in self.transfers if s == m and since < t <= self.now)
+        return sum(pts for s, t, pts in self.transfers if s == m and since < t)
 
     # -- time
 

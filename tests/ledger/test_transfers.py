@@ -251,6 +251,16 @@ async def test_the_daily_limit_counts_the_senders_last_24_hours(conn: AsyncConne
     assert info.value.details == {"limit": 500, "used": 450}
     r = await ledger.transfer_points(conn, transfer(a.id, c.id, points=50, daily_limit=500, at=t0))
     assert r.points == 50
+    # A transfer dated before one already written (it read the clock first, the lock later)
+    # counts that one too.
+    await ledger.transfer_points(
+        conn, transfer(c.id, a.id, points=10, daily_limit=10, at=t0 + timedelta(minutes=1))
+    )
+    sp = await conn.begin_nested()
+    with pytest.raises(TransferLimitExceeded) as info:
+        await ledger.transfer_points(conn, transfer(c.id, b.id, points=1, daily_limit=10, at=t0))
+    await sp.rollback()
+    assert info.value.details == {"limit": 10, "used": 10}
     # Without a limit, nothing is counted.
     await ledger.transfer_points(conn, transfer(a.id, c.id, points=100, at=t0))
 
