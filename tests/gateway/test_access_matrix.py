@@ -197,7 +197,8 @@ async def test_access_matrix(client, engine, world):
             r = await catalog.publish(
                 conn,
                 partner_id=a_id,
-                draft=RewardDraft("Matrix prize", "", kind, 1, None, None, None, None),
+                # 5 points: more than the 1 point the member gives M2 in transferPoints' case.
+                draft=RewardDraft("Matrix prize", "", kind, 5, None, None, None, None),
                 voucher_codes=[key()] if kind == "VOUCHER" else [],
                 actor="test",
             )
