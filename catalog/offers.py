@@ -420,7 +420,9 @@ async def count_uses(
     ids = sorted(set(offer_ids), key=lambda i: i.int)  # rows locked in one order: no deadlock
     if not ids:
         return
-    stmt = pg_insert(_uses).values([{"offer_id": i, "member_id": member_id, "uses": 1} for i in ids])
+    stmt = pg_insert(_uses).values(
+        [{"offer_id": i, "member_id": member_id, "uses": 1} for i in ids]
+    )
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["offer_id", "member_id"], set_={"uses": _uses.c.uses + 1}
@@ -576,5 +578,3 @@ def tier_names_up_to(member_tier: str | None, tier_ranks: Mapping[str, int]) -> 
     if rank is None:
         return set()
     return {name for name, r in tier_ranks.items() if r <= rank}
-
-
