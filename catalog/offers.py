@@ -359,12 +359,15 @@ async def activate(
         raise ValidationError("this offer needs no activation", field="offerId")
     if offer.over_at(at):
         raise ValidationError("this offer has ended", field="offerId")
-    done = await conn.execute(
-        pg_insert(_activations)
-        .values(offer_id=offer_id, member_id=member_id, activated_at=at, via=via)
-        .on_conflict_do_nothing(index_elements=["offer_id", "member_id"])
-    )
-    return offer, done.rowcount == 1
+    done = (
+        await conn.execute(
+            pg_insert(_activations)
+            .values(offer_id=offer_id, member_id=member_id, activated_at=at, via=via)
+            .on_conflict_do_nothing(index_elements=["offer_id", "member_id"])
+            .returning(_activations.c.offer_id)
+        )
+    ).one_or_none()
+    return offer, done is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,12 +537,15 @@ async def apply_promo_code(
     offer = await get(conn, offer_id=promo.offer_id)
     if offer.over_at(at):
         raise refused
-    applied = await conn.execute(
-        pg_insert(_applications)
-        .values(promo_code_id=promo.id, member_id=member_id, applied_at=at)
-        .on_conflict_do_nothing(index_elements=["promo_code_id", "member_id"])
-    )
-    if applied.rowcount != 1:
+    applied = (
+        await conn.execute(
+            pg_insert(_applications)
+            .values(promo_code_id=promo.id, member_id=member_id, applied_at=at)
+            .on_conflict_do_nothing(index_elements=["promo_code_id", "member_id"])
+            .returning(_applications.c.member_id)
+        )
+    ).one_or_none()
+    if applied is None:
         raise InvalidPromoCode("this promo code was already applied by this member")
     counted = (
         await conn.execute(
