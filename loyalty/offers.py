@@ -60,6 +60,43 @@ async def create(
     min_tier: str | None,
 ) -> OfferRecord:
     """A new offer for `partner_id`'s purchases, or coalition-wide (None: the operator's)."""
+    async with rt.engine.begin() as conn:
+        return await create_in(
+            conn,
+            actor=actor,
+            partner_id=partner_id,
+            name=name,
+            description=description,
+            multiplier=multiplier,
+            bonus_points=bonus_points,
+            category=category,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            requires_activation=requires_activation,
+            max_uses_per_member=max_uses_per_member,
+            stackable=stackable,
+            min_tier=min_tier,
+        )
+
+
+async def create_in(
+    conn: Any,
+    *,
+    actor: str,
+    partner_id: uuid.UUID | None,
+    name: str,
+    description: str,
+    multiplier: Decimal | str | None,
+    bonus_points: int | None,
+    category: str | None,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    requires_activation: bool,
+    max_uses_per_member: int | None,
+    stackable: bool,
+    min_tier: str | None,
+) -> OfferRecord:
+    """`create` in the caller's unit of work (the demo loads in one)."""
     now = utcnow()
     draft = OfferDraft(
         name=name,
@@ -74,10 +111,9 @@ async def create(
         stackable=stackable,
         min_tier=min_tier,
     )
-    async with rt.engine.begin() as conn:
-        return await catalog_offers.create(
-            conn, partner_id=partner_id, draft=draft, actor=actor, at=now
-        )
+    return await catalog_offers.create(
+        conn, partner_id=partner_id, draft=draft, actor=actor, at=now
+    )
 
 
 async def end(rt: Runtime, *, owner: uuid.UUID | None, offer_id: str) -> OfferRecord:
@@ -116,12 +152,16 @@ async def for_member(
 
 async def activate(rt: Runtime, *, member_id: uuid.UUID, offer_id: str) -> OfferRecord:
     """Activate an offer that requires it, for the member (again: nothing changes)."""
-    oid = parse_offer_id(offer_id)
     async with rt.engine.begin() as conn:
-        offer, _ = await catalog_offers.activate(
-            conn, offer_id=oid, member_id=member_id, at=utcnow()
-        )
-        return offer
+        return await activate_in(conn, member_id=member_id, offer_id=offer_id)
+
+
+async def activate_in(conn: Any, *, member_id: uuid.UUID, offer_id: str) -> OfferRecord:
+    """`activate` in the caller's unit of work."""
+    offer, _ = await catalog_offers.activate(
+        conn, offer_id=parse_offer_id(offer_id), member_id=member_id, at=utcnow()
+    )
+    return offer
 
 
 async def create_promo_code(
@@ -135,26 +175,50 @@ async def create_promo_code(
     valid_until: datetime,
 ) -> PromoCodeRecord:
     """A promo code activating an offer of the caller's (the operator: any offer)."""
-    oid = parse_offer_id(offer_id)
     async with rt.engine.begin() as conn:
-        return await catalog_offers.create_promo_code(
+        return await create_promo_code_in(
             conn,
-            offer_id=oid,
+            actor=actor,
             owner=owner,
+            offer_id=offer_id,
             code=code,
             max_redemptions=max_redemptions,
             valid_until=valid_until,
-            actor=actor,
-            at=utcnow(),
         )
+
+
+async def create_promo_code_in(
+    conn: Any,
+    *,
+    actor: str,
+    owner: uuid.UUID | None,
+    offer_id: str,
+    code: str,
+    max_redemptions: int,
+    valid_until: datetime,
+) -> PromoCodeRecord:
+    """`create_promo_code` in the caller's unit of work."""
+    return await catalog_offers.create_promo_code(
+        conn,
+        offer_id=parse_offer_id(offer_id),
+        owner=owner,
+        code=code,
+        max_redemptions=max_redemptions,
+        valid_until=valid_until,
+        actor=actor,
+        at=utcnow(),
+    )
 
 
 async def apply_promo_code(rt: Runtime, *, member_id: uuid.UUID, code: str) -> OfferRecord:
     """Activate the code's offer for the member (INVALID_PROMO_CODE: unknown, expired, used
     up, or already applied by this member)."""
+    async with rt.engine.begin() as conn:
+        return await apply_promo_code_in(conn, member_id=member_id, code=code)
+
+
+async def apply_promo_code_in(conn: Any, *, member_id: uuid.UUID, code: str) -> OfferRecord:
+    """`apply_promo_code` in the caller's unit of work."""
     if not isinstance(code, str) or len(code) > 100:
         raise DomainValidation("code must be at most 100 characters", field="code")
-    async with rt.engine.begin() as conn:
-        return await catalog_offers.apply_promo_code(
-            conn, member_id=member_id, code=code, at=utcnow()
-        )
+    return await catalog_offers.apply_promo_code(conn, member_id=member_id, code=code, at=utcnow())
