@@ -241,6 +241,10 @@ def test_breakdown_properties(amount, rate, cap, tier, offers) -> None:
     chosen = [line.offer_id for line in lines if line.source is Source.OFFER]
     assert len(chosen) == len(set(chosen))
     assert sum(1 for i in chosen if not by_id[i].stackable) <= 1
+    best = max((o.exact_points(exact_base) for o in offers if not o.stackable), default=None)
+    if best is not None and floor_points(best) > 0:  # the best non-stackable one is chosen
+        (pick_,) = [i for i in chosen if not by_id[i].stackable]
+        assert by_id[pick_].exact_points(exact_base) == best
     assert {
         o.id for o in offers if o.stackable and floor_points(o.exact_points(exact_base))
     } <= set(chosen)
