@@ -1,22 +1,33 @@
-"""Catalog tables: rewards, their voucher codes, and the members' reward redemptions.
+"""Catalog tables: rewards, their voucher codes, the members' reward redemptions; offers, their
+activations and uses by members, promo codes and their applications.
 
 A reward belongs to the partner that delivers it. Its stock is `rewards.stock` for goods and
 charity (NULL: unlimited) and, for a voucher, its codes not yet handed out (`stock` is NULL).
 A redemption is insert-only; the voucher code it took names it (`voucher_codes.redemption_id`).
+
+An offer multiplies (`multiplier` > 1) or adds (`bonus_points`) points to the earns it applies to
+(DOMAIN.md "Offers and the earn breakdown"); `partner_id` NULL is a coalition-wide offer, issued
+and paid for by the operator. A promo code is stored upper-cased, so that codes are unique and
+matched case-insensitively; its `redemptions` never exceed `max_redemptions`.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
     Text,
     UniqueConstraint,
     func,
@@ -142,3 +153,136 @@ class VoucherCode(SQLModel, table=True):
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
+
+
+class ActivationVia:
+    APP = "APP"
+    PROMO_CODE = "PROMO_CODE"
+
+
+class Offer(SQLModel, table=True):
+    """A campaign: a multiplier or fixed bonus on the earns of a partner (or of every partner)."""
+
+    __tablename__ = "offers"
+    __table_args__ = (
+        CheckConstraint("(multiplier IS NULL) <> (bonus_points IS NULL)", name="ck_offers_kind"),
+        CheckConstraint("multiplier IS NULL OR multiplier > 1", name="ck_offers_multiplier"),
+        CheckConstraint("bonus_points IS NULL OR bonus_points > 0", name="ck_offers_bonus"),
+        CheckConstraint("ends_at IS NULL OR ends_at > starts_at", name="ck_offers_window"),
+        CheckConstraint(
+            "max_uses_per_member IS NULL OR max_uses_per_member > 0", name="ck_offers_max_uses"
+        ),
+        Index("ix_offers_partner", "partner_id", "id"),
+        # The earn path reads the live offers (of a partner, and the coalition-wide ones).
+        Index("ix_offers_live", "partner_id", postgresql_where=text("ended_at IS NULL")),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    partner_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("partners.id"), nullable=True),
+    )
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = Field(sa_column=Column(Text, nullable=False, server_default=""))
+    multiplier: Decimal | None = Field(
+        default=None, sa_column=Column(Numeric(12, 4), nullable=True)
+    )
+    bonus_points: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    category: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ends_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    requires_activation: bool = Field(sa_column=Column(Boolean, nullable=False))
+    max_uses_per_member: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    stackable: bool = Field(sa_column=Column(Boolean, nullable=False))
+    # A tier's name (the ladder is the members' domain); NULL: every member.
+    min_tier: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ended_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class OfferActivation(SQLModel, table=True):
+    """A member's activation of an offer that requires one (in the app, or by a promo code)."""
+
+    __tablename__ = "offer_activations"
+    __table_args__ = (
+        PrimaryKeyConstraint("offer_id", "member_id", name="pk_offer_activations"),
+        CheckConstraint("via IN ('APP','PROMO_CODE')", name="ck_offer_activations_via"),
+        Index("ix_offer_activations_member", "member_id"),
+    )
+
+    offer_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("offers.id"), nullable=False)
+    )
+    member_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    )
+    activated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    via: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class OfferUse(SQLModel, table=True):
+    """How many earns of a member an offer added points to (for `max_uses_per_member`)."""
+
+    __tablename__ = "offer_uses"
+    __table_args__ = (
+        PrimaryKeyConstraint("offer_id", "member_id", name="pk_offer_uses"),
+        CheckConstraint("uses >= 0", name="ck_offer_uses_uses"),
+        Index("ix_offer_uses_member", "member_id"),
+    )
+
+    offer_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("offers.id"), nullable=False)
+    )
+    member_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    )
+    uses: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class PromoCode(SQLModel, table=True):
+    """A code that activates an offer for the member applying it."""
+
+    __tablename__ = "promo_codes"
+    __table_args__ = (
+        UniqueConstraint("code", name="uq_promo_codes_code"),
+        CheckConstraint("code ~ '^[A-Z0-9-]{3,40}$'", name="ck_promo_codes_code"),
+        CheckConstraint("max_redemptions > 0", name="ck_promo_codes_max"),
+        CheckConstraint(
+            "redemptions >= 0 AND redemptions <= max_redemptions", name="ck_promo_codes_used"
+        ),
+        Index("ix_promo_codes_offer", "offer_id"),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    code: str = Field(sa_column=Column(Text, nullable=False))
+    offer_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("offers.id"), nullable=False)
+    )
+    max_redemptions: int = Field(sa_column=Column(Integer, nullable=False))
+    valid_until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    redemptions: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class PromoCodeApplication(SQLModel, table=True):
+    """A member's application of a promo code: at most one per member and code."""
+
+    __tablename__ = "promo_code_applications"
+    __table_args__ = (
+        PrimaryKeyConstraint("promo_code_id", "member_id", name="pk_promo_code_applications"),
+        Index("ix_promo_code_applications_member", "member_id"),
+    )
+
+    promo_code_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("promo_codes.id"), nullable=False)
+    )
+    member_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    )
+    applied_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +23,7 @@ from core.db import create_driver_pool
 from core.settings import Settings
 from ledger import service as ledger
 from ledger.batch import EarnBatcher
-from loyalty import bonuses, register, rewards, transfers
+from loyalty import bonuses, offers, register, rewards, transfers
 from loyalty import earn as earning
 from loyalty.caches import Caches
 from loyalty.runtime import Services
@@ -96,6 +96,8 @@ class DemoReport:
     bonuses: int = 0  # partners' own
     rewards: int = 0
     reward_redemptions: int = 0
+    offers: int = 0
+    promo_codes_applied: int = 0
     periods: SettleReport | None = None  # set once the history is settled
 
 
@@ -282,6 +284,7 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
                     )
                     report.redemptions += 1
         await _catalog(conn, report, {m.email: m.id for m in people}, now)
+        await _offers(conn, report, {m.email: m.id for m in people}, now)
     await _bonuses_and_transfers(engine, settings, report, people, configs)
     # Settle the months of that history: past months closed and sealed, the current one open.
     from settlement import service as settlement
@@ -426,3 +429,75 @@ async def _catalog(
             at=now,
         )
         report.reward_redemptions += 1
+
+
+async def _offers(
+    conn: AsyncConnection,
+    report: DemoReport,
+    people: dict[str | None, uuid.UUID],
+    now: datetime,
+) -> None:
+    """A few offers: a partner's x2 on weekends, an activation-only coupon anna activated, one
+    reachable with the promo code WELCOME10 (boris applied it), a coalition-wide bonus."""
+    fuel = uuid.UUID(report.partners["Northwind Fuel"]["id"])
+    cinema = uuid.UUID(report.partners["Cinema Central"]["id"])
+    # This weekend, or the next one (Saturday 00:00 to Monday 00:00, UTC).
+    shift = 5 - now.weekday() if now.weekday() < 5 else -(now.weekday() - 5)
+    saturday = (now + timedelta(days=shift)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def offer(partner_id: uuid.UUID | None, name: str, **kw: object) -> str:
+        fields: dict[str, Any] = {
+            "description": f"{name}.",
+            "multiplier": None,
+            "bonus_points": None,
+            "category": None,
+            "starts_at": now - timedelta(days=1),
+            "ends_at": now + timedelta(days=60),
+            "requires_activation": False,
+            "max_uses_per_member": None,
+            "stackable": False,
+            "min_tier": None,
+            **kw,
+        }
+        o = await offers.create_in(
+            conn, actor=OPERATOR_ID, partner_id=partner_id, name=name, **fields
+        )
+        report.offers += 1
+        return str(o.id)
+
+    await offer(
+        fuel,
+        "Weekend double points",
+        multiplier="2",
+        starts_at=saturday,
+        ends_at=saturday + timedelta(days=2),
+    )
+    coupon = await offer(
+        fuel,
+        "x5 points on the car wash",
+        multiplier="5",
+        category="car",
+        requires_activation=True,
+        max_uses_per_member=1,
+    )
+    await offers.activate_in(conn, member_id=people["anna@example.com"], offer_id=coupon)
+    welcome = await offer(
+        cinema,
+        "Welcome: 100 bonus points",
+        bonus_points=100,
+        requires_activation=True,
+        max_uses_per_member=1,
+        stackable=True,
+    )
+    await offers.create_promo_code_in(
+        conn,
+        actor=OPERATOR_ID,
+        owner=None,
+        offer_id=welcome,
+        code="WELCOME10",
+        max_redemptions=1000,
+        valid_until=now + timedelta(days=90),
+    )
+    await offers.apply_promo_code_in(conn, member_id=people["boris@example.com"], code="WELCOME10")
+    report.promo_codes_applied += 1
+    await offer(None, "Coalition week: 50 bonus points everywhere", bonus_points=50, stackable=True)

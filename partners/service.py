@@ -199,10 +199,20 @@ class EarnRuleRecord:
         self, amount: Decimal, category: str | None, multiplier: Decimal = Decimal(1)
     ) -> int:
         """floor(amount x rate x multipliers), capped per transaction."""
-        points = int((amount * self.rate_for(category) * multiplier).to_integral_value(ROUND_FLOOR))
-        if self.max_points_per_transaction is not None:
-            points = min(points, self.max_points_per_transaction)
-        return max(points, 0)
+        return base_points(
+            amount, self.rate_for(category), self.max_points_per_transaction, multiplier
+        )
+
+
+def base_points(
+    amount: Decimal, rate: Decimal, cap: int | None, multiplier: Decimal = Decimal(1)
+) -> int:
+    """An earn's base points: floor(amount x rate x multiplier), at most `cap`, never negative
+    (the earn rule's `points_for`, and the BASE line of an earn's breakdown)."""
+    points = int((amount * rate * multiplier).to_integral_value(ROUND_FLOOR))
+    if cap is not None:
+        points = min(points, cap)
+    return max(points, 0)
 
 
 async def set_earn_rule(

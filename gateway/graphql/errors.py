@@ -98,6 +98,14 @@ class ForbiddenError(Error):
     pass
 
 
+@strawberry.type(
+    description="The promo code is unknown, expired, used up, or already applied by this member. "
+    "Nothing changed."
+)
+class InvalidPromoCodeError(Error):
+    pass
+
+
 ERROR_TYPES = (
     InsufficientPointsError,
     IdempotencyConflictError,
@@ -110,6 +118,7 @@ ERROR_TYPES = (
     ForbiddenError,
     NoAgreementError,
     OutOfStockError,
+    InvalidPromoCodeError,
 )
 
 _BY_CODE: dict[str, type[Error]] = {
@@ -121,6 +130,7 @@ _BY_CODE: dict[str, type[Error]] = {
     ErrorCode.LIMIT_EXCEEDED: LimitExceededError,
     ErrorCode.NO_AGREEMENT: NoAgreementError,
     ErrorCode.OUT_OF_STOCK: OutOfStockError,
+    ErrorCode.INVALID_PROMO_CODE: InvalidPromoCodeError,
     ErrorCode.RATE_LIMITED: LimitExceededError,
     ErrorCode.VALIDATION: ValidationError,
     ErrorCode.NOT_FOUND: NotFoundError,

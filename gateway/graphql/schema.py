@@ -4,7 +4,7 @@ schema's limits (cost, depth, aliases, tokens), its caches and error masking.
 Every mutation follows the Relay convention `fooBar(input: FooBarInput!): FooBarResult!`
 where the result is a union of `FooBarSuccess` and the error types (implementing `Error`) it
 can return. Each domain's package (`members`, `partners`, `points`, `settlement`, `catalog`,
-`bonuses`: bonus rules, a partner's bonus, transfers) holds its types, inputs, queries and
+`bonuses`: bonus rules, a partner's bonus, transfers; `offers`) holds its types, inputs, queries and
 mutations; a resolver parses, calls one use case (`loyalty`) and maps the result.
 """
 
@@ -34,6 +34,8 @@ from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.members.mutations import MembersMutation
 from gateway.graphql.members.queries import MembersQuery
 from gateway.graphql.members.subscriptions import Subscription
+from gateway.graphql.offers.mutations import OffersMutation
+from gateway.graphql.offers.queries import OffersQuery
 from gateway.graphql.partners.mutations import PartnersMutation
 from gateway.graphql.partners.queries import PartnersQuery
 from gateway.graphql.points.mutations import PointsMutation
@@ -43,7 +45,7 @@ from gateway.graphql.settlement.queries import SettlementQuery
 
 # The fields come in the order of the base classes (as in the committed schema.graphql).
 @strawberry.type(description="Read operations.")
-class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery, CatalogQuery):
+class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery, CatalogQuery, OffersQuery):
     pass
 
 
@@ -57,6 +59,7 @@ class Mutation(
     PointsMutation,
     BonusesMutation,
     CatalogMutation,
+    OffersMutation,
 ):
     pass
 

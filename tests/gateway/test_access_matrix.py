@@ -15,6 +15,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from catalog import offers as catalog_offers
 from catalog import service as catalog
 from catalog.service import RewardDraft
 from core import clock
@@ -56,6 +57,17 @@ AWARD_Q = """mutation($input: AwardBonusInput!) { awardBonus(input: $input) { __
   ... on AwardBonusSuccess { bonus { id } } ... on Error { code message } } }"""
 TRANSFER_Q = """mutation($input: TransferPointsInput!) { transferPoints(input: $input) { __typename
   ... on TransferPointsSuccess { transfer { id } } ... on Error { code message } } }"""
+OFFER_RESULT = """{ __typename ... on Error { code message } } }"""
+CREATE_OFFER_Q = "mutation($input: CreateOfferInput!) { createOffer(input: $input) " + OFFER_RESULT
+END_OFFER_Q = "mutation($input: EndOfferInput!) { endOffer(input: $input) " + OFFER_RESULT
+ACTIVATE_Q = "mutation($input: ActivateOfferInput!) { activateOffer(input: $input) " + OFFER_RESULT
+CREATE_PROMO_Q = (
+    "mutation($input: CreatePromoCodeInput!) { createPromoCode(input: $input) " + OFFER_RESULT
+)
+APPLY_PROMO_Q = (
+    "mutation($input: ApplyPromoCodeInput!) { applyPromoCode(input: $input) " + OFFER_RESULT
+)
+OFFERS_Q = "{ offers(first: 5) { edges { node { id activated } } } }"
 RUN_Q = """mutation($input: RunSettlementInput!) { runSettlement(input: $input) { __typename
   ... on RunSettlementSuccess { period { id } } ... on Error { code message } } }"""
 
@@ -204,8 +216,69 @@ async def test_access_matrix(client, engine, world):
             )
         return str(r.id)
 
+    async def fresh_offer_of_a(*, coupon: bool = False) -> str:
+        async with engine.begin() as conn:
+            o = await catalog_offers.create(
+                conn,
+                partner_id=a_id,
+                draft=catalog_offers.OfferDraft(
+                    "Matrix x2",
+                    "",
+                    "2",
+                    None,
+                    None,
+                    clock.utcnow(),
+                    None,
+                    coupon,
+                    None,
+                    False,
+                    None,
+                ),
+                actor="test",
+                at=clock.utcnow(),
+            )
+        return str(o.id)
+
+    async def fresh_promo_of_a() -> str:
+        code = f"M-{uuid.uuid4().hex[:12]}".upper()
+        async with engine.begin() as conn:
+            await catalog_offers.create_promo_code(
+                conn,
+                offer_id=uuid.UUID(await fresh_offer_of_a(coupon=True)),
+                owner=None,
+                code=code,
+                max_redemptions=100,
+                valid_until=clock.utcnow() + timedelta(days=1),
+                actor="test",
+                at=clock.utcnow(),
+            )
+        return code
+
     async def ops() -> dict[str, tuple[str, dict[str, Any]]]:
         return {
+            "createOffer": (CREATE_OFFER_Q, {"input": {"name": "o", "bonusPoints": 5}}),
+            "createOffer(for A)": (
+                CREATE_OFFER_Q,
+                {"input": {"partnerId": a.id, "name": "o", "multiplier": "2"}},
+            ),
+            "endOffer(A's)": (END_OFFER_Q, {"input": {"offerId": await fresh_offer_of_a()}}),
+            "activateOffer(A's coupon)": (
+                ACTIVATE_Q,
+                {"input": {"offerId": await fresh_offer_of_a(coupon=True)}},
+            ),
+            "createPromoCode(A's offer)": (
+                CREATE_PROMO_Q,
+                {
+                    "input": {
+                        "offerId": await fresh_offer_of_a(coupon=True),
+                        "code": f"C-{uuid.uuid4().hex[:12]}",
+                        "maxRedemptions": 1,
+                        "validUntil": "2999-01-01T00:00:00Z",
+                    }
+                },
+            ),
+            "applyPromoCode": (APPLY_PROMO_Q, {"input": {"code": await fresh_promo_of_a()}}),
+            "offers": (OFFERS_Q, {}),
             "publishReward": (
                 PUBLISH,
                 {"input": {"title": "t", "kind": "GOODS", "pricePoints": 1}},
@@ -441,6 +514,16 @@ async def test_access_matrix(client, engine, world):
     expected["rewards"] = {c: ok for c in CALLERS}
     expected["rewards(includeRetired)"] = {"operator": ok, "partner_a": ok, "partner_b": ok}
     expected["rewards(affordable)"] = {"member": ok, "other_member": ok}
+    # Offers: the same policy as the catalog (the operator's own offers are coalition-wide).
+    expected["createOffer"] = {"operator": ok, "partner_a": ok, "partner_b": ok}
+    expected["createOffer(for A)"] = {"operator": ok, "partner_a": ok, "partner_b": "forbidden"}
+    expected["endOffer(A's)"] = editors
+    expected["createPromoCode(A's offer)"] = editors
+    expected["activateOffer(A's coupon)"] = {"member": ok, "other_member": ok}
+    expected["applyPromoCode"] = {"member": ok, "other_member": ok}
+    expected["offers"] = {
+        c: ok for c in ("member", "other_member", "operator", "partner_a", "partner_b")
+    }
     wrong = []
     for caller in CALLERS:
         token = world["tokens"][caller]

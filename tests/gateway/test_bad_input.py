@@ -330,6 +330,24 @@ MUTATION_CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
         {"rewardId": HOLD, "idempotencyKey": X},
         "idempotencyKey",
     ),
+    ("createOffer", "CreateOfferInput", "op", {"name": X, "bonusPoints": 5}, "name"),
+    (
+        "createOffer",
+        "CreateOfferInput",
+        "op",
+        {"name": "n", "multiplier": "2", "category": X},
+        "category",
+    ),
+    ("endOffer", "EndOfferInput", "op", {"offerId": X}, "offerId"),
+    ("activateOffer", "ActivateOfferInput", "member", {"offerId": X}, "offerId"),
+    (
+        "createPromoCode",
+        "CreatePromoCodeInput",
+        "op",
+        {"offerId": HOLD, "code": X, "maxRedemptions": 1, "validUntil": "2999-01-01T00:00:00Z"},
+        "code",
+    ),
+    ("applyPromoCode", "ApplyPromoCodeInput", "member", {"code": X}, "code"),
     ("closeSettlementPeriod", "CloseSettlementPeriodInput", "op", {"periodId": X}, "periodId"),
     (
         "reconcileStatement",
@@ -387,6 +405,7 @@ QUERY_CASES = [
     ("query($x: ID!) { reconciliation(id: $x) { id } }", "partner", "id"),
     ("query($x: String) { rewards(category: $x) { edges { cursor } } }", None, "category"),
     ("query($x: String) { rewards(after: $x) { edges { cursor } } }", None, "after"),
+    ("query($x: String) { offers(after: $x) { edges { cursor } } }", "member", "after"),
     (
         "query($x: String) { me { rewardRedemptions(after: $x) { edges { cursor } } } }",
         "member",

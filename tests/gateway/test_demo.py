@@ -19,6 +19,7 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
         assert not await demo.is_empty(engine)
         assert len(report.partners) == 5 and len(report.members) == 7 and report.earns > 50
         assert report.redemptions > 5 and report.periods.closed
+        assert report.offers == 4 and report.promo_codes_applied == 1
         # The README's earn example uses anna's card.
         assert report.members["anna@example.com"] == "7000000000000005"
         async with engine.connect() as conn:
@@ -93,9 +94,27 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
                     text("SELECT count(*) FROM voucher_codes WHERE redemption_id IS NULL")
                 )
             ).scalar_one()
+            # Offers: anna activated the coupon, boris applied WELCOME10.
+            activated = (
+                await conn.execute(
+                    text(
+                        "SELECT m.email, o.name, a.via FROM offer_activations a "
+                        "JOIN members m ON m.id = a.member_id JOIN offers o ON o.id = a.offer_id "
+                        "ORDER BY m.email"
+                    )
+                )
+            ).all()
+            wide = (
+                await conn.execute(text("SELECT count(*) FROM offers WHERE partner_id IS NULL"))
+            ).scalar_one()
         assert by_kind == {"VOUCHER": 2, "GOODS": 3, "CHARITY": 2}
         assert [tuple(h) for h in handed] == [("anna@example.com", "WASH-0001")]
         assert unused == 2 * demo.CODES_PER_VOUCHER - 1
+        assert [tuple(r) for r in activated] == [
+            ("anna@example.com", "x5 points on the car wash", "APP"),
+            ("boris@example.com", "Welcome: 100 bonus points", "PROMO_CODE"),
+        ]
+        assert wide == 1
         assert closed >= 3 and unbalanced == 0 and unpriced == 0
     finally:
         await engine.dispose()

@@ -11,7 +11,17 @@ from core.errors import ErrorCode
 from gateway.graphql import errors as E
 from gateway.graphql.schema import build_schema
 from gateway.graphql.settlement import mutations as settlement
-from loyalty import bonuses, earn, redeem, refund, register, rewards, terms, transfers
+from loyalty import (
+    bonuses,
+    earn,
+    offers,
+    redeem,
+    refund,
+    register,
+    rewards,
+    terms,
+    transfers,
+)
 
 GUARDED = {ErrorCode.FORBIDDEN, ErrorCode.VALIDATION}
 
@@ -38,6 +48,11 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "retireReward": {*rewards.CHANGE_ERRORS, *GUARDED},
     "addVoucherCodes": {*rewards.CHANGE_ERRORS, *GUARDED},
     "redeemReward": {*rewards.REDEEM_ERRORS, *GUARDED},
+    "createOffer": {*offers.CREATE_ERRORS, *GUARDED},
+    "endOffer": {*offers.END_ERRORS, *GUARDED},
+    "activateOffer": {*offers.ACTIVATE_ERRORS, *GUARDED},
+    "createPromoCode": {*offers.CREATE_PROMO_ERRORS, *GUARDED},
+    "applyPromoCode": {*offers.APPLY_PROMO_ERRORS, *GUARDED},
 }
 
 SCHEMA = build_schema(introspection=True)._schema

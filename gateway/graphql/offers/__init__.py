@@ -1,0 +1,1 @@
+"""GraphQL of offers and promo codes."""
