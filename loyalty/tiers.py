@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 SET_TIERS_ERRORS = frozenset({ErrorCode.VALIDATION})
 REVIEW_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.LIMIT_EXCEEDED})
 
-TIER_REVIEW_LOCK = 727_277  # pg advisory lock: one review at a time (the referral sweep's is 727_276)
+TIER_REVIEW_LOCK = (
+    727_277  # pg advisory lock: one review at a time (the referral sweep's is 727_276)
+)
 
 
 class ReviewRunning(DomainError):
@@ -62,9 +64,7 @@ async def set_tiers(rt: Runtime, *, actor: str, tiers_in: Sequence[TierInput]) -
     """Replace the ladder (an empty list: no tiers from now on)."""
     if len(tiers_in) > tiers.MAX_TIERS:
         raise ValidationError(f"at most {tiers.MAX_TIERS} tiers", field="tiers")
-    specs = [
-        TierSpec(t.name, Money.parse(t.amount, t.currency), t.multiplier) for t in tiers_in
-    ]
+    specs = [TierSpec(t.name, Money.parse(t.amount, t.currency), t.multiplier) for t in tiers_in]
     async with rt.engine.begin() as conn:
         return await tiers.set_tiers(
             conn, tiers=specs, currency=rt.settings.settlement_currency, actor=actor
@@ -130,7 +130,9 @@ async def review(
     as_of = check_as_of(as_of)
     async with engine.connect() as lock_conn:
         got = (
-            await lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": TIER_REVIEW_LOCK})
+            await lock_conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": TIER_REVIEW_LOCK}
+            )
         ).scalar_one()
         await lock_conn.commit()  # the session lock outlives the transaction
         if not got:

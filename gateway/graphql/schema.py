@@ -4,7 +4,7 @@ schema's limits (cost, depth, aliases, tokens), its caches and error masking.
 Every mutation follows the Relay convention `fooBar(input: FooBarInput!): FooBarResult!`
 where the result is a union of `FooBarSuccess` and the error types (implementing `Error`) it
 can return. Each domain's package (`members`, `partners`, `points`, `settlement`, `catalog`,
-`bonuses`: bonus rules, a partner's bonus, transfers) holds its types, inputs, queries and
+`bonuses`: bonus rules, a partner's bonus, transfers; `tiers`) holds its types, inputs, queries and
 mutations; a resolver parses, calls one use case (`loyalty`) and maps the result.
 """
 
@@ -39,11 +39,13 @@ from gateway.graphql.partners.queries import PartnersQuery
 from gateway.graphql.points.mutations import PointsMutation
 from gateway.graphql.settlement.mutations import SettlementMutation
 from gateway.graphql.settlement.queries import SettlementQuery
+from gateway.graphql.tiers.mutations import TiersMutation
+from gateway.graphql.tiers.queries import TiersQuery
 
 
 # The fields come in the order of the base classes (as in the committed schema.graphql).
 @strawberry.type(description="Read operations.")
-class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery, CatalogQuery):
+class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery, CatalogQuery, TiersQuery):
     pass
 
 
@@ -57,6 +59,7 @@ class Mutation(
     PointsMutation,
     BonusesMutation,
     CatalogMutation,
+    TiersMutation,
 ):
     pass
 

@@ -11,7 +11,7 @@ from core.errors import ErrorCode
 from gateway.graphql import errors as E
 from gateway.graphql.schema import build_schema
 from gateway.graphql.settlement import mutations as settlement
-from loyalty import bonuses, earn, redeem, refund, register, rewards, terms, transfers
+from loyalty import bonuses, earn, redeem, refund, register, rewards, terms, tiers, transfers
 
 GUARDED = {ErrorCode.FORBIDDEN, ErrorCode.VALIDATION}
 
@@ -38,6 +38,8 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "retireReward": {*rewards.CHANGE_ERRORS, *GUARDED},
     "addVoucherCodes": {*rewards.CHANGE_ERRORS, *GUARDED},
     "redeemReward": {*rewards.REDEEM_ERRORS, *GUARDED},
+    "setTiers": {*tiers.SET_TIERS_ERRORS, *GUARDED},
+    "runTierReview": {*tiers.REVIEW_ERRORS, *GUARDED},
 }
 
 SCHEMA = build_schema(introspection=True)._schema

@@ -17,10 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db import create_engine
-from ledger.earn import add_months
 from core.errors import DomainError, ValidationError
 from core.money import Money
 from ledger import service as ledger
+from ledger.earn import add_months
 from loyalty import tiers as tier_cases
 from members import service as members
 from members import tiers
@@ -81,9 +81,7 @@ async def buy(
 
 async def spend(engine: AsyncEngine, member: uuid.UUID, at: datetime) -> Decimal:
     async with engine.connect() as conn:
-        return (
-            await tiers.qualifying_spend(conn, member_id=member, at=at, currency=RUB)
-        ).amount
+        return (await tiers.qualifying_spend(conn, member_id=member, at=at, currency=RUB)).amount
 
 
 async def held(engine: AsyncEngine, member: uuid.UUID) -> str | None:
@@ -94,7 +92,9 @@ async def held(engine: AsyncEngine, member: uuid.UUID) -> str | None:
 async def changes(engine: AsyncEngine, member: uuid.UUID) -> list[tuple[str | None, str]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text("SELECT to_tier, reason FROM member_tier_changes WHERE member_id = :m ORDER BY id"),
+            text(
+                "SELECT to_tier, reason FROM member_tier_changes WHERE member_id = :m ORDER BY id"
+            ),
             {"m": member},
         )
         return [(r[0], r[1]) for r in rows]
@@ -246,11 +246,17 @@ async def test_a_fresh_database_has_no_tiers(fresh_database: str) -> None:
         ([TierSpec(" ", Money.parse("10", RUB), "1")], "tiers.0.name"),
         ([TierSpec("A\x00", Money.parse("10", RUB), "1")], "tiers.0.name"),
         (
-            [TierSpec("A", Money.parse("10", RUB), "1"), TierSpec("a", Money.parse("20", RUB), "1")],
+            [
+                TierSpec("A", Money.parse("10", RUB), "1"),
+                TierSpec("a", Money.parse("20", RUB), "1"),
+            ],
             "tiers.1.name",
         ),
         (
-            [TierSpec("A", Money.parse("20", RUB), "1"), TierSpec("B", Money.parse("20", RUB), "1")],
+            [
+                TierSpec("A", Money.parse("20", RUB), "1"),
+                TierSpec("B", Money.parse("20", RUB), "1"),
+            ],
             "tiers.1.threshold",
         ),
         (
