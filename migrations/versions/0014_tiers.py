@@ -82,9 +82,7 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.CheckConstraint(
-            "reason IN ('upgrade','review')", name="ck_member_tier_changes_reason"
-        ),
+        sa.CheckConstraint("reason IN ('upgrade','review')", name="ck_member_tier_changes_reason"),
         sa.ForeignKeyConstraint(["ladder_id"], ["tier_ladders.id"]),
         sa.ForeignKeyConstraint(["member_id"], ["members.id"]),
         sa.PrimaryKeyConstraint("id"),

@@ -289,3 +289,65 @@ async def test_one_review_at_a_time(db) -> None:
             text("SELECT pg_advisory_unlock(:k)"), {"k": tier_cases.TIER_REVIEW_LOCK}
         )
         await holder.commit()
+
+
+def test_coalition_review_tiers(fresh_database, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from gateway import cli
+
+    async def world() -> uuid.UUID:
+        eng = create_engine(fresh_database)
+        try:
+            p, (m,) = await setup(eng)
+            await buy(eng, p, m, "60000.00", NOW - timedelta(days=1))
+            return m
+        finally:
+            await eng.dispose()
+
+    m = asyncio.run(world())
+    monkeypatch.setattr(cli, "_url", lambda: fresh_database)
+    runner = CliRunner()
+    first = runner.invoke(cli.app, ["review-tiers", "--as-of", "2025-06-01T12:00:00+00:00"])
+    again = runner.invoke(cli.app, ["review-tiers", "--as-of", "2025-06-01T12:00:00+00:00"])
+    assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
+    assert first.output.splitlines()[-1] == (
+        '{"asOf": "2025-06-01T12:00:00+00:00", "reviewed": 1, "upgraded": 1, "downgraded": 0}'
+    )
+    assert '"upgraded": 0, "downgraded": 0' in again.output.splitlines()[-1]
+    future = runner.invoke(cli.app, ["review-tiers", "--as-of", "2999-01-01T00:00:00+00:00"])
+    assert future.exit_code == 2
+
+    async def held_now() -> str | None:
+        eng = create_engine(fresh_database)
+        try:
+            return await held(eng, m)
+        finally:
+            await eng.dispose()
+
+    assert asyncio.run(held_now()) == "Gold"
+
+
+@pytest.mark.parametrize(
+    ("now", "day", "due"),
+    [
+        (datetime(2026, 1, 1, 5, tzinfo=UTC), "01-01", datetime(2026, 1, 1, tzinfo=UTC)),
+        (datetime(2026, 1, 2, 0, tzinfo=UTC), "01-01", None),
+        (datetime(2026, 3, 15, 23, tzinfo=UTC), "03-15", datetime(2026, 3, 15, tzinfo=UTC)),
+        (datetime(2026, 1, 1, 5, tzinfo=UTC), "", None),
+    ],
+)
+def test_the_review_day_of_serve(now: datetime, day: str, due: datetime | None) -> None:
+    from gateway.app import tier_review_due
+
+    assert tier_review_due(now, day) == due
+
+
+@pytest.mark.parametrize("day", ["1-1", "13-01", "02-29", "01-32", "x"])
+def test_a_bad_review_day_is_refused(day: str) -> None:
+    from pydantic import ValidationError as SettingsError
+
+    from core.settings import Settings
+
+    with pytest.raises(SettingsError):
+        Settings(tier_review_day=day)
