@@ -170,7 +170,8 @@ def demo(
         typer.echo(
             f"demo coalition loaded: {report.earns} earns, {report.redemptions} redemptions, "
             f"{report.referrals} referral bonuses, {report.bonuses} partner bonuses, "
-            f"{report.transfers} transfers"
+            f"{report.transfers} transfers, "
+            f"{report.tier_review.upgraded if report.tier_review else 0} members in tiers"
         )
         if (settled := report.periods) is not None:
             typer.echo(
