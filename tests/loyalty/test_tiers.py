@@ -177,6 +177,19 @@ async def test_review_downgrades_upgrades_and_is_idempotent(db) -> None:
     assert [await held(db, x) for x in (a, b, c)] == [None, None, None]
 
 
+async def test_review_in_one_connection_reports_progress_per_chunk(db) -> None:
+    p, ms = await setup(db, 5)
+    for i, m in enumerate(ms[1:], start=1):
+        await buy(db, p, m, str(20000 * i), NOW - timedelta(days=1))
+    seen: list[tiers.ReviewReport] = []
+    async with db.begin() as conn:
+        report = await tiers.review(conn, as_of=NOW, currency=RUB, chunk=2, progress=seen.append)
+    # Spends 0, 20,000, 40,000, 60,000, 80,000: untiered, Silver twice, Gold twice.
+    assert report == tiers.ReviewReport(reviewed=5, upgraded=4, downgraded=0)
+    assert [r.reviewed for r in seen] == [2, 4, 5]
+    assert [await held(db, m) for m in ms] == [None, "Silver", "Silver", "Gold", "Gold"]
+
+
 async def test_review_leaves_an_upgrade_later_than_its_instant(db) -> None:
     p, (m,) = await setup(db)
     await buy(db, p, m, "60000.00", NOW - timedelta(days=1))
