@@ -364,3 +364,35 @@ def test_a_bad_review_day_is_refused(day: str) -> None:
 
     with pytest.raises(SettingsError):
         Settings(tier_review_day=day)
+
+
+async def test_serve_reviews_tiers_on_the_review_day(fresh_database, monkeypatch) -> None:
+    """With TIER_REVIEW_DAY set to today, the app's lifespan runs the review as of 00:00 UTC
+    today (observed through its call); off when the setting is empty."""
+    from asgi_lifespan import LifespanManager
+
+    from core.settings import Settings
+    from gateway.app import create_app
+
+    ran = asyncio.Event()
+    instants: list[datetime] = []
+    real = tier_cases.review
+
+    async def observed(engine: AsyncEngine, **kw: object) -> tiers.ReviewReport:
+        report = await real(engine, **kw)  # type: ignore[arg-type]
+        instants.append(kw["as_of"])  # type: ignore[arg-type]
+        ran.set()
+        return report
+
+    monkeypatch.setattr(tier_cases, "review", observed)
+    today = datetime.now(UTC)
+    off = create_app(Settings(database_url=fresh_database), database_url=fresh_database)
+    async with LifespanManager(off):
+        assert not ran.is_set()
+    on = create_app(
+        Settings(database_url=fresh_database, tier_review_day=today.strftime("%m-%d")),
+        database_url=fresh_database,
+    )
+    async with LifespanManager(on):
+        await asyncio.wait_for(ran.wait(), timeout=60)
+    assert instants == [datetime(today.year, today.month, today.day, tzinfo=UTC)]
