@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from ipaddress import ip_network
@@ -127,6 +128,11 @@ class Settings(BaseSettings):
         "(the earn pays them itself; this is the safety net) every N minutes; 0: off (run "
         "`coalition pay-referrals` from cron instead).",
     )
+    tier_review_day: str = Field(
+        default="",
+        description="`serve` runs the yearly tier review on this month-day (MM-DD, UTC; e.g. "
+        "01-01), as of 00:00 UTC that day; empty: off (run `coalition review-tiers` instead).",
+    )
     operator_name: str = Field(default="Coalition operator", description="Shown on statements.")
     reconciliation_max_per_period: int = Field(
         default=20,
@@ -146,6 +152,20 @@ class Settings(BaseSettings):
         "are off.",
     )
     hold_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    @field_validator("tier_review_day")
+    @classmethod
+    def _review_day(cls, v: str) -> str:
+        v = v.strip()
+        if v == "":
+            return v
+        try:
+            if len(v) != 5 or v[2] != "-":
+                raise ValueError(v)
+            datetime.strptime(f"2001-{v}", "%Y-%m-%d")  # a non-leap year: no 02-29
+        except ValueError:
+            raise ValueError("TIER_REVIEW_DAY must be MM-DD (not 02-29), or empty") from None
+        return v
 
     @field_validator("settlement_currency")
     @classmethod

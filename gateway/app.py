@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from core.clock import utcnow
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
@@ -106,6 +107,42 @@ async def pay_referrals_periodically(engine: AsyncEngine, settings: Settings) ->
         await asyncio.sleep(settings.referral_sweep_minutes * 60.0)
 
 
+def tier_review_due(now: datetime, day: str) -> datetime | None:
+    """The instant of the tier review due at `now` under TIER_REVIEW_DAY `day` (MM-DD, UTC):
+    00:00 UTC of that day when `now` falls on it, else None."""
+    if not day:
+        return None
+    month, dom = (int(part) for part in day.split("-"))
+    now = now.astimezone(UTC)
+    if (now.month, now.day) != (month, dom):
+        return None
+    return datetime(now.year, month, dom, tzinfo=UTC)
+
+
+async def review_tiers_on_the_day(engine: AsyncEngine, settings: Settings) -> None:
+    """Run the yearly tier review inside `serve` on TIER_REVIEW_DAY, as of 00:00 UTC that day:
+    checked hourly, once per process and day (`loyalty.tiers.review` takes an advisory lock,
+    so another process's run makes this one skip, and a re-run for the same instant changes
+    nothing). A failed run is logged and retried at the next check."""
+    from loyalty import tiers
+
+    done: datetime | None = None
+    while True:
+        as_of = tier_review_due(utcnow(), settings.tier_review_day)
+        if as_of is not None and as_of != done:
+            try:
+                report = await tiers.review(
+                    engine, as_of=as_of, currency=settings.settlement_currency
+                )
+                log.info("tier review as of %s: %s", as_of.isoformat(), report)
+                done = as_of
+            except tiers.ReviewRunning:
+                done = as_of  # another process reviews this instant
+            except Exception:  # the scheduler must outlive a bad run; the next check retries
+                log.exception("tier review failed")
+        await asyncio.sleep(3600.0)
+
+
 def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
     """Build the app for `settings` (the environment's when omitted)."""
     settings = settings or get_settings()
@@ -130,6 +167,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             jobs.append(asyncio.create_task(settle_periodically(app.state.engine, settings)))
         if settings.referral_sweep_minutes:
             jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
+        if settings.tier_review_day:
+            jobs.append(asyncio.create_task(review_tiers_on_the_day(app.state.engine, settings)))
         try:
             yield
         finally:

@@ -170,7 +170,8 @@ def demo(
         typer.echo(
             f"demo coalition loaded: {report.earns} earns, {report.redemptions} redemptions, "
             f"{report.referrals} referral bonuses, {report.bonuses} partner bonuses, "
-            f"{report.transfers} transfers"
+            f"{report.transfers} transfers, "
+            f"{report.tier_review.upgraded if report.tier_review else 0} members in tiers"
         )
         if (settled := report.periods) is not None:
             typer.echo(
@@ -274,6 +275,53 @@ def pay_referrals() -> None:
             await engine.dispose()
 
     typer.echo(json.dumps({"paid": asyncio.run(run())}))
+
+
+@app.command("review-tiers")
+def review_tiers(
+    as_of: datetime = typer.Option(
+        None, "--as-of", help="Review as of this instant (default: now; never in the future)."
+    ),
+) -> None:
+    """Run the yearly tier review: every member gets the tier the 12 months before the instant
+    qualify for, up or down. Safe to re-run for the same instant; one review at a time."""
+    from loyalty import tiers
+
+    settings = get_settings()
+    at = _past_instant(as_of)
+
+    async def run() -> dict[str, object]:
+        engine = create_engine(_url())
+        try:
+            with Progress(transient=False) as progress:
+                task = progress.add_task("reviewing tiers", total=None)
+
+                def report(total: tiers.ReviewReport) -> None:
+                    progress.update(
+                        task,
+                        completed=total.reviewed,
+                        description=f"reviewing tiers: {total.reviewed} members, "
+                        f"{total.upgraded} up, {total.downgraded} down",
+                    )
+
+                result = await tiers.review(
+                    engine, as_of=at, currency=settings.settlement_currency, progress=report
+                )
+            return {
+                "asOf": at.isoformat(),
+                "reviewed": result.reviewed,
+                "upgraded": result.upgraded,
+                "downgraded": result.downgraded,
+            }
+        finally:
+            await engine.dispose()
+
+    try:
+        outcome = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(outcome))
 
 
 @app.command()

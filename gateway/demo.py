@@ -23,7 +23,7 @@ from core.db import create_driver_pool
 from core.settings import Settings
 from ledger import service as ledger
 from ledger.batch import EarnBatcher
-from loyalty import bonuses, offers, register, rewards, transfers
+from loyalty import bonuses, offers, register, rewards, tiers, transfers
 from loyalty import earn as earning
 from loyalty.caches import Caches
 from loyalty.runtime import Services
@@ -31,6 +31,7 @@ from members import service as members
 from members.cards import luhn_check_digit
 from members.passwords import hash_password
 from members.service import MemberRecord
+from members.tiers import ReviewReport
 from partners import clients
 from partners import service as partners
 from partners.service import EarnRuleRecord, PartnerRecord
@@ -82,6 +83,13 @@ REFERRED = [
     ("gus@example.com", "Gus Moreau", "chen@example.com"),
 ]
 SIGNUP_POINTS, REFERRAL_POINTS = 100, 500
+# The tier ladder (name, threshold in the settlement currency, multiplier), set so that the
+# demo's purchases (about 2,500 to 210,000 RUB a member) put members in all three tiers.
+TIERS = [
+    ("Silver", "2000", "1.25"),
+    ("Gold", "150000", "1.5"),
+    ("Platinum", "200000", "2"),
+]
 
 
 @dataclass
@@ -99,6 +107,7 @@ class DemoReport:
     offers: int = 0
     promo_codes_applied: int = 0
     periods: SettleReport | None = None  # set once the history is settled
+    tier_review: ReviewReport | None = None  # the review after the ladder is set
 
 
 async def is_empty(engine: AsyncEngine) -> bool:
@@ -315,7 +324,7 @@ async def _bonuses_and_transfers(
 ) -> None:
     """Today, through the use cases (as the API runs them): the bonus rules, members who join
     with referral codes and earn (so both sides get the referral bonus), a partner's bonus for
-    a review, and transfers between members."""
+    a review, transfers between members, and the tier ladder with a review."""
     pool = create_driver_pool(engine.url.render_as_string(hide_password=False), max_size=2)
     await pool.open()
     rt = Services(
@@ -383,6 +392,17 @@ async def _bonuses_and_transfers(
                 idempotency_key=f"demo-transfer-{i}",
             )
             report.transfers += 1
+        await tiers.set_tiers(
+            rt,
+            actor=OPERATOR_ID,
+            tiers_in=[
+                tiers.TierInput(name, amount, settings.settlement_currency, multiplier)
+                for name, amount, multiplier in TIERS
+            ],
+        )
+        report.tier_review = await tiers.review(
+            engine, as_of=utcnow(), currency=settings.settlement_currency
+        )
     finally:
         await rt.earns.drain()
         await pool.close()

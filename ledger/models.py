@@ -118,6 +118,13 @@ class LedgerTransaction(SQLModel, table=True):
             "effective_at",
             postgresql_where=text("kind = 'transfer'"),
         ),
+        # A member's earns in a time window: the qualifying spend of tiers (members.tiers).
+        Index(
+            "ix_transactions_member_earns",
+            "member_id",
+            "effective_at",
+            postgresql_where=text("kind = 'earn'"),
+        ),
         # One earn per partner order.
         Index(
             "uq_transactions_earn_order",

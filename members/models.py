@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -13,7 +14,10 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
+    Numeric,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -134,3 +138,89 @@ class BonusRules(SQLModel, table=True):
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
     actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class TierLadder(SQLModel, table=True):
+    """One version of the operator's tier ladder. Insert-only: the latest is in force, the
+    earlier ones are its history (members' tier changes name the version they applied); none
+    means no tiers (every member untiered, x1)."""
+
+    __tablename__ = "tier_ladders"
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    recorded_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Tier(SQLModel, table=True):
+    """A rung of a ladder version: reached at `threshold` of qualifying spend (in the
+    settlement currency), it multiplies the member's base earn by `multiplier`."""
+
+    __tablename__ = "tiers"
+    __table_args__ = (
+        CheckConstraint("threshold > 0", name="ck_tiers_threshold"),
+        CheckConstraint("multiplier >= 1", name="ck_tiers_multiplier"),
+        CheckConstraint("position >= 0", name="ck_tiers_position"),
+        UniqueConstraint("ladder_id", "name", name="uq_tiers_ladder_name"),
+    )
+
+    ladder_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("tier_ladders.id"), primary_key=True)
+    )
+    # 0 is the lowest rung; thresholds grow with it (checked by members.tiers.set_tiers).
+    position: int = Field(sa_column=Column(Integer, primary_key=True))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    threshold: Decimal = Field(sa_column=Column(Numeric(20, 4), nullable=False))
+    currency: str = Field(sa_column=Column(Text, nullable=False))
+    multiplier: Decimal = Field(sa_column=Column(Numeric(8, 4), nullable=False))
+
+
+class MemberTier(SQLModel, table=True):
+    """A member's current tier (NULL: untiered), since when and why. The row is also what
+    serialises changes of one member's tier (members.tiers locks it)."""
+
+    __tablename__ = "member_tiers"
+    __table_args__ = (
+        CheckConstraint(
+            "reason IS NULL OR reason IN ('upgrade','review')", name="ck_member_tiers_reason"
+        ),
+    )
+
+    member_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), primary_key=True)
+    )
+    tier_name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    since: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ladder_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("tier_ladders.id"), nullable=True)
+    )
+
+
+class MemberTierChange(SQLModel, table=True):
+    """Every change of a member's tier: insert-only history."""
+
+    __tablename__ = "member_tier_changes"
+    __table_args__ = (
+        CheckConstraint("reason IN ('upgrade','review')", name="ck_member_tier_changes_reason"),
+        Index("ix_member_tier_changes_member", "member_id", "id"),
+    )
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    member_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    )
+    from_tier: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    to_tier: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    # The instant the change applies from: the earn's time for an upgrade, the review's as-of.
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    qualifying_spend: Decimal = Field(sa_column=Column(Numeric(20, 4), nullable=False))
+    ladder_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("tier_ladders.id"), nullable=False)
+    )
+    recorded_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )

@@ -4,8 +4,8 @@ schema's limits (cost, depth, aliases, tokens), its caches and error masking.
 Every mutation follows the Relay convention `fooBar(input: FooBarInput!): FooBarResult!`
 where the result is a union of `FooBarSuccess` and the error types (implementing `Error`) it
 can return. Each domain's package (`members`, `partners`, `points`, `settlement`, `catalog`,
-`bonuses`: bonus rules, a partner's bonus, transfers; `offers`) holds its types, inputs, queries and
-mutations; a resolver parses, calls one use case (`loyalty`) and maps the result.
+`bonuses`: bonus rules, a partner's bonus, transfers; `offers`; `tiers`) holds its types,
+inputs, queries and mutations; a resolver parses, calls one use case (`loyalty`) and maps the result.
 """
 
 from __future__ import annotations
@@ -41,11 +41,21 @@ from gateway.graphql.partners.queries import PartnersQuery
 from gateway.graphql.points.mutations import PointsMutation
 from gateway.graphql.settlement.mutations import SettlementMutation
 from gateway.graphql.settlement.queries import SettlementQuery
+from gateway.graphql.tiers.mutations import TiersMutation
+from gateway.graphql.tiers.queries import TiersQuery
 
 
 # The fields come in the order of the base classes (as in the committed schema.graphql).
 @strawberry.type(description="Read operations.")
-class Query(SettlementQuery, MembersQuery, PartnersQuery, BonusesQuery, CatalogQuery, OffersQuery):
+class Query(
+    SettlementQuery,
+    MembersQuery,
+    PartnersQuery,
+    BonusesQuery,
+    CatalogQuery,
+    OffersQuery,
+    TiersQuery,
+):
     pass
 
 
@@ -60,6 +70,7 @@ class Mutation(
     BonusesMutation,
     CatalogMutation,
     OffersMutation,
+    TiersMutation,
 ):
     pass
 

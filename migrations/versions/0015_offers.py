@@ -1,7 +1,7 @@
 """catalog: offers, their activations and uses, promo codes and their applications
 
 Revision ID: 0015
-Revises: 0013 (0014, the tiers, once both branches are merged)
+Revises: 0014
 Create Date: 2026-12-13 10:00:00.000000
 
 An offer multiplies or adds points to the earns it applies to (DOMAIN.md "Offers and the earn
@@ -17,7 +17,7 @@ from alembic import op
 
 revision: str = "0015"
 # The tiers (0014) are written on another branch: this one follows 0013 until the merge.
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

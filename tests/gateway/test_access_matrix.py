@@ -68,6 +68,12 @@ APPLY_PROMO_Q = (
     "mutation($input: ApplyPromoCodeInput!) { applyPromoCode(input: $input) " + OFFER_RESULT
 )
 OFFERS_Q = "{ offers(first: 5) { edges { node { id activated } } } }"
+SET_TIERS_Q = """mutation($input: SetTiersInput!) { setTiers(input: $input) { __typename
+  ... on Error { code message } } }"""
+TIERS_Q = "{ tiers { tiers { name threshold { amount } multiplier } } }"
+REVIEW_Q = """mutation($input: RunTierReviewInput!) { runTierReview(input: $input) { __typename
+  ... on RunTierReviewSuccess { review { reviewed } } ... on Error { code message } } }"""
+TIER_STATUS_Q = "{ me { tier tierStatus { name qualifyingSpend { amount } next { name } } } }"
 RUN_Q = """mutation($input: RunSettlementInput!) { runSettlement(input: $input) { __typename
   ... on RunSettlementSuccess { period { id } } ... on Error { code message } } }"""
 
@@ -423,6 +429,11 @@ async def test_access_matrix(client, engine, world):
                 {"input": {"toCardNumber": world["m2"].card, "points": 1, "idempotencyKey": key()}},
             ),
             "me": (ME_Q, {}),
+            # An empty ladder and a review of long ago: allowed, nothing else changes.
+            "setTiers": (SET_TIERS_Q, {"input": {"tiers": []}}),
+            "tiers": (TIERS_Q, {}),
+            "runTierReview": (REVIEW_Q, {"input": {"asOf": "2001-01-01T00:00:00Z"}}),
+            "me(tierStatus)": (TIER_STATUS_Q, {}),
             "partners": (PARTNERS_Q, {}),
             "earnRule(A)": (EARN_RULE_Q, {"p": a.id}),
             "agreements(A)": (AGREEMENTS_Q, {"p": a.id}),
@@ -496,6 +507,10 @@ async def test_access_matrix(client, engine, world):
         c: ok for c in ("operator", "partner_a", "partner_b", "partner_no_scope")
     }  # partners see their own view (every partner client here holds settlement:read)
     expected["runSettlement"] = {"operator": ok}
+    expected["setTiers"] = {"operator": ok}
+    expected["runTierReview"] = {"operator": ok}
+    expected["tiers"] = {c: ok for c in CALLERS}  # the member app shows the ladder
+    expected["me(tierStatus)"] = {"member": ok, "other_member": ok}
     # The catalog: a partner with catalog:write edits its own rewards, the operator any
     # partner's (naming it); another partner is not told a reward exists.
     editors = {"operator": ok, "partner_a": ok, "partner_b": "not_found"}

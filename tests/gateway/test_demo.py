@@ -107,6 +107,19 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
             wide = (
                 await conn.execute(text("SELECT count(*) FROM offers WHERE partner_id IS NULL"))
             ).scalar_one()
+            held = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT t.tier_name, count(*) FROM member_tiers t GROUP BY t.tier_name"
+                        )
+                    )
+                ).all()
+            )
+        # The ladder and its review: members in every tier (their purchases of 120 days).
+        assert report.tier_review is not None
+        assert report.tier_review.reviewed == 7 and report.tier_review.downgraded == 0
+        assert held == {"Silver": 3, "Gold": 3, "Platinum": 1}
         assert by_kind == {"VOUCHER": 2, "GOODS": 3, "CHARITY": 2}
         assert [tuple(h) for h in handed] == [("anna@example.com", "WASH-0001")]
         assert unused == 2 * demo.CODES_PER_VOUCHER - 1

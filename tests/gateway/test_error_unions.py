@@ -20,6 +20,7 @@ from loyalty import (
     register,
     rewards,
     terms,
+    tiers,
     transfers,
 )
 
@@ -53,6 +54,8 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "activateOffer": {*offers.ACTIVATE_ERRORS, *GUARDED},
     "createPromoCode": {*offers.CREATE_PROMO_ERRORS, *GUARDED},
     "applyPromoCode": {*offers.APPLY_PROMO_ERRORS, *GUARDED},
+    "setTiers": {*tiers.SET_TIERS_ERRORS, *GUARDED},
+    "runTierReview": {*tiers.REVIEW_ERRORS, *GUARDED},
 }
 
 SCHEMA = build_schema(introspection=True)._schema

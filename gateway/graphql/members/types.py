@@ -13,8 +13,9 @@ from graphql import GraphQLError
 from core.errors import DomainError
 from gateway.graphql import types as T
 from gateway.graphql.catalog.types import RewardRedemption
+from gateway.graphql.tiers.types import TierStatus
 from ledger import service as ledger
-from loyalty import rewards
+from loyalty import rewards, tiers
 from members import service as members
 from members.cards import masked
 
@@ -39,6 +40,8 @@ class Me:
     _balances: strawberry.Private[dict[int, asyncio.Future[ledger.Balance]]] = dataclasses.field(
         default_factory=dict
     )
+    # One tier read per request: `tier` and `tierStatus` share it.
+    _status: strawberry.Private[asyncio.Future[tiers.TierStatus] | None] = None
 
     async def _balance(self, info: strawberry.Info, days: int) -> ledger.Balance:
         pending = self._balances.get(days)
@@ -52,11 +55,27 @@ class Me:
                 conn, member_id=self.member_id, expiring_within=timedelta(days=days)
             )
 
+    async def _tier_status(self, info: strawberry.Info) -> tiers.TierStatus:
+        if self._status is None:
+            self._status = asyncio.ensure_future(
+                tiers.status(info.context, member_id=self.member_id)
+            )
+        return await self._status
+
     @strawberry.field(
-        description="Status tier in the coalition (tiers are configured by the operator)."
+        description="Status tier in the coalition (null: untiered; tiers are configured by "
+        "the operator)."
     )
-    def tier(self) -> str | None:
-        return None
+    async def tier(self, info: strawberry.Info) -> str | None:
+        held = (await self._tier_status(info)).tier
+        return None if held is None else held.name
+
+    @strawberry.field(
+        description="The member's tier, its multiplier, its qualifying spend over the last "
+        "12 months and the next tier up."
+    )
+    async def tier_status(self, info: strawberry.Info) -> TierStatus:
+        return TierStatus.of(await self._tier_status(info))
 
     @strawberry.field(description="Points available, pending and on hold.")
     async def balance(self, info: strawberry.Info) -> T.Balance:

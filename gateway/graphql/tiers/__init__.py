@@ -1,0 +1,1 @@
+"""Status tiers in GraphQL."""
