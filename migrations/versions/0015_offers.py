@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-# The tiers (0014) are written on another branch: this one follows 0013 until the merge.
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
