@@ -7,16 +7,18 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiodataloader import DataLoader
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import DriverConnection
 from members import service as members
+from members import tiers
 from members.errors import MemberNotFound
 from members.service import CardHolder
+from members.tiers import Ladder
 from partners import service as partners
 from partners.service import PartnerConfig
 
@@ -78,29 +80,45 @@ class MemberCards:
     holder carries whether a referral bonus waits for the member's first earn; that flag only
     ever goes from true to false (a referral is recorded with the member, before the card can
     be looked up), so a remembered true may be stale (the payment then finds nothing to pay
-    and `paid` corrects it) but a remembered false never is."""
+    and `paid` corrects it) but a remembered false never is.
 
-    def __init__(self, ttl: float = 300.0, maxsize: int = 100_000) -> None:
+    The holder also carries its tier, which does change (an upgrade after an earn, the yearly
+    review), so it is trusted for `tier_ttl` seconds only when the caller needs it (a ladder is
+    in force): an upgrade or review made in this process updates or forgets it at once
+    (`set_tier`, `forget_tiers`), one made elsewhere is seen within `tier_ttl`. Without a
+    ladder the tier is not needed and a known card still costs no query."""
+
+    def __init__(self, ttl: float = 300.0, maxsize: int = 100_000, tier_ttl: float = 10.0) -> None:
         self.cache = TTLCache(ttl=ttl, maxsize=maxsize)
+        self.tier_ttl = tier_ttl
+        self._tiers_forgotten_at = float("-inf")
         self._loader: DataLoader[str, CardHolder | None] | None = None
         self.pool: AsyncConnectionPool | None = None
         self.queries = 0
 
-    async def holder(self, pool: AsyncConnectionPool, card_number: str) -> CardHolder:
-        """The member holding `card_number`; MemberNotFound when nobody does."""
+    async def holder(
+        self, pool: AsyncConnectionPool, card_number: str, *, fresh_tier: bool = False
+    ) -> CardHolder:
+        """The member holding `card_number`; MemberNotFound when nobody does. `fresh_tier`:
+        its tier no older than `tier_ttl` (nor than the last `forget_tiers`)."""
         hit = self.cache.peek(card_number)
         if hit is not None:
-            return hit
+            holder, read_at = hit
+            if not fresh_tier or (
+                read_at > self._tiers_forgotten_at and time.monotonic() - read_at < self.tier_ttl
+            ):
+                return cast(CardHolder, holder)
         loader = self._loader
         if loader is None or loader.loop is not asyncio.get_running_loop() or self.pool is not pool:
             self.pool = pool
             # Made inside the running loop, to which it binds.
             loader = self._loader = DataLoader(self._load, cache=False, max_batch_size=500)
-        holder = await loader.load(card_number)
-        if holder is None:
+        read_at = time.monotonic()
+        found = await loader.load(card_number)
+        if found is None:
             raise MemberNotFound("no member has this card number")
-        self.cache.put(card_number, holder)
-        return holder
+        self.cache.put(card_number, (found, read_at))
+        return found
 
     async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
         """The id of the member holding `card_number`; MemberNotFound when nobody does."""
@@ -108,8 +126,19 @@ class MemberCards:
 
     def paid(self, card_number: str, holder: CardHolder) -> None:
         """The holder's referral bonus is paid: the card's next earns need not look."""
-        if holder.referral_pending:
-            self.cache.put(card_number, CardHolder(holder.member_id, referral_pending=False))
+        hit = self.cache.peek(card_number)
+        if holder.referral_pending and hit is not None:
+            self.cache.put(card_number, (replace(hit[0], referral_pending=False), hit[1]))
+
+    def set_tier(self, card_number: str, tier: str | None) -> None:
+        """The card's holder now holds `tier` (an upgrade made in this process)."""
+        hit = self.cache.peek(card_number)
+        if hit is not None:
+            self.cache.put(card_number, (replace(hit[0], tier=tier), time.monotonic()))
+
+    def forget_tiers(self) -> None:
+        """Every remembered tier is stale (a review or a new ladder in this process)."""
+        self._tiers_forgotten_at = time.monotonic()
 
     async def _load(self, cards: list[str]) -> list[CardHolder | None]:
         assert self.pool is not None
@@ -126,6 +155,8 @@ class Caches:
     partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
     # card number -> member never changes once issued: cache positive lookups longer.
     member_by_card: MemberCards = field(default_factory=MemberCards)
+    # The tier ladder in force (key None), for the earn path; `set_tiers` here invalidates it.
+    tier_ladder: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0, maxsize=1))
 
 
 async def partner_config(rt: Runtime, partner_id: uuid.UUID) -> PartnerConfig:
@@ -136,3 +167,13 @@ async def partner_config(rt: Runtime, partner_id: uuid.UUID) -> PartnerConfig:
             return await partners.get_config(conn, partner_id=partner_id)
 
     return await rt.caches.partner_config.get(partner_id, load)
+
+
+async def tier_ladder(rt: Runtime) -> Ladder:
+    """The tier ladder in force, cached briefly (an empty one: no tiers)."""
+
+    async def load() -> Ladder:
+        async with rt.engine.connect() as conn:
+            return await tiers.ladder(conn)
+
+    return await rt.caches.tier_ladder.get(None, load)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 
+from catalog.breakdown import breakdown
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
 from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
-from loyalty import bonuses
-from loyalty.caches import partner_config
+from loyalty import bonuses, tiers
+from loyalty.caches import partner_config, tier_ladder
 from loyalty.checks import text
 from loyalty.runtime import Runtime
 from members.cards import is_valid_card_number
+from members.tiers import Ladder, TierRecord, next_tier
 from partners.errors import RuleMissing
 
 # What `earn` may raise (gateway.graphql checks each mutation's result union against its table).
@@ -70,18 +72,28 @@ async def earn(
     at = utcnow()
     try:
         cfg.require_agreement(at)  # from the cached config: no round trip
-        if cfg.rule is None:
+        rule = cfg.rule
+        if rule is None:
             raise RuleMissing("this partner has no earn rule yet")
-        points = cfg.rule.points_for(money.amount, category)
-        if points <= 0:
-            raise DomainValidation("this purchase earns no points", field="amount")
-    except DomainError:
-        # Refused under the terms in force now; the retry of an earlier earn is not.
-        replay = await _replay(rt, key_space, idempotency_key, digest)
-        if replay is None:
-            raise
-        return replay
-    holder = await rt.caches.member_by_card.holder(rt.pool, card_number)
+    except DomainError as exc:
+        return await _replay_or_raise(rt, key_space, idempotency_key, digest, exc)
+    ladder = await tier_ladder(rt)  # cached: no round trip
+    # The tier travels with the card (`MemberCards`), re-read only when a ladder is in force.
+    holder = await rt.caches.member_by_card.holder(
+        rt.pool, card_number, fresh_tier=bool(ladder.tiers)
+    )
+    held = ladder.by_name(holder.tier) if ladder.tiers else None
+    lines = breakdown(
+        money.amount,
+        rule.rate_for(category),
+        rule.max_points_per_transaction,
+        None if held is None else held.multiplier,
+        (),
+    )
+    points = sum(line.points for line in lines)
+    if points <= 0:
+        refused = DomainValidation("this purchase earns no points", field="amount")
+        return await _replay_or_raise(rt, key_space, idempotency_key, digest, refused)
     request = ledger.EarnRequest(
         actor=actor,
         key_space=key_space,
@@ -91,7 +103,7 @@ async def earn(
         member_id=holder.member_id,
         partner_id=partner_id,
         points=points,
-        hold_days=cfg.rule.hold_days,
+        hold_days=rule.hold_days,
         validity_months=rt.settings.points_validity_months,
         ref=order_ref,
         amount=money.amount,
@@ -101,7 +113,35 @@ async def earn(
     result = await rt.earns.earn(request)  # group commit: see ledger.batch
     if holder.referral_pending:
         await bonuses.after_earn(rt, card_number=card_number, holder=holder)
+    if not result.replayed and _may_upgrade(rt, ladder, held, money):
+        # After the commit: this earn counted at the tier held before it, the next one at the
+        # new tier (seen at once in this process through the card cache).
+        upgraded = await tiers.upgrade_after_earn(rt, member_id=holder.member_id, at=at)
+        if upgraded is not None:
+            rt.caches.member_by_card.set_tier(card_number, upgraded.name)
     return result
+
+
+def _may_upgrade(rt: Runtime, ladder: Ladder, held: TierRecord | None, money: Money) -> bool:
+    """Whether this earn may raise the member's tier, known without a query: not without a
+    ladder, nor at its top, nor for a purchase that does not qualify (only amounts in the
+    settlement currency count: `members.tiers`)."""
+    return (
+        bool(ladder.tiers)
+        and money.currency == rt.settings.settlement_currency
+        and next_tier(ladder, held) is not None
+    )
+
+
+async def _replay_or_raise(
+    rt: Runtime, key_space: str, key: str, digest: str, refused: DomainError
+) -> EarnResult:
+    """Refused under the terms in force now; the retry of an earlier earn is not: its original
+    result, else `refused`."""
+    replay = await _replay(rt, key_space, key, digest)
+    if replay is None:
+        raise refused
+    return replay
 
 
 async def _replay(rt: Runtime, key_space: str, key: str, digest: str) -> EarnResult | None:

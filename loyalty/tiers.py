@@ -66,9 +66,14 @@ async def set_tiers(rt: Runtime, *, actor: str, tiers_in: Sequence[TierInput]) -
         raise ValidationError(f"at most {tiers.MAX_TIERS} tiers", field="tiers")
     specs = [TierSpec(t.name, Money.parse(t.amount, t.currency), t.multiplier) for t in tiers_in]
     async with rt.engine.begin() as conn:
-        return await tiers.set_tiers(
+        new = await tiers.set_tiers(
             conn, tiers=specs, currency=rt.settings.settlement_currency, actor=actor
         )
+    # The earn path prices with the cached ladder and the card cache's tiers (names that may
+    # have left the ladder): seen at once in this process, within their TTLs elsewhere.
+    rt.caches.tier_ladder.invalidate()
+    rt.caches.member_by_card.forget_tiers()
+    return new
 
 
 async def ladder(rt: Runtime) -> Ladder:
@@ -171,4 +176,7 @@ async def review(
 
 async def run_review(rt: Runtime, *, as_of: datetime) -> ReviewReport:
     """The review as the operator asks for it (GraphQL)."""
-    return await review(rt.engine, as_of=as_of, currency=rt.settings.settlement_currency)
+    try:
+        return await review(rt.engine, as_of=as_of, currency=rt.settings.settlement_currency)
+    finally:
+        rt.caches.member_by_card.forget_tiers()  # the earn path's remembered tiers are stale

@@ -107,11 +107,13 @@ async def get_by_card(conn: AsyncConnection, *, card_number: str) -> MemberRecor
 
 @dataclass(frozen=True, slots=True)
 class CardHolder:
-    """Who holds a card, as the earn path needs it: the member, and whether a referral bonus
-    waits for their first earn (`members.referrals`)."""
+    """Who holds a card, as the earn path needs it: the member, whether a referral bonus
+    waits for their first earn (`members.referrals`), and the tier it holds (None: untiered;
+    `members.tiers`), read with it so that an earn costs no query of its own for it."""
 
     member_id: uuid.UUID
     referral_pending: bool
+    tier: str | None = None
 
 
 async def holders_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, CardHolder]:
@@ -123,11 +125,12 @@ async def holders_by_cards(conn: Any, *, card_numbers: list[str]) -> dict[str, C
             "SELECT m.card_number, m.id, EXISTS ("
             " SELECT 1 FROM referrals r"
             " WHERE r.friend_id = m.id AND r.paid_at IS NULL AND r.points > 0"
-            ") FROM members m WHERE m.card_number = ANY(:cards)"
+            "), t.tier_name FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id"
+            " WHERE m.card_number = ANY(:cards)"
         ),
         {"cards": list(card_numbers)},
     )
-    return {row[0]: CardHolder(row[1], row[2]) for row in rows}
+    return {row[0]: CardHolder(row[1], row[2], row[3]) for row in rows}
 
 
 async def get_by_email(conn: AsyncConnection, *, email: str) -> MemberRecord | None:

@@ -38,3 +38,66 @@ async def test_concurrent_lookups_share_one_query(engine, db_uri):
         assert cards.queries == 2
     finally:
         await pool.close()
+
+
+async def test_an_ordinary_earn_costs_one_batch_statement(engine, db_uri):
+    """No ladder and no offers: once the caches are warm, an earn sends the batch statement and
+    nothing else (no card, ladder or configuration query; no SQLAlchemy statement at all)."""
+    from sqlalchemy import event
+
+    from core.settings import Settings
+    from ledger import service as ledger
+    from ledger.batch import EarnBatcher
+    from loyalty import earn
+    from loyalty.caches import Caches
+    from loyalty.runtime import Services
+    from tests.loyalty.conftest import partner_in_force
+
+    pool = create_driver_pool(db_uri, max_size=2)
+    await pool.open(wait=True)
+    earns = EarnBatcher(pool)
+    rt = Services(
+        engine=engine,
+        pool=pool,
+        earns=earns,
+        settings=Settings(database_url=db_uri),
+        caches=Caches(),
+    )
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    try:
+        partner = await partner_in_force(rt, "Ordinary")
+        async with engine.begin() as c:
+            m = await members.create(c, name="ordinary")
+
+        async def buy(ref: str) -> int:
+            r = await earn.earn(
+                rt,
+                actor="test",
+                key_space=ledger.partner_key_space(partner),
+                partner_id=partner,
+                card_number=m.card_number,
+                amount="100",
+                currency="RUB",
+                category=None,
+                order_ref=ref,
+                idempotency_key=ref,
+            )
+            return r.points
+
+        assert await buy("warm") == 100
+        queries, batches = rt.caches.member_by_card.queries, earns.stats.batches
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            assert await buy("ordinary") == 100
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert statements == []
+        assert rt.caches.member_by_card.queries == queries
+        assert earns.stats.batches == batches + 1
+    finally:
+        await earns.drain()
+        await pool.close()
