@@ -99,11 +99,13 @@ async def test_ladder_status_and_review(client, engine) -> None:
         p.token,
     )
     assert d["refund"]["__typename"] == "RefundSuccess", d
+    # The earns upgraded at once (50000: Silver, 65000: Gold); the refund lowers nothing.
+    assert (await gql(client, STATUS, {}, m.token))["me"]["tier"] == "Gold"
 
     as_of = datetime.now(UTC).isoformat()
     r = (await gql(client, REVIEW, {"input": {"asOf": as_of}}, op))["runTierReview"]
     assert r["__typename"] == "RunTierReviewSuccess", r
-    assert r["review"]["upgraded"] == 1 and r["review"]["downgraded"] == 0
+    assert r["review"]["upgraded"] == 0 and r["review"]["downgraded"] == 1
     me = (await gql(client, STATUS, {}, m.token))["me"]
     assert me == {
         "tier": "Silver",
