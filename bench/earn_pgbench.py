@@ -100,7 +100,7 @@ def ceiling_script(n_members: int, n_partners: int) -> tuple[str, list[str]]:
         return " ".join(_BIND.sub(sub, sql).split())
 
     claim = one_line(ledger._CLAIM_AND_LOCK.text)
-    earn = one_line(ledger._EARN[(True, False)].text)
+    earn = one_line(ledger._EARN[(True, False, False)].text)
     script = (
         f"\\set m random(1, {n_members})\n"
         f"\\set p random(1, {n_partners})\n"

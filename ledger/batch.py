@@ -61,14 +61,15 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 #    the statement refuses itself (nothing is written) and every earn of the batch runs alone.
 # 5. The transactions, their entries (one INSERT: the trigger checks each transaction sums to
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
-#    the same instant are spent in the order they were earned (the lot id breaks the tie).
+#    the same instant are spent in the order they were earned (the lot id breaks the tie); and
+#    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
 _EARN_BATCH = """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
         i int, space text, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
         points bigint, amount numeric, currency text, category text, at timestamptz,
-        available_at timestamptz, expires_at timestamptz, result jsonb
+        available_at timestamptz, expires_at timestamptz, result jsonb, lines jsonb
     )
     JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
                   OFFSET 0) p ON true
@@ -110,6 +111,11 @@ WITH req AS (
                       available_at, expires_at, actor)
     SELECT member, wallet_id, partner, tx, points, points, at, available_at, expires_at, actor
     FROM w ORDER BY i
+), bl AS (
+    INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
+    SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
+    FROM w CROSS JOIN LATERAL jsonb_to_recordset(w.lines)
+         AS x(n int, source text, points bigint, offer uuid, funded_by text)
 )
 SELECT i FROM w
 """
@@ -302,6 +308,7 @@ class EarnBatcher:
                     status="pending" if available_at > r.at else "available",
                     available_at=available_at,
                     expires_at=service.add_months(r.at, r.request.validity_months),
+                    lines=r.request.lines,
                 )
             )
         # The batch travels as one JSON document (one parameter): psycopg's per-element array
@@ -328,6 +335,7 @@ class EarnBatcher:
                     "available_at": x.available_at,
                     "expires_at": x.expires_at,
                     "result": x.stored_values(),  # what a replay gets back (`from_json`)
+                    "lines": service.lines_json(q.lines),
                 }
                 for i, (r, q, x) in enumerate(
                     zip(batch, (r.request for r in batch), results, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from calendar import monthrange
 from dataclasses import dataclass
@@ -28,14 +29,45 @@ from ledger.errors import (
     DuplicateOrder,
     LedgerValidation,
 )
-from ledger.results import EarnResult
+from ledger.results import BreakdownLine, EarnResult
 
 DEFAULT_VALIDITY_MONTHS = 36
 
 
-def _earn_statement(with_wallet: bool, with_debt: bool, kind: str = "earn") -> Any:
+# An earn's breakdown lines (`:lines`, a JSON array), in the earn's statement (`ledger.batch`
+# has its own for a batch).
+_LINES = """
+        , bl AS (
+            INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
+            SELECT :tx, x.n, x.source, x.points, x.offer, x.funded_by
+            FROM jsonb_to_recordset(CAST(:lines AS jsonb))
+                 AS x(n int, source text, points bigint, offer uuid, funded_by text)
+        )"""
+
+
+def lines_json(lines: tuple[BreakdownLine, ...]) -> list[dict[str, Any]] | None:
+    """The lines to store for an earn, as JSON-ready rows: none for an earn of its BASE line
+    alone (it reads back as one BASE line of its points: `ledger.reads.earn_lines`)."""
+    if len(lines) <= 1:
+        return None
+    return [
+        {
+            "n": n,
+            "source": line.source,
+            "points": line.points,
+            "offer": None if line.offer_id is None else str(line.offer_id),
+            "funded_by": line.funded_by,
+        }
+        for n, line in enumerate(lines)
+    ]
+
+
+def _earn_statement(
+    with_wallet: bool, with_debt: bool, kind: str = "earn", with_lines: bool = False
+) -> Any:
     """The earn (or the bonus, `ledger.bonuses`) in one statement: its transaction, its
-    entries (issuing account -N, wallet +net, debt +repaid: zero legs left out) and its lot."""
+    entries (issuing account -N, wallet +net, debt +repaid: zero legs left out), its lot and
+    (`with_lines`) its breakdown's lines."""
     legs = ["(:tx, :issuance, -CAST(:points AS bigint), :at, :actor)"]
     if with_wallet:
         legs.append("(:tx, :wallet, CAST(:net AS bigint), :at, :actor)")
@@ -56,13 +88,18 @@ def _earn_statement(with_wallet: bool, with_debt: bool, kind: str = "earn") -> A
                               earned_at, available_at, expires_at, actor)
             VALUES (:member, :wallet, :partner, :tx, :points, :net, :at, :available_at,
                     :expires_at, :actor)
-        )
+        ){_LINES if with_lines else ""}
         {_STORE_RESULT}
         """
     )
 
 
-_EARN = {(w, d): _earn_statement(w, d) for w in (True, False) for d in (True, False)}
+_EARN = {
+    (w, d, b): _earn_statement(w, d, with_lines=b)
+    for w in (True, False)
+    for d in (True, False)
+    for b in (True, False)
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +125,9 @@ class EarnRequest:
     at: datetime | None = None
     key_space: str | None = None
     digest: str | None = None
+    # The breakdown (`catalog.breakdown`), summing to `points`; stored when it has more than
+    # its BASE line. Empty: one BASE line of `points`.
+    lines: tuple[BreakdownLine, ...] = ()
 
 
 def check_earn(request: EarnRequest) -> tuple[datetime, str]:
@@ -102,6 +142,8 @@ def check_earn(request: EarnRequest) -> tuple[datetime, str]:
     _check_text(request.category, "category")
     if not 0 <= request.hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
+    if request.lines and sum(line.points for line in request.lines) != request.points:
+        raise LedgerValidation("the breakdown's lines must sum to the earn's points")
     if request.digest is not None:
         return _at(request.at), request.digest
     digest = earn_digest(
@@ -190,7 +232,9 @@ async def earn(
         available_at=available_at,
         expires_at=expires_at,
         debt_repaid=repaid,
+        lines=request.lines,
     )
+    stored_lines = lines_json(request.lines)
     params = {
         "tx": tx_id,
         "points": points,
@@ -211,9 +255,10 @@ async def earn(
         "expires_at": expires_at,
         "result": result.to_json(),
         "claim": claim.claim_id,
+        "lines": None if stored_lines is None else json.dumps(stored_lines),
     }
     try:
-        await conn.execute(_EARN[(net > 0, repaid > 0)], params)
+        await conn.execute(_EARN[(net > 0, repaid > 0, stored_lines is not None)], params)
     except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
         # Through SQLAlchemy or straight on the driver (core.db.DriverConnection).
         if "uq_transactions_earn_order" in str(getattr(exc, "orig", exc)):

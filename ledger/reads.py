@@ -27,7 +27,7 @@ from ledger.errors import (
     MemberNotFound,
 )
 from ledger.models import HoldStatus
-from ledger.results import Balance
+from ledger.results import Balance, BreakdownLine
 
 
 async def account_balance(conn: AsyncConnection, *, kind: str, owner_id: uuid.UUID | None) -> int:
@@ -255,3 +255,28 @@ async def members_with_earns(
         {"members": list(member_ids)},
     )
     return {r[0] for r in rows}
+
+
+_EARN_LINES = text(
+    "SELECT t.id, t.points, l.source, l.points AS line_points, l.offer_id, l.funded_by "
+    "FROM transactions t LEFT JOIN earn_lines l ON l.transaction_id = t.id "
+    "WHERE t.id = ANY(:ids) AND t.kind = 'earn' ORDER BY t.id, l.position"
+)
+
+
+async def earn_lines(
+    conn: AsyncConnection, *, transaction_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[BreakdownLine, ...]]:
+    """The breakdown of each earn of `transaction_ids`, in one statement: its stored lines, or
+    one BASE line of its points when it has none (an earn of its BASE line alone stores none).
+    Ids that are not earns are absent."""
+    if not transaction_ids:
+        return {}
+    found: dict[uuid.UUID, list[BreakdownLine]] = {}
+    for row in await conn.execute(_EARN_LINES, {"ids": list(transaction_ids)}):
+        lines = found.setdefault(row.id, [])
+        if row.source is None:
+            lines.append(BreakdownLine("BASE", row.points))
+        else:
+            lines.append(BreakdownLine(row.source, row.line_points, row.offer_id, row.funded_by))
+    return {k: tuple(v) for k, v in found.items()}

@@ -20,6 +20,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # uuid, datetime (isoformat with a space), Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class BreakdownLine:
+    """A line of an earn's breakdown as the ledger stores it (`catalog.breakdown` computes
+    them): `source` BASE, TIER or OFFER, `funded_by` PARTNER or OPERATOR."""
+
+    source: str
+    points: int
+    offer_id: uuid.UUID | None = None
+    funded_by: str = "PARTNER"
+
+
 @dataclass(frozen=True)
 class _Result:
     replayed: bool = field(default=False, kw_only=True)
@@ -41,7 +52,9 @@ class _Result:
     @classmethod
     @functools.cache
     def _stored_fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.name != "replayed")
+        return tuple(
+            f.name for f in fields(cls) if f.name != "replayed" and f.metadata.get("stored", True)
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, replayed: bool):
@@ -63,6 +76,9 @@ class EarnResult(_Result):
     available_at: datetime
     expires_at: datetime
     debt_repaid: int = 0
+    # The breakdown as computed for this earn (empty: not known here, e.g. a replay; read it
+    # with `ledger.reads.earn_lines`). Not in the stored result: the lines are rows of their own.
+    lines: tuple[BreakdownLine, ...] = field(default=(), metadata={"stored": False}, kw_only=True)
 
 
 @dataclass(frozen=True)

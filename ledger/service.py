@@ -62,6 +62,7 @@ from ledger.earn import (
     check_earn,
     earn,
     earn_digest,
+    lines_json,
 )
 from ledger.holds import DEFAULT_HOLD_TTL, authorize, capture, capture_digest, void
 from ledger.jobs import expire_points, release_expired_holds
@@ -73,6 +74,7 @@ from ledger.reads import (
     account_balance,
     balance,
     captured_holds,
+    earn_lines,
     get_hold,
     history,
     order_earn,
@@ -80,6 +82,7 @@ from ledger.reads import (
 from ledger.results import (
     Balance,
     BonusResult,
+    BreakdownLine,
     CaptureResult,
     EarnResult,
     ExpiryReport,
@@ -106,6 +109,7 @@ __all__ = [
     "Balance",
     "BonusRequest",
     "BonusResult",
+    "BreakdownLine",
     "CaptureResult",
     "CapturedHold",
     "EarnRequest",
@@ -135,10 +139,12 @@ __all__ = [
     "client_digest",
     "earn",
     "earn_digest",
+    "earn_lines",
     "earn_request_digest",
     "expire_points",
     "get_hold",
     "history",
+    "lines_json",
     "member_key_space",
     "open_member_accounts",
     "open_partner_accounts",

@@ -109,6 +109,12 @@ async def earn(
         amount=money.amount,
         currency=money.currency,
         category=category,
+        lines=tuple(
+            ledger.BreakdownLine(
+                line.source.value, line.points, line.offer_id, line.funded_by.value
+            )
+            for line in lines
+        ),
     )
     result = await rt.earns.earn(request)  # group commit: see ledger.batch
     if holder.referral_pending:

@@ -90,6 +90,18 @@ class Context:
         return DataLoader(load_fn=load)
 
     @cached_property
+    def earn_lines_loader(self) -> DataLoader[uuid.UUID, tuple[ledger.BreakdownLine, ...]]:
+        """Earns' breakdowns by transaction id, one statement per batch (an id that is not an
+        earn gets no lines)."""
+
+        async def load(ids: list[uuid.UUID]) -> list[tuple[ledger.BreakdownLine, ...]]:
+            async with self.read() as conn:
+                found = await ledger.earn_lines(conn, transaction_ids=list(dict.fromkeys(ids)))
+            return [found.get(i, ()) for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
     def verification_loader(self) -> DataLoader[uuid.UUID, settlement.Verification | None]:
         async def load(ids: list[uuid.UUID]) -> list[settlement.Verification | None]:
             async with self.read() as conn:

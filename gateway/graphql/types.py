@@ -8,13 +8,14 @@ import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import strawberry
 
 from core.money import Money as DomainMoney
 from ledger.reads import HoldRecord
-from ledger.results import EarnResult
+from ledger.results import BreakdownLine, EarnResult
 from loyalty.redeem import Held
 from members.codes import IssuedCode
 from partners.refunds import RefundResult
@@ -280,6 +281,52 @@ class PartnerClient:
 # Points
 
 
+@strawberry.enum(
+    description="Where an earn line's points come from (DOMAIN.md 'Offers and the earn breakdown')."
+)
+class EarnLineSource(Enum):
+    BASE = strawberry.enum_value("BASE", description="Amount x the rule's rate, capped.")
+    TIER = strawberry.enum_value("TIER", description="The member's tier multiplier's extra.")
+    OFFER = strawberry.enum_value("OFFER", description="An applying offer's extra.")
+
+
+@strawberry.enum(description="Who issues, and pays for, a line's points.")
+class PointsFunder(Enum):
+    PARTNER = strawberry.enum_value("PARTNER", description="The earning partner.")
+    OPERATOR = strawberry.enum_value("OPERATOR", description="The operator (no partner pays).")
+
+
+@strawberry.type(description="The offer an earn line comes from (the `offers` query has the rest).")
+class OfferRef:
+    id: strawberry.ID = strawberry.field(description="Offer id.")
+
+
+@strawberry.type(description="A line of an earn's breakdown; an earn's lines sum to its points.")
+class EarnLine:
+    source: EarnLineSource = strawberry.field(description="BASE, TIER or OFFER.")
+    points: int = strawberry.field(description="Whole points, rounded down on their own.")
+    funded_by: PointsFunder = strawberry.field(description="Who issues these points.")
+    offer: OfferRef | None = strawberry.field(description="The offer of an OFFER line.")
+
+    @classmethod
+    def of(cls, line: BreakdownLine) -> EarnLine:
+        return cls(
+            source=EarnLineSource(line.source),
+            points=line.points,
+            funded_by=PointsFunder(line.funded_by),
+            offer=None if line.offer_id is None else OfferRef(id=strawberry.ID(str(line.offer_id))),
+        )
+
+
+async def earn_breakdown(
+    info: strawberry.Info, transaction_id: str, points: int, known: tuple[BreakdownLine, ...]
+) -> list[EarnLine]:
+    """An earn's lines: as computed (a fresh earn), else as stored (a replay, the activity);
+    none stored: one BASE line of its points."""
+    lines = known or await info.context.earn_lines_loader.load(uuid.UUID(transaction_id))
+    return [EarnLine.of(line) for line in lines or (BreakdownLine("BASE", points),)]
+
+
 @strawberry.type(description="The ledger transaction of an earn.")
 class EarnTransaction:
     id: strawberry.ID = strawberry.field(description="Transaction id.")
@@ -289,6 +336,11 @@ class EarnTransaction:
     )
     available_at: datetime = strawberry.field(description="When the points become spendable.")
     expires_at: datetime = strawberry.field(description="When the points expire if unspent.")
+    lines: strawberry.Private[tuple[BreakdownLine, ...]] = ()
+
+    @strawberry.field(description="The earn's lines (BASE, TIER, OFFER), summing to `points`.")
+    async def breakdown(self, info: strawberry.Info) -> list[EarnLine]:
+        return await earn_breakdown(info, self.id, self.points, self.lines)
 
     @classmethod
     def of(cls, r: EarnResult) -> EarnTransaction:
@@ -298,6 +350,7 @@ class EarnTransaction:
             status=r.status,
             available_at=r.available_at,
             expires_at=r.expires_at,
+            lines=r.lines,
         )
 
 
@@ -391,6 +444,15 @@ class Activity:
         "(e.g. ************0005).",
     )
     partner_id: strawberry.Private[uuid.UUID | None] = None
+
+    @strawberry.field(
+        description="An earn's lines (BASE, TIER, OFFER), summing to its points; null for "
+        "every other kind."
+    )
+    async def breakdown(self, info: strawberry.Info) -> list[EarnLine] | None:
+        if self.kind != "earn":
+            return None
+        return await earn_breakdown(info, self.transaction_id, self.points, ())
 
     @strawberry.field(
         description="The partner involved, if any (a bonus's: the partner that gave it)."

@@ -18,7 +18,13 @@ from core.clock import utcnow
 from core.db import create_driver_pool, create_engine
 from ledger import service as ledger
 from ledger.batch import EarnBatcher
-from ledger.errors import DuplicateOrder, IdempotencyConflict, MemberNotFound, PartnerNotFound
+from ledger.errors import (
+    DuplicateOrder,
+    IdempotencyConflict,
+    LedgerValidation,
+    MemberNotFound,
+    PartnerNotFound,
+)
 from members import service as members
 from partners import service as partners
 from tests.db import create_test_database, drop_database
@@ -514,3 +520,56 @@ async def test_a_key_space_is_shared_by_its_actors_in_the_batch_and_alone(
         }
     )
     assert not other.replayed and other.transaction_id != original.transaction_id
+
+
+async def test_breakdown_lines_are_stored_in_the_batch_and_on_the_single_path(
+    engine: AsyncEngine, pool: AsyncConnectionPool
+) -> None:
+    """An earn with more than its BASE line stores its lines with it, whichever path writes it
+    (a burst of two members goes in one batch; a replay and a single-path earn too); an earn of
+    a BASE line alone stores none and reads back as one; lines not summing to the points are
+    refused before anything is written."""
+    p = await new_partner(engine, "Lines")
+    a, b = await new_members(engine, 2)
+    batcher = EarnBatcher(pool)
+    offer = uuid.uuid4()
+    tiered = (
+        ledger.BreakdownLine("BASE", 123),
+        ledger.BreakdownLine("TIER", 185),
+        ledger.BreakdownLine("OFFER", 600, offer, "PARTNER"),
+    )
+
+    def req(member: uuid.UUID, points: int, lines: tuple[ledger.BreakdownLine, ...]) -> Any:
+        return ledger.EarnRequest(
+            actor="t",
+            idempotency_key=key(),
+            member_id=member,
+            partner_id=p.id,
+            points=points,
+            ref=key(),
+            lines=lines,
+        )
+
+    batches = batcher.stats.batches
+    x, y = await asyncio.gather(
+        batcher.earn(req(a.id, 908, tiered)),
+        batcher.earn(req(b.id, 15, (ledger.BreakdownLine("BASE", 15),))),
+    )
+    assert batcher.stats.batches > batches and batcher.stats.single_path == 0
+    async with engine.begin() as c:
+        alone = await ledger.earn(c, req(a.id, 908, tiered))
+    with pytest.raises(LedgerValidation):
+        await batcher.earn(req(a.id, 900, tiered))
+    async with engine.connect() as c:
+        got = await ledger.earn_lines(
+            c, transaction_ids=[x.transaction_id, y.transaction_id, alone.transaction_id]
+        )
+        stored = (
+            await c.execute(
+                text("SELECT count(*) FROM earn_lines WHERE transaction_id = :t"),
+                {"t": y.transaction_id},
+            )
+        ).scalar_one()
+    assert got[x.transaction_id] == got[alone.transaction_id] == tiered
+    assert got[y.transaction_id] == (ledger.BreakdownLine("BASE", 15),) and stored == 0
+    await batcher.drain()
