@@ -404,6 +404,39 @@ async def member_state(
     return {r.offer_id for r in activated}, await uses(conn, member_id=member_id, offer_ids=ids)
 
 
+async def lock_member_state(
+    conn: AsyncConnection,
+    *,
+    member_id: uuid.UUID,
+    offer_ids: Collection[uuid.UUID],
+    limited_ids: Collection[uuid.UUID],
+) -> tuple[set[uuid.UUID], dict[uuid.UUID, int]]:
+    """`member_state` for an earn, in its unit of work: of `offer_ids`, those the member
+    activated, and its uses of `limited_ids` (offers with a per-member limit), whose rows are
+    created if missing and LOCKED, in offer id order (one order for every earn: no deadlock),
+    until the earn commits: a concurrent earn of the same member waits here and then sees this
+    one's use, so `maxUsesPerMember` holds however many earns arrive at once."""
+    uses_now: dict[uuid.UUID, int] = {}
+    limited = sorted(set(limited_ids), key=lambda i: i.int)
+    if limited:
+        stmt = pg_insert(_uses).values(
+            [{"offer_id": i, "member_id": member_id, "uses": 0} for i in limited]
+        )
+        rows = await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["offer_id", "member_id"], set_={"uses": _uses.c.uses}
+            ).returning(_uses.c.offer_id, _uses.c.uses)
+        )
+        uses_now = {r.offer_id: r.uses for r in rows}
+    ids = list(offer_ids)
+    activated = await conn.execute(
+        select(_activations.c.offer_id).where(
+            _activations.c.member_id == member_id, _activations.c.offer_id.in_(ids)
+        )
+    )
+    return {r.offer_id for r in activated}, uses_now
+
+
 async def uses(
     conn: AsyncConnection, *, member_id: uuid.UUID, offer_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, int]:

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from aiodataloader import DataLoader
 from psycopg_pool import AsyncConnectionPool
 
+from catalog import offers as catalog_offers
+from catalog.breakdown import ApplicableOffer
+from core.clock import utcnow
 from core.db import DriverConnection
 from members import service as members
 from members import tiers
@@ -155,6 +158,9 @@ class Caches:
     partner_config: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
     # card number -> member never changes once issued: cache positive lookups longer.
     member_by_card: MemberCards = field(default_factory=MemberCards)
+    # A partner's live offers (key: partner id), for the earn path; creating or ending an
+    # offer here invalidates them (`loyalty.offers`).
+    live_offers: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
     # The tier ladder in force (key None), for the earn path; `set_tiers` here invalidates it.
     tier_ladder: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0, maxsize=1))
 
@@ -177,3 +183,15 @@ async def tier_ladder(rt: Runtime) -> Ladder:
             return await tiers.ladder(conn)
 
     return await rt.caches.tier_ladder.get(None, load)
+
+
+async def live_offers(rt: Runtime, partner_id: uuid.UUID) -> tuple[ApplicableOffer, ...]:
+    """The offers that may apply to earns at the partner (its own and coalition-wide ones),
+    cached briefly: the earn evaluates them in memory (`catalog.breakdown`)."""
+
+    async def load() -> tuple[ApplicableOffer, ...]:
+        async with rt.engine.connect() as conn:
+            found = await catalog_offers.live_offers(conn, partner_id=partner_id, at=utcnow())
+        return tuple(found)
+
+    return await rt.caches.live_offers.get(partner_id, load)

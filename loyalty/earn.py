@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Collection, Mapping
 
-from catalog.breakdown import breakdown
+from catalog import offers as catalog_offers
+from catalog.breakdown import ApplicableOffer, Line, applicable, breakdown
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
@@ -12,7 +14,7 @@ from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
 from loyalty import bonuses, tiers
-from loyalty.caches import partner_config, tier_ladder
+from loyalty.caches import live_offers, partner_config, tier_ladder
 from loyalty.checks import text
 from loyalty.runtime import Runtime
 from members.cards import is_valid_card_number
@@ -47,9 +49,16 @@ async def earn(
     """Credit the card's member with the points the partner's rule gives for this purchase,
     in the group commit of the ledger (`ledger.batch`); a retry answers as the original did.
 
+    The points are the lines of `catalog.breakdown`: BASE, TIER (the tier held before this
+    earn: the card's cached holder carries it) and one OFFER line per applying offer of the
+    partner's (cached per partner; coalition-wide offers do not apply yet). An earn that offers
+    needing the member's activation or counting its uses may apply to runs alone, in one unit
+    of work with that state (`_earn_with_member_state`); every other earn costs what an earn
+    without tiers or offers does (the batch statement, lines included).
+
     A member whose referral bonus waits for their first earn (the card's cached holder says
-    so: no query of its own) is paid it once the earn has committed; everyone else's earn
-    costs nothing more."""
+    so: no query of its own) is paid it once the earn has committed; a member whose purchase
+    may reach a higher tier is upgraded after it; everyone else's earn costs nothing more."""
     if not is_valid_card_number(card_number):
         raise DomainValidation(
             "cardNumber must be 16 digits with a valid Luhn check digit", field="cardNumber"
@@ -83,40 +92,72 @@ async def earn(
         rt.pool, card_number, fresh_tier=bool(ladder.tiers)
     )
     held = ladder.by_name(holder.tier) if ladder.tiers else None
-    lines = breakdown(
-        money.amount,
-        rule.rate_for(category),
-        rule.max_points_per_transaction,
-        None if held is None else held.multiplier,
-        (),
-    )
-    points = sum(line.points for line in lines)
-    if points <= 0:
+    # Coalition-wide (operator-funded) offers do not apply yet: their points would need a lot
+    # of their own, issued by the operator; only the earning partner's own offers apply.
+    offers = [o for o in await live_offers(rt, partner_id) if o.partner_id == partner_id]
+
+    def applying(activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]) -> list[Line]:
+        """The earn's lines, given the member's activations and uses."""
+        chosen = applicable(
+            offers,
+            at=at,
+            partner_id=partner_id,
+            category=category,
+            member_tier_rank=None if held is None else held.position,
+            activated_ids=activated,
+            uses_by_offer=uses,
+            tier_ranks={t.name: t.position for t in ladder.tiers},
+        )
+        return breakdown(
+            money.amount,
+            rule.rate_for(category),
+            rule.max_points_per_transaction,
+            None if held is None else held.multiplier,
+            chosen,
+        )
+
+    def request(lines: list[Line]) -> ledger.EarnRequest:
+        return ledger.EarnRequest(
+            actor=actor,
+            key_space=key_space,
+            digest=digest,
+            at=at,
+            idempotency_key=idempotency_key,
+            member_id=holder.member_id,
+            partner_id=partner_id,
+            points=sum(line.points for line in lines),
+            hold_days=rule.hold_days,
+            validity_months=rt.settings.points_validity_months,
+            ref=order_ref,
+            amount=money.amount,
+            currency=money.currency,
+            category=category,
+            lines=tuple(
+                ledger.BreakdownLine(
+                    line.source.value, line.points, line.offer_id, line.funded_by.value
+                )
+                for line in lines
+            ),
+        )
+
+    # The offers that would apply were every one activated and unused: only when some of them
+    # depends on the member's activations or uses are those read (and the uses counted), in the
+    # earn's own unit of work; otherwise the earn goes to the group commit as any other.
+    maybe = {line.offer_id for line in applying({o.id for o in offers}, {}) if line.offer_id}
+    stateful = [
+        o
+        for o in offers
+        if o.id in maybe and (o.requires_activation or o.max_uses_per_member is not None)
+    ]
+    result: EarnResult | None
+    if stateful:
+        result = await _earn_with_member_state(rt, holder.member_id, stateful, applying, request)
+    else:
+        lines = applying((), {})
+        result = await rt.earns.earn(request(lines)) if _earns(lines) else None
+    if result is None:
         refused = DomainValidation("this purchase earns no points", field="amount")
         return await _replay_or_raise(rt, key_space, idempotency_key, digest, refused)
-    request = ledger.EarnRequest(
-        actor=actor,
-        key_space=key_space,
-        digest=digest,
-        at=at,
-        idempotency_key=idempotency_key,
-        member_id=holder.member_id,
-        partner_id=partner_id,
-        points=points,
-        hold_days=rule.hold_days,
-        validity_months=rt.settings.points_validity_months,
-        ref=order_ref,
-        amount=money.amount,
-        currency=money.currency,
-        category=category,
-        lines=tuple(
-            ledger.BreakdownLine(
-                line.source.value, line.points, line.offer_id, line.funded_by.value
-            )
-            for line in lines
-        ),
-    )
-    result = await rt.earns.earn(request)  # group commit: see ledger.batch
     if holder.referral_pending:
         await bonuses.after_earn(rt, card_number=card_number, holder=holder)
     if not result.replayed and _may_upgrade(rt, ladder, held, money):
@@ -125,6 +166,39 @@ async def earn(
         upgraded = await tiers.upgrade_after_earn(rt, member_id=holder.member_id, at=at)
         if upgraded is not None:
             rt.caches.member_by_card.set_tier(card_number, upgraded.name)
+    return result
+
+
+def _earns(lines: list[Line]) -> bool:
+    return sum(line.points for line in lines) > 0
+
+
+async def _earn_with_member_state(
+    rt: Runtime,
+    member_id: uuid.UUID,
+    stateful: list[ApplicableOffer],
+    applying: Callable[[Collection[uuid.UUID], Mapping[uuid.UUID, int]], list[Line]],
+    request: Callable[[list[Line]], ledger.EarnRequest],
+) -> EarnResult | None:
+    """The earn when offers that need the member's activation or count its uses may apply: in
+    ONE unit of work, the member's activations and uses of them read (the uses' rows locked
+    before the ledger's: `catalog.offers.lock_member_state`), the earn written on the single
+    path (`ledger.earn`: same rules, results and errors as the group commit) and the uses of
+    the offers it applied counted. None: the purchase earns no points."""
+    limited = {o.id for o in stateful if o.max_uses_per_member is not None}
+    async with rt.engine.begin() as conn:
+        activated, uses = await catalog_offers.lock_member_state(
+            conn, member_id=member_id, offer_ids=[o.id for o in stateful], limited_ids=limited
+        )
+        lines = applying(activated, uses)
+        if not _earns(lines):
+            return None
+        result = await ledger.earn(conn, request(lines))
+        if not result.replayed:
+            used = [line.offer_id for line in lines if line.offer_id in limited]
+            await catalog_offers.count_uses(
+                conn, member_id=member_id, offer_ids=[i for i in used if i is not None]
+            )
     return result
 
 

@@ -61,7 +61,7 @@ async def create(
 ) -> OfferRecord:
     """A new offer for `partner_id`'s purchases, or coalition-wide (None: the operator's)."""
     async with rt.engine.begin() as conn:
-        return await create_in(
+        offer = await create_in(
             conn,
             actor=actor,
             partner_id=partner_id,
@@ -77,6 +77,9 @@ async def create(
             stackable=stackable,
             min_tier=min_tier,
         )
+    # The earn path's cache of live offers: this partner's (a coalition-wide offer: every one).
+    rt.caches.live_offers.invalidate(partner_id)
+    return offer
 
 
 async def create_in(
@@ -120,7 +123,9 @@ async def end(rt: Runtime, *, owner: uuid.UUID | None, offer_id: str) -> OfferRe
     """End an offer now (an earn from now on no longer gets it)."""
     oid = parse_offer_id(offer_id)
     async with rt.engine.begin() as conn:
-        return await catalog_offers.end(conn, offer_id=oid, owner=owner, at=utcnow())
+        offer = await catalog_offers.end(conn, offer_id=oid, owner=owner, at=utcnow())
+    rt.caches.live_offers.invalidate(offer.partner_id)  # None (coalition-wide): every partner's
+    return offer
 
 
 async def listed(

@@ -76,3 +76,66 @@ async def test_lines_of_an_earn_its_replay_and_the_activity(client, engine) -> N
     }
     assert shown[tiered["transaction"]["id"]] == lines(("BASE", 123), ("TIER", 185))
     assert shown[plain["transaction"]["id"]] == lines(("BASE", 15))
+
+
+async def test_an_activated_coupon_through_graphql(client, engine) -> None:
+    """The x5 coupon (DOMAIN.md's Payback example): 150 before the member activates it, 150 +
+    600 after, the OFFER line naming the offer, funded by the partner."""
+    from tests.gateway.test_offers_api import ACTIVATE, CREATE, WRITER
+
+    op = await operator_token(client, engine)
+    d = await gql(client, SET_TIERS, {"input": {"tiers": []}}, op)  # no TIER line here
+    assert d["setTiers"]["__typename"] == "SetTiersSuccess", d
+    p = await setup_partner(client, op, name="Coupon shop", scopes=WRITER)
+    m = await register_and_login(client)
+    d = await gql(
+        client,
+        CREATE,
+        {"input": {"name": "x5", "multiplier": "5", "requiresActivation": True}},
+        p.token,
+    )
+    assert d["createOffer"]["__typename"] == "CreateOfferSuccess", d
+    x5 = d["createOffer"]["offer"]["id"]
+
+    async def earn(ref: str) -> dict[str, Any]:
+        d = await gql(
+            client,
+            EARN,
+            {
+                "input": {
+                    "cardNumber": m.card,
+                    "amount": rub("1500"),
+                    "orderRef": ref,
+                    "idempotencyKey": ref,
+                }
+            },
+            p.token,
+        )
+        assert d["earn"]["__typename"] == "EarnSuccess", d
+        return d["earn"]["transaction"]
+
+    assert (await earn("c1"))["breakdown"] == lines(("BASE", 150))
+    d = await gql(client, ACTIVATE, {"input": {"offerId": x5}}, m.token)
+    assert d["activateOffer"]["__typename"] == "ActivateOfferSuccess", d
+    after = await earn("c2")
+    assert after["points"] == 750
+    assert after["breakdown"] == [
+        *lines(("BASE", 150)),
+        {"source": "OFFER", "points": 600, "fundedBy": "PARTNER", "offer": {"id": x5}},
+    ]
+    # A replay reads the same lines back from the ledger.
+    again = await gql(
+        client,
+        EARN,
+        {
+            "input": {
+                "cardNumber": m.card,
+                "amount": rub("1500"),
+                "orderRef": "c2",
+                "idempotencyKey": "c2",
+            }
+        },
+        p.token,
+    )
+    assert again["earn"]["replayed"] is True
+    assert again["earn"]["transaction"] == after

@@ -48,7 +48,7 @@ async def test_an_ordinary_earn_costs_one_batch_statement(engine, db_uri):
     from core.settings import Settings
     from ledger import service as ledger
     from ledger.batch import EarnBatcher
-    from loyalty import earn
+    from loyalty import earn, offers
     from loyalty.caches import Caches
     from loyalty.runtime import Services
     from tests.loyalty.conftest import partner_in_force
@@ -98,6 +98,32 @@ async def test_an_ordinary_earn_costs_one_batch_statement(engine, db_uri):
         assert statements == []
         assert rt.caches.member_by_card.queries == queries
         assert earns.stats.batches == batches + 1
+        # A live offer that needs neither activation nor counting costs nothing more either
+        # (the partner's offers are cached; its line goes in the same batch statement).
+        await offers.create(
+            rt,
+            actor="test",
+            partner_id=partner,
+            name="x2",
+            description="",
+            multiplier="2",
+            bonus_points=None,
+            category=None,
+            starts_at=None,
+            ends_at=None,
+            requires_activation=False,
+            max_uses_per_member=None,
+            stackable=True,
+            min_tier=None,
+        )
+        assert await buy("warm offers") == 200
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            assert await buy("with an offer") == 200
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+        assert statements == []
+        assert earns.stats.batches == batches + 3 and earns.stats.single_path == 0
     finally:
         await earns.drain()
         await pool.close()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.db import create_driver_pool
+from core.db import create_driver_pool, create_engine
 from core.settings import Settings
 from ledger.batch import EarnBatcher
 from loyalty import terms
@@ -33,6 +33,28 @@ async def services(engine, db_uri) -> AsyncIterator[Services]:
     finally:
         await earns.drain()
         await pool.close()
+
+
+@pytest.fixture
+async def fresh_services(fresh_database: str) -> AsyncIterator[Services]:
+    """`services` over a database of the test's own (for what is global: the tier ladder,
+    coalition-wide offers)."""
+    engine = create_engine(fresh_database, pool_size=5, max_overflow=5)
+    pool = create_driver_pool(fresh_database, max_size=4)
+    await pool.open(wait=True)
+    earns = EarnBatcher(pool)
+    try:
+        yield Services(
+            engine=engine,
+            pool=pool,
+            earns=earns,
+            settings=Settings(database_url=fresh_database),
+            caches=Caches(),
+        )
+    finally:
+        await earns.drain()
+        await pool.close()
+        await engine.dispose()
 
 
 async def unhashed(fn: Callable[[str], str], password: str) -> str:

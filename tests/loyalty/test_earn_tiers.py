@@ -7,17 +7,12 @@ A database of its own: the ladder is global (every earn of a shared database wou
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from core.clock import utcnow
-from core.db import create_driver_pool, create_engine
-from core.settings import Settings
 from ledger import service as ledger
-from ledger.batch import EarnBatcher
 from loyalty import earn, refund, tiers
-from loyalty.caches import Caches
 from loyalty.runtime import Services
 from members import service as members
 from members import tiers as member_tiers
@@ -30,23 +25,8 @@ LADDER = [
 
 
 @pytest.fixture
-async def rt(fresh_database: str) -> AsyncIterator[Services]:
-    engine = create_engine(fresh_database, pool_size=5, max_overflow=5)
-    pool = create_driver_pool(fresh_database, max_size=4)
-    await pool.open(wait=True)
-    earns = EarnBatcher(pool)
-    try:
-        yield Services(
-            engine=engine,
-            pool=pool,
-            earns=earns,
-            settings=Settings(database_url=fresh_database),
-            caches=Caches(),
-        )
-    finally:
-        await earns.drain()
-        await pool.close()
-        await engine.dispose()
+def rt(fresh_services: Services) -> Services:
+    return fresh_services
 
 
 async def buy(rt: Services, partner: uuid.UUID, card: str, amount: str, ref: str) -> int:
