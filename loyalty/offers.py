@@ -5,9 +5,9 @@ activate them, and apply promo codes.
 `owner` is whose offers the caller may change: a partner's own id, or None for the operator.
 Another partner's offer is NOT_FOUND, like one that does not exist.
 
-The member's tier: the tier ladder is not on this branch yet, so `member_tier` and
-`tier_ranks` default to an untiered member on an empty ladder (only offers without a minimum
-tier are listed); the wiring step passes the member's tier and the ladder.
+A member's listing reaches the offers whose `minTier` its tier reaches (`members.tiers`).
+Coalition-wide offers are listed but do not apply to earns yet (`loyalty.earn`): their points
+need a lot of their own, issued by the operator.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
 from loyalty.runtime import Runtime
+from members import tiers
 
 # What each use case may raise (gateway.graphql checks each mutation's result union against it).
 CREATE_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.PARTNER_NOT_FOUND})
@@ -144,12 +145,18 @@ async def for_member(
     member_tier: str | None = None,
     tier_ranks: Mapping[str, int] | None = None,
 ) -> list[tuple[OfferRecord, bool]]:
-    """A page of the offers the member may use now, each with whether it activated it."""
+    """A page of the offers the member may use now, each with whether it activated it (its
+    tier and the ladder read here unless given)."""
+    if tier_ranks is None:
+        ladder = await tiers.ladder(conn)
+        tier_ranks = {t.name: t.position for t in ladder.tiers}
+        if ladder.tiers and member_tier is None:
+            member_tier = (await tiers.member_tier(conn, member_id=member_id)).tier
     return await catalog_offers.for_member(
         conn,
         member_id=member_id,
         at=utcnow(),
-        reachable_tiers=catalog_offers.tier_names_up_to(member_tier, tier_ranks or {}),
+        reachable_tiers=catalog_offers.tier_names_up_to(member_tier, tier_ranks),
         limit=limit,
         before=before,
     )

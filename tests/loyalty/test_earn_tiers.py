@@ -12,7 +12,7 @@ import pytest
 
 from core.clock import utcnow
 from ledger import service as ledger
-from loyalty import earn, refund, tiers
+from loyalty import earn, offers, refund, tiers
 from loyalty.runtime import Services
 from members import service as members
 from members import tiers as member_tiers
@@ -92,3 +92,36 @@ async def test_a_rounding_tier_line_and_no_upgrade_past_the_top(rt: Services) ->
     # An empty ladder (set in this process) prices at x1 at once.
     await tiers.set_tiers(rt, actor="test", tiers_in=[])
     assert await buy(rt, partner, m.card_number, "1237.00", "g3") == 123
+
+
+async def test_min_tier_offers_in_the_earn_and_the_listing(rt: Services) -> None:
+    partner = await partner_in_force(rt, "Min tier", base_rate="0.1")
+    async with rt.engine.begin() as conn:
+        gold, plain = (await members.create(conn, name="g")), (await members.create(conn))
+    await tiers.set_tiers(rt, actor="test", tiers_in=LADDER)
+    assert await buy(rt, partner, gold.card_number, "5000", "m1") == 500  # crosses to Gold
+    x2 = await offers.create(
+        rt,
+        actor="test",
+        partner_id=partner,
+        name="Silver and up",
+        description="",
+        multiplier="2",
+        bonus_points=None,
+        category=None,
+        starts_at=None,
+        ends_at=None,
+        requires_activation=False,
+        max_uses_per_member=None,
+        stackable=True,
+        min_tier="Silver",
+    )
+    # Gold: BASE 100 + TIER 100 + OFFER 100; untiered (and staying so): BASE 50.
+    assert await buy(rt, partner, gold.card_number, "1000", "m2") == 300
+    assert await buy(rt, partner, plain.card_number, "500", "m3") == 50
+    async with rt.engine.connect() as conn:
+        listed = {
+            m: [o.id for o, _ in await offers.for_member(conn, member_id=m, limit=10, before=None)]
+            for m in (gold.id, plain.id)
+        }
+    assert listed == {gold.id: [x2.id], plain.id: []}

@@ -66,7 +66,7 @@ class OffersMutation:
     @strawberry.mutation(
         description="Create an offer: a partner with catalog:write for its own purchases; the "
         "operator for a partner's, or coalition-wide (no partnerId; issued and paid for by "
-        "the operator)."
+        "the operator; not yet applied to earns)."
     )
     async def create_offer(
         self, info: strawberry.Info, input: CreateOfferInput

@@ -40,7 +40,6 @@ class OffersQuery:
         principal = authenticated(ctx)
         if principal.kind == "member" and principal.member_id is not None:
             async with ctx.read() as conn:
-                # The member's tier: untiered until the tiers are wired in (loyalty.offers).
                 mine = await offers.for_member(
                     conn, member_id=principal.member_id, limit=first + 1, before=before
                 )

@@ -47,7 +47,8 @@ class Offer:
         description="The lowest tier that gets it (null: every member)."
     )
     coalition_wide: bool = strawberry.field(
-        description="Issued and paid for by the operator, at every partner."
+        description="Issued and paid for by the operator, at every partner (not yet applied "
+        "to earns)."
     )
     activated: bool | None = strawberry.field(
         description="Whether the calling member activated it (null for partners and the operator)."
