@@ -35,24 +35,44 @@ class TTLCache:
     """A small per-process cache with expiry (partner configuration on the earn path).
 
     A change made through the use cases is visible in this process at once (`invalidate`);
-    other processes see it within `ttl` seconds.
+    other processes see it within `ttl` seconds. Concurrent misses of a key share one load:
+    when an entry expires under load, the requests that find it missing (a whole group
+    commit's worth) would otherwise each run the same query, on as many pooled connections.
     """
 
     def __init__(self, ttl: float, maxsize: int = 10_000) -> None:
         self.ttl, self.maxsize = ttl, maxsize
         self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._loading: dict[Any, asyncio.Task[Any]] = {}  # the load in flight, per key
+        self._generation = 0  # bumped by `invalidate`: a load begun before is not kept
 
     async def get(self, key: Any, load: Callable[[], Awaitable[T]]) -> T:
         """The cached value, or `load()`'s, remembered for `ttl` seconds."""
-        now = time.monotonic()
         hit = self._data.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = await load()
-        self._data[key] = (now + self.ttl, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        if hit is not None and hit[0] > time.monotonic():
+            return cast(T, hit[1])
+        loop = asyncio.get_running_loop()
+        flight = self._loading.get(key)
+        if flight is None or flight.get_loop() is not loop:
+            # A task of its own: the load ends (and serves the others) even if this caller is
+            # cancelled. A failure is this caller's; the others then try their own.
+            flight = self._loading[key] = loop.create_task(self._fill(key, load, self._generation))
+            flight.add_done_callback(_retrieved)
+            return cast(T, await asyncio.shield(flight))
+        try:
+            return cast(T, await asyncio.shield(flight))
+        except Exception:  # another caller's load failed: try as if alone
+            return await self._fill(key, load, self._generation)
+
+    async def _fill(self, key: Any, load: Callable[[], Awaitable[T]], generation: int) -> T:
+        """`load()`'s value, kept unless the cache was invalidated since `generation`."""
+        try:
+            value = await load()
+        finally:
+            if self._loading.get(key) is asyncio.current_task():
+                del self._loading[key]
+        if generation == self._generation:  # else invalidated meanwhile: maybe stale
+            self.put(key, value)
         return value
 
     def peek(self, key: Any) -> Any:
@@ -68,11 +88,21 @@ class TTLCache:
             self._data.popitem(last=False)
 
     def invalidate(self, key: Any = None) -> None:
-        """Forget `key` (everything when None)."""
+        """Forget `key` (everything when None); a load already under way is not kept, and the
+        next caller starts a new one."""
+        self._generation += 1
         if key is None:
             self._data.clear()
+            self._loading.clear()
         else:
             self._data.pop(key, None)
+            self._loading.pop(key, None)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a load's failure seen: its callers got it (or went away)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class MemberCards:

@@ -15,13 +15,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter
 
 from core.settings import Settings
 from gateway.graphql import errors as E
@@ -30,6 +24,7 @@ from gateway.graphql.bonuses.queries import BonusesQuery
 from gateway.graphql.catalog.mutations import CatalogMutation
 from gateway.graphql.catalog.queries import CatalogQuery
 from gateway.graphql.cost import query_limits_rule
+from gateway.graphql.documents import CachedDocuments, DocumentStore
 from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.members.mutations import MembersMutation
 from gateway.graphql.members.queries import MembersQuery
@@ -82,6 +77,7 @@ class Mutation(
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
+MAX_CACHED_DOCUMENTS = 512
 DEFAULT_MAX_COST = Settings.model_fields["graphql_max_cost"].default
 
 
@@ -92,6 +88,8 @@ def _should_mask(error: GraphQLError) -> bool:
 
 
 class _Schema(strawberry.Schema):
+    documents: DocumentStore  # the documents parsed and validated so far (`build_schema`)
+
     def get_fields(self, type_definition: Any) -> list[Any]:
         """Every field with arguments checks them before its resolver (gateway.graphql.inputs)."""
         return add_input_checks(super().get_fields(type_definition))
@@ -107,8 +105,8 @@ class _Schema(strawberry.Schema):
 
 
 def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> strawberry.Schema:
-    """The schema with its limits. Validation rules are built ONCE here, so the validation
-    cache (keyed by the rules) hits across requests."""
+    """The schema with its limits. Validation rules are built ONCE here, so the document
+    cache (keyed by the text and the rules) hits across requests."""
     from graphql.validation import NoSchemaIntrospectionCustomRule
 
     rules: list[
@@ -119,7 +117,8 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     rules_tuple = list(rules)
-    return _Schema(
+    documents = DocumentStore(maxsize=MAX_CACHED_DOCUMENTS)  # this schema's, with its rules
+    schema = _Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -127,12 +126,13 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
         exception_handlers=[RefusedInputHandler()],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: ParserCache(maxsize=512),
             lambda: AddValidationRules(rules_tuple),
-            lambda: ValidationCache(maxsize=512),
+            lambda: CachedDocuments(documents),
             lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
         ],
     )
+    schema.documents = documents
+    return schema
 
 
 def schema_sdl() -> str:
