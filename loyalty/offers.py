@@ -19,8 +19,10 @@ from decimal import Decimal
 from typing import Any
 
 from catalog import offers as catalog_offers
+from catalog import promo_codes
 from catalog.errors import OfferNotFound
-from catalog.offers import OfferDraft, OfferRecord, PromoCodeRecord
+from catalog.offers import OfferDraft, OfferRecord
+from catalog.promo_codes import PromoCodeRecord
 from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
@@ -210,7 +212,7 @@ async def create_promo_code_in(
     valid_until: datetime,
 ) -> PromoCodeRecord:
     """`create_promo_code` in the caller's unit of work."""
-    return await catalog_offers.create_promo_code(
+    return await promo_codes.create_promo_code(
         conn,
         offer_id=parse_offer_id(offer_id),
         owner=owner,
@@ -233,4 +235,4 @@ async def apply_promo_code_in(conn: Any, *, member_id: uuid.UUID, code: str) -> 
     """`apply_promo_code` in the caller's unit of work."""
     if not isinstance(code, str) or len(code) > 100:
         raise DomainValidation("code must be at most 100 characters", field="code")
-    return await catalog_offers.apply_promo_code(conn, member_id=member_id, code=code, at=utcnow())
+    return await promo_codes.apply_promo_code(conn, member_id=member_id, code=code, at=utcnow())

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from catalog import offers
+from catalog import offers, promo_codes
 from catalog.breakdown import applicable, breakdown
 from catalog.errors import InvalidPromoCode, OfferNotFound
 from catalog.offers import OfferDraft
@@ -208,9 +208,9 @@ async def test_promo_codes_once_per_member_and_expiry(conn: AsyncConnection) -> 
     )
     plain = await offers.create(conn, partner_id=p, draft=draft(), actor="t", at=NOW)
 
-    async def code(value: str, **kw: Any) -> offers.PromoCodeRecord:
+    async def code(value: str, **kw: Any) -> promo_codes.PromoCodeRecord:
         fields = {"max_redemptions": 10, "valid_until": NOW + timedelta(days=1), **kw}
-        return await offers.create_promo_code(
+        return await promo_codes.create_promo_code(
             conn, offer_id=coupon.id, owner=p, code=value, actor="t", at=NOW, **fields
         )
 
@@ -226,7 +226,7 @@ async def test_promo_codes_once_per_member_and_expiry(conn: AsyncConnection) -> 
             await code(bad, **kw)
         assert refused.value.details["field"] == field, bad
     with pytest.raises(ValidationError):  # a promo code activates: not for a plain offer
-        await offers.create_promo_code(
+        await promo_codes.create_promo_code(
             conn,
             offer_id=plain.id,
             owner=p,
@@ -237,7 +237,7 @@ async def test_promo_codes_once_per_member_and_expiry(conn: AsyncConnection) -> 
             at=NOW,
         )
     with pytest.raises(OfferNotFound):  # another partner's offer
-        await offers.create_promo_code(
+        await promo_codes.create_promo_code(
             conn,
             offer_id=coupon.id,
             owner=await partner(conn),
@@ -252,21 +252,21 @@ async def test_promo_codes_once_per_member_and_expiry(conn: AsyncConnection) -> 
     with pytest.raises(ValidationError):
         await code("Welcome10")  # unique whatever the case
     assert (
-        await offers.apply_promo_code(conn, member_id=anna, code=" Welcome10 ", at=NOW)
+        await promo_codes.apply_promo_code(conn, member_id=anna, code=" Welcome10 ", at=NOW)
     ).id == coupon.id
     activated, _ = await offers.member_state(conn, member_id=anna, offer_ids=[coupon.id])
     assert activated == {coupon.id}
     with pytest.raises(InvalidPromoCode):
-        await offers.apply_promo_code(conn, member_id=anna, code="WELCOME10", at=NOW)
+        await promo_codes.apply_promo_code(conn, member_id=anna, code="WELCOME10", at=NOW)
     with pytest.raises(InvalidPromoCode):
-        await offers.apply_promo_code(conn, member_id=boris, code="NOPE-NOPE", at=NOW)
+        await promo_codes.apply_promo_code(conn, member_id=boris, code="NOPE-NOPE", at=NOW)
     with pytest.raises(InvalidPromoCode):
-        await offers.apply_promo_code(conn, member_id=boris, code="a\x00", at=NOW)
+        await promo_codes.apply_promo_code(conn, member_id=boris, code="a\x00", at=NOW)
     with pytest.raises(InvalidPromoCode):  # expired
-        await offers.apply_promo_code(
+        await promo_codes.apply_promo_code(
             conn, member_id=boris, code="WELCOME10", at=NOW + timedelta(days=1)
         )
-    assert (await offers.promo_code(conn, code="welcome10")).redemptions == 1  # type: ignore[union-attr]
+    assert (await promo_codes.promo_code(conn, code="welcome10")).redemptions == 1  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +290,9 @@ async def race_engine(race_uri: str) -> AsyncIterator[AsyncEngine]:
 async def _apply(engine: AsyncEngine, member_id: uuid.UUID, code: str) -> uuid.UUID:
     async with engine.begin() as c:
         return (
-            await offers.apply_promo_code(c, member_id=member_id, code=code, at=datetime.now(UTC))
+            await promo_codes.apply_promo_code(
+                c, member_id=member_id, code=code, at=datetime.now(UTC)
+            )
         ).id
 
 
@@ -307,7 +309,7 @@ async def test_a_two_use_code_is_taken_by_exactly_two_of_eight_concurrent_member
         coupon = await offers.create(
             c, partner_id=p, draft=draft(requires_activation=True), actor="t", at=NOW
         )
-        promo = await offers.create_promo_code(
+        promo = await promo_codes.create_promo_code(
             c,
             offer_id=coupon.id,
             owner=None,
@@ -355,7 +357,7 @@ async def test_one_member_applying_a_code_twice_at_once_counts_once(
         coupon = await offers.create(
             c, partner_id=p, draft=draft(requires_activation=True), actor="t", at=NOW
         )
-        promo = await offers.create_promo_code(
+        promo = await promo_codes.create_promo_code(
             c,
             offer_id=coupon.id,
             owner=None,
@@ -372,5 +374,5 @@ async def test_one_member_applying_a_code_twice_at_once_counts_once(
     assert sum(1 for r in results if r == coupon.id) == 1
     assert all(isinstance(r, InvalidPromoCode) for r in results if r != coupon.id), results
     async with race_engine.connect() as c:
-        used = await offers.promo_code(c, code=promo.code)
+        used = await promo_codes.promo_code(c, code=promo.code)
     assert used is not None and used.redemptions == 1

@@ -16,6 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from catalog import offers as catalog_offers
+from catalog import promo_codes
 from catalog import service as catalog
 from catalog.service import RewardDraft
 from core import clock
@@ -248,7 +249,7 @@ async def test_access_matrix(client, engine, world):
     async def fresh_promo_of_a() -> str:
         code = f"M-{uuid.uuid4().hex[:12]}".upper()
         async with engine.begin() as conn:
-            await catalog_offers.create_promo_code(
+            await promo_codes.create_promo_code(
                 conn,
                 offer_id=uuid.UUID(await fresh_offer_of_a(coupon=True)),
                 owner=None,

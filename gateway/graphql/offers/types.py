@@ -7,7 +7,8 @@ from datetime import datetime
 
 import strawberry
 
-from catalog.offers import OfferRecord, PromoCodeRecord
+from catalog.offers import OfferRecord
+from catalog.promo_codes import PromoCodeRecord
 from gateway.graphql import types as T
 
 
