@@ -120,11 +120,12 @@ class LedgerTransaction(SQLModel, table=True):
             postgresql_where=text("kind = 'transfer'"),
         ),
         # A member's earns in a time window: the qualifying spend of tiers (members.tiers).
+        # `member_id IS NOT NULL` keeps it out of the order probe's reach (migration 0017).
         Index(
             "ix_transactions_member_earns",
             "member_id",
             "effective_at",
-            postgresql_where=text("kind = 'earn'"),
+            postgresql_where=text("kind = 'earn' AND member_id IS NOT NULL"),
         ),
         # One earn per partner order.
         Index(
