@@ -16,7 +16,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from graphql import GraphQLError, GraphQLSyntaxError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -335,6 +335,8 @@ class GraphQLEndpoint:
                 await _error(413, "PAYLOAD_TOO_LARGE", f"request body over {MAX_BODY_BYTES} bytes")(
                     scope, receive, send
                 )
+            except ClientDisconnect:  # gone before its body arrived: no one to answer, no error
+                pass
             return
         await self.view(scope, receive, send)
 

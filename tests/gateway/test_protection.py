@@ -247,3 +247,34 @@ async def test_unexpected_errors_are_masked(client, engine, monkeypatch):
     body = r.text
     assert r.status_code == 200 and "hunter2" not in body and "Traceback" not in body
     assert r.json()["errors"][0]["message"] == "Unexpected error."
+
+
+async def test_a_client_gone_before_its_body_arrived_is_no_error(app, caplog):
+    """wrk and impatient clients hang up mid-request: nothing is answered, nothing is logged as
+    an application error (uvicorn logged a ClientDisconnect traceback per connection)."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"30")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
