@@ -63,13 +63,13 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
 #    the same instant are spent in the order they were earned (the lot id breaks the tie); and
 #    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
-_EARN_BATCH = """
+_EARN_BATCH_CTES = """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
         i int, space text, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
         points bigint, amount numeric, currency text, category text, at timestamptz,
-        available_at timestamptz, expires_at timestamptz, result jsonb, lines jsonb
+        available_at timestamptz, expires_at timestamptz, result jsonb, lines jsonb, after jsonb
     )
     JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
                   OFFSET 0) p ON true
@@ -86,7 +86,7 @@ WITH req AS (
 ), ok AS (
     SELECT req.* FROM req JOIN claim ON claim.key_space = req.space AND claim.key = req.key
 ), locked AS (
-    SELECT id, kind, balance FROM accounts
+    SELECT id, kind, balance, xmin FROM accounts
     WHERE kind IN ('wallet', 'debt') AND owner_id IN (SELECT member FROM ok)
     ORDER BY id
     FOR UPDATE
@@ -116,9 +116,22 @@ WITH req AS (
     SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
     FROM w CROSS JOIN LATERAL jsonb_to_recordset(w.lines)
          AS x(n int, source text, points bigint, offer uuid, funded_by text)
-)
-SELECT i FROM w
-"""
+)"""
+
+# 6. What the earns' follow-up (`ledger.earn.FollowUp`, at most one kind per batch) gives each.
+_NO_FOLLOW_UP = "follow_up AS (SELECT CAST(NULL AS int) AS i, CAST(NULL AS text) AS value LIMIT 0)"
+_RESULTS = "\nSELECT w.i, f.value FROM w LEFT JOIN follow_up f ON f.i = w.i\n"
+
+_EARN_BATCH = f"{_EARN_BATCH_CTES},\n{_NO_FOLLOW_UP}{_RESULTS}"
+_STATEMENTS: dict[str | None, str] = {None: _EARN_BATCH}
+
+
+def _statement(follow_up_sql: str | None) -> str:
+    """The batch statement for earns whose follow-up is `follow_up_sql` (None: none)."""
+    found = _STATEMENTS.get(follow_up_sql)
+    if found is None:
+        found = _STATEMENTS[follow_up_sql] = f"{_EARN_BATCH_CTES},\n{follow_up_sql}{_RESULTS}"
+    return found
 
 
 @dataclass(slots=True)
@@ -226,17 +239,26 @@ class EarnBatcher:
         return min(self.max_batch, max(share, self.split_at // 2))
 
     def _take(self, limit: int) -> list[_Earn]:
-        """Up to `limit` pending earns, at most one per key and per (partner, order)."""
+        """Up to `limit` pending earns, at most one per key and per (partner, order), and of one
+        follow-up statement."""
         batch: list[_Earn] = []
         keys: set[tuple[str, str]] = set()
         orders: set[tuple[uuid.UUID, str]] = set()
         rest: list[_Earn] = []
+        kind: str | None = None  # the batch's follow-up statement (one kind per batch)
         for r in self._pending:
             q = r.request
             order = (q.partner_id, q.ref) if q.ref is not None else None
-            if len(batch) >= limit or (r.space, q.idempotency_key) in keys or order in orders:
+            sql = None if q.follow_up is None else q.follow_up.sql
+            if (
+                len(batch) >= limit
+                or (r.space, q.idempotency_key) in keys
+                or order in orders
+                or (sql is not None and kind is not None and sql != kind)
+            ):
                 rest.append(r)
                 continue
+            kind = kind or sql
             batch.append(r)
             keys.add((r.space, q.idempotency_key))
             if order is not None:
@@ -336,6 +358,7 @@ class EarnBatcher:
                     "expires_at": x.expires_at,
                     "result": x.stored_values(),  # what a replay gets back (`from_json`)
                     "lines": service.lines_json(q.lines),
+                    "after": None if q.follow_up is None else q.follow_up.params,
                 }
                 for i, (r, q, x) in enumerate(
                     zip(batch, (r.request for r in batch), results, strict=True)
@@ -343,12 +366,18 @@ class EarnBatcher:
             ]
         ).decode()
         params = {"rows": rows}
+        kinds = {r.request.follow_up.sql for r in batch if r.request.follow_up is not None}
+        statement = _statement(kinds.pop() if kinds else None)
         async with self.pool.connection() as conn:
             if not conn.autocommit:  # the statement is its own transaction: no BEGIN, no COMMIT
                 await conn.set_autocommit(True)
             async with conn.cursor() as cur:
-                await cur.execute(_EARN_BATCH, params)
-                written = {row[0] for row in await cur.fetchall()}
-        done = [(r, results[i]) for i, r in enumerate(batch) if i in written]
+                await cur.execute(statement, params)
+                written = {row[0]: row[1] for row in await cur.fetchall()}
+        done = [
+            (r, results[i] if written[i] is None else replace(results[i], follow_up=written[i]))
+            for i, r in enumerate(batch)
+            if i in written
+        ]
         alone = [r for i, r in enumerate(batch) if i not in written]
         return done, alone

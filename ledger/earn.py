@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 from calendar import monthrange
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -102,6 +103,25 @@ _EARN = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """Work of a layer above the ledger that commits with an earn (a tier upgrade:
+    `members.tiers.upgrade_follow_up`), so that it costs no transaction of its own.
+
+    - In the group commit's statement (`ledger.batch`): `sql`, CTEs appended to the statement
+      that read `w` (the batch's written earns; `w.after` is `params` as JSON, NULL for an earn
+      without a follow-up) and define `follow_up(i int, value text)`. A batch holds earns of one
+      `sql` at most.
+    - On the single path (`earn`): `single(conn, request, result)`, in the earn's unit of work
+      after it is written (not on a replay).
+
+    What either gives for the earn comes back as `EarnResult.follow_up`."""
+
+    sql: str
+    params: Mapping[str, Any]
+    single: Callable[[Any, EarnRequest, EarnResult], Awaitable[str | None]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EarnRequest:
     """One earn, as every earn path takes it (`earn`, `EarnBatcher.earn`, the use case).
@@ -128,6 +148,7 @@ class EarnRequest:
     # The breakdown (`catalog.breakdown`), summing to `points`; stored when it has more than
     # its BASE line. Empty: one BASE line of `points`.
     lines: tuple[BreakdownLine, ...] = ()
+    follow_up: FollowUp | None = None
 
 
 def check_earn(request: EarnRequest) -> tuple[datetime, str]:
@@ -264,4 +285,8 @@ async def earn(
         if "uq_transactions_earn_order" in str(getattr(exc, "orig", exc)):
             raise DuplicateOrder(f"order {ref!r} already earned points") from None
         raise
+    if request.follow_up is not None:
+        value = await request.follow_up.single(conn, replace(request, at=at), result)
+        if value is not None:
+            result = replace(result, follow_up=value)
     return result

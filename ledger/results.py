@@ -79,6 +79,9 @@ class EarnResult(_Result):
     # The breakdown as computed for this earn (empty: not known here, e.g. a replay; read it
     # with `ledger.reads.earn_lines`). Not in the stored result: the lines are rows of their own.
     lines: tuple[BreakdownLine, ...] = field(default=(), metadata={"stored": False}, kw_only=True)
+    # What the request's follow-up gave (`ledger.earn.FollowUp`: the member's new tier), on the
+    # earn that ran it; None on a replay.
+    follow_up: str | None = field(default=None, metadata={"stored": False}, kw_only=True)
 
 
 @dataclass(frozen=True)

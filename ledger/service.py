@@ -58,6 +58,7 @@ from ledger.earn import (
     _EARN,  # read by bench/earn.py
     DEFAULT_VALIDITY_MONTHS,
     EarnRequest,
+    FollowUp,
     add_months,
     check_earn,
     earn,
@@ -115,6 +116,7 @@ __all__ = [
     "EarnRequest",
     "EarnResult",
     "ExpiryReport",
+    "FollowUp",
     "HistoryItem",
     "HoldRecord",
     "HoldResult",

@@ -13,10 +13,11 @@ from core.errors import ValidationError as DomainValidation
 from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
-from loyalty import bonuses, tiers
+from loyalty import bonuses
 from loyalty.caches import live_offers, partner_config, tier_ladder
 from loyalty.checks import text
 from loyalty.runtime import Runtime
+from members import tiers
 from members.cards import is_valid_card_number
 from members.tiers import Ladder, TierRecord, next_tier
 from partners.errors import RuleMissing
@@ -57,8 +58,9 @@ async def earn(
     without tiers or offers does (the batch statement, lines included).
 
     A member whose referral bonus waits for their first earn (the card's cached holder says
-    so: no query of its own) is paid it once the earn has committed; a member whose purchase
-    may reach a higher tier is upgraded after it; everyone else's earn costs nothing more."""
+    so: no query of its own) is paid it once the earn has committed. A purchase that may raise
+    the member's tier is upgraded in the earn's own statement (`members.tiers.upgrade_follow_up`);
+    everyone else's earn costs nothing more."""
     if not is_valid_card_number(card_number):
         raise DomainValidation(
             "cardNumber must be 16 digits with a valid Luhn check digit", field="cardNumber"
@@ -116,6 +118,14 @@ async def earn(
             chosen,
         )
 
+    # A purchase that may raise the member's tier carries the upgrade, committed with the earn
+    # (in the group commit's statement): no transaction of its own.
+    follow_up = (
+        tiers.upgrade_follow_up(ladder.id, rt.settings.settlement_currency)
+        if ladder.id is not None and _may_upgrade(rt, ladder, held, money)
+        else None
+    )
+
     def request(lines: list[Line]) -> ledger.EarnRequest:
         return ledger.EarnRequest(
             actor=actor,
@@ -138,6 +148,7 @@ async def earn(
                 )
                 for line in lines
             ),
+            follow_up=follow_up,
         )
 
     # The offers that would apply were every one activated and unused: only when some of them
@@ -160,12 +171,10 @@ async def earn(
         return await _replay_or_raise(rt, key_space, idempotency_key, digest, refused)
     if holder.referral_pending:
         await bonuses.after_earn(rt, card_number=card_number, holder=holder)
-    if not result.replayed and _may_upgrade(rt, ladder, held, money):
-        # After the commit: this earn counted at the tier held before it, the next one at the
-        # new tier (seen at once in this process through the card cache).
-        upgraded = await tiers.upgrade_after_earn(rt, member_id=holder.member_id, at=at)
-        if upgraded is not None:
-            rt.caches.member_by_card.set_tier(card_number, upgraded.name)
+    if result.follow_up is not None:
+        # This earn counted at the tier held before it, the next one at the new tier (seen at
+        # once in this process through the card cache).
+        rt.caches.member_by_card.set_tier(card_number, result.follow_up)
     return result
 
 

@@ -1,5 +1,5 @@
-"""Status tiers: the operator's ladder, a member's status, the upgrade after an earn and the
-yearly review (`members.tiers` holds the rules).
+"""Status tiers: the operator's ladder, a member's status and the yearly review (the upgrade
+is committed with the earn: `members.tiers.upgrade_follow_up`) (`members.tiers` holds the rules).
 
 The ladder's thresholds are in the settlement currency (setting `SETTLEMENT_CURRENCY`); only
 purchases in that currency qualify (`members.tiers`).
@@ -91,23 +91,6 @@ async def status(rt: Runtime, *, member_id: uuid.UUID) -> TierStatus:
             conn, member_id=member_id, at=utcnow(), currency=rt.settings.settlement_currency
         )
     return TierStatus(current, held, spend, tiers.next_tier(current, held))
-
-
-async def upgrade_after_earn(
-    rt: Runtime, *, member_id: uuid.UUID, at: datetime
-) -> TierRecord | None:
-    """For the earn path, after the earn has committed (its answer stands whatever happens
-    here): raise the member's tier if the spend at `at` (the earn's effective time) reaches a
-    higher one, in a transaction of its own. That earn was priced at the tier held before it;
-    the next earn sees the new one. A failure is logged and left to the next earn or review."""
-    try:
-        async with rt.engine.begin() as conn:
-            return await tiers.upgrade_if_due(
-                conn, member_id=member_id, at=at, currency=rt.settings.settlement_currency
-            )
-    except Exception:
-        log.exception("tier of member %s not upgraded after its earn", member_id)
-        return None
 
 
 def check_as_of(as_of: datetime) -> datetime:

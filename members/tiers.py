@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.errors import ValidationError
 from core.money import Money
 from core.text import storable
+from ledger.service import EarnRequest, EarnResult, FollowUp
 
 MAX_TIERS = 20
 MAX_NAME = 40
@@ -198,37 +200,56 @@ def next_tier(ladder: Ladder, current: TierRecord | None) -> TierRecord | None:
     return ladder.tiers[above] if above < len(ladder.tiers) else None
 
 
-# The qualifying spend of the members of `m(id)` at :at, as `spend(member_id, spend)`: a
-# member's earns in the window, each less the refunded share (its reversals' points pro rata).
-_SPEND = """
+def _spend_cte(source: str, at: str, cur: str, *, open_ended: bool = False) -> str:
+    """`spend(member_id, spend)`: the qualifying spend of the members of `source(id)` at the
+    instant `at` in currency `cur` (SQL expressions: bind parameters or `m`'s columns): a
+    member's earns in the window, each less the refunded share (its reversals' points pro
+    rata). `open_ended`: every earn and refund committed after the window's start counts, also
+    one effective after `at` (an upgrade is decided when it commits: an earn of a few
+    milliseconds later may have committed first)."""
+    upto = "" if open_ended else f"AND e.effective_at <= {at}"
+    refunds_upto = "" if open_ended else f"AND v.effective_at <= {at}"
+    return f"""
     spend AS (
         SELECT m.id AS member_id, coalesce(sum(
             CASE WHEN r.points >= e.points THEN 0
                  ELSE e.amount - trunc(e.amount * coalesce(r.points, 0) / e.points, 4) END
         ), 0) AS spend
-        FROM m
+        FROM {source} m
         LEFT JOIN ledger_events e
-          ON e.member_id = m.id AND e.kind = 'earn' AND e.currency = :cur
+          ON e.member_id = m.id AND e.kind = 'earn' AND e.currency = {cur}
          AND e.amount IS NOT NULL AND e.points > 0
-         AND e.effective_at > CAST(:at AS timestamptz) - CAST(:window AS interval)
-         AND e.effective_at <= :at
+         AND e.effective_at > CAST({at} AS timestamptz) - CAST('{WINDOW}' AS interval)
+         {upto}
         LEFT JOIN LATERAL (
             SELECT sum(v.points) AS points FROM ledger_events v
-            WHERE v.kind = 'reversal' AND v.reverses_id = e.id AND v.effective_at <= :at
+            WHERE v.kind = 'reversal' AND v.reverses_id = e.id {refunds_upto}
         ) r ON e.id IS NOT NULL
         GROUP BY m.id
     )
 """
 
 
+# The qualifying spend of the members of `m(id)` at :at, in :cur (`_OPEN_SPEND`: open-ended).
+_SPEND = _spend_cte("m", ":at", ":cur")
+_OPEN_SPEND = _spend_cte("m", ":at", ":cur", open_ended=True)
+
+
 async def qualifying_spend(
-    conn: AsyncConnection, *, member_id: uuid.UUID, at: datetime, currency: str
+    conn: AsyncConnection,
+    *,
+    member_id: uuid.UUID,
+    at: datetime,
+    currency: str,
+    open_ended: bool = False,
 ) -> Money:
-    """The member's qualifying spend at `at` (see the module's docstring)."""
+    """The member's qualifying spend at `at` (see the module's docstring); `open_ended`: with
+    every earn committed after the window's start (`_spend_cte`)."""
+    spend = _OPEN_SPEND if open_ended else _SPEND
     value = (
         await conn.execute(
-            text(f"WITH m AS (SELECT CAST(:m AS uuid) AS id), {_SPEND} SELECT spend FROM spend"),
-            {"m": member_id, "at": at, "cur": currency, "window": WINDOW},
+            text(f"WITH m AS (SELECT CAST(:m AS uuid) AS id), {spend} SELECT spend FROM spend"),
+            {"m": member_id, "at": at, "cur": currency},
         )
     ).scalar_one()
     return Money.of(value, currency)
@@ -246,7 +267,12 @@ async def member_tier(conn: AsyncConnection, *, member_id: uuid.UUID) -> MemberT
 
 
 async def upgrade_if_due(
-    conn: AsyncConnection, *, member_id: uuid.UUID, at: datetime, currency: str
+    conn: AsyncConnection,
+    *,
+    member_id: uuid.UUID,
+    at: datetime,
+    currency: str,
+    open_ended: bool = False,
 ) -> TierRecord | None:
     """Raise the member to the tier its qualifying spend at `at` reaches, if above the one it
     holds; never lower it (that is the review's). Returns the new tier when it changed.
@@ -260,7 +286,9 @@ async def upgrade_if_due(
     current_ladder = await ladder(conn)
     if not current_ladder.tiers:
         return None
-    spend = await qualifying_spend(conn, member_id=member_id, at=at, currency=currency)
+    spend = await qualifying_spend(
+        conn, member_id=member_id, at=at, currency=currency, open_ended=open_ended
+    )
     target = tier_for_spend(current_ladder, spend.amount)
     if target is None:
         return None
@@ -293,6 +321,98 @@ async def upgrade_if_due(
         ladder_id=current_ladder.id,
     )
     return target
+
+
+# The upgrade of `upgrade_if_due`, as CTEs of the group commit's statement (`ledger.batch`):
+# for the members of the batch's earns that carry it (`w.after`: the ladder and currency), the
+# spend at their last earn of the batch (the earns before the batch, read from the statement's
+# snapshot, open-ended as on the single path, plus the batch's own up to it), the highest rung it reaches, and the change when
+# that is above the stored tier. Three guards, each with a test (tests/loyalty/
+# test_tier_upgrade_races.py):
+# - `tier_fresh`: the snapshot is taken before the wallet locks are granted; a member whose
+#   wallet another statement changed in between (an earn of theirs committed meanwhile) would
+#   be judged on a spend without it, so the statement refuses itself and each earn runs alone
+#   (the single path reads after its locks).
+# - `tier_held`: the stored tiers are locked (after the wallets) and read at their latest
+#   version, so the change records the tier a concurrent review left, not the snapshot's.
+# - the upsert raises a tier only above the one stored when it writes: a row the snapshot did
+#   not have (a review's, meanwhile) is not overwritten by a tier no higher.
+_UPGRADE_CTES = f"""
+tier_in AS (
+    SELECT w.i, w.member, w.at, w.currency, w.amount,
+           CAST(w.after->>'ladder' AS bigint) AS ladder, w.after->>'cur' AS cur
+    FROM w WHERE jsonb_typeof(w.after) = 'object'
+), tier_fresh AS (
+    SELECT CASE WHEN bool_or(NOT a.xmin = k.xmin)
+                THEN ledger_refuse('a member earned in another statement meanwhile')
+                ELSE true END AS ok
+    FROM (SELECT DISTINCT member FROM tier_in) t
+    JOIN accounts a ON a.kind = 'wallet' AND a.owner_id = t.member
+    JOIN locked k ON k.id = a.id
+), tier_m AS (
+    SELECT member AS id, max(at) AS at, min(cur) AS cur
+    FROM tier_in, tier_fresh WHERE tier_fresh.ok GROUP BY member
+), {_spend_cte("tier_m", "m.at", "m.cur", open_ended=True)},
+tier_last AS (
+    SELECT DISTINCT ON (t.member) t.i, t.member, t.at, t.ladder,
+           s.spend + sum(CASE WHEN t.currency = t.cur THEN coalesce(t.amount, 0) ELSE 0 END)
+                         OVER (PARTITION BY t.member ORDER BY t.i) AS spend
+    FROM tier_in t JOIN spend s ON s.member_id = t.member
+    ORDER BY t.member, t.i DESC
+), tier_target AS (
+    SELECT l.i, l.member, l.at, l.ladder, l.spend, r.name, r.position
+    FROM tier_last l
+    JOIN LATERAL (SELECT name, position FROM tiers
+                  WHERE ladder_id = l.ladder AND threshold <= l.spend
+                  ORDER BY position DESC LIMIT 1) r ON true
+), tier_held AS (
+    SELECT member_id, tier_name FROM member_tiers
+    WHERE member_id IN (SELECT member FROM tier_target)
+    ORDER BY member_id
+    FOR UPDATE
+), tier_due AS (
+    SELECT x.*, h.tier_name AS before
+    FROM tier_target x LEFT JOIN tier_held h ON h.member_id = x.member
+    WHERE x.position > coalesce((SELECT position FROM tiers
+                                 WHERE ladder_id = x.ladder AND name = h.tier_name), -1)
+), tier_up AS (
+    INSERT INTO member_tiers AS mt (member_id, tier_name, since, reason, ladder_id)
+    SELECT member, name, at, '{UPGRADE}', ladder FROM tier_due ORDER BY member
+    ON CONFLICT (member_id) DO UPDATE SET tier_name = EXCLUDED.tier_name,
+        since = EXCLUDED.since, reason = EXCLUDED.reason, ladder_id = EXCLUDED.ladder_id
+    WHERE coalesce((SELECT position FROM tiers
+                    WHERE ladder_id = EXCLUDED.ladder_id AND name = mt.tier_name), -1)
+        < (SELECT position FROM tiers
+           WHERE ladder_id = EXCLUDED.ladder_id AND name = EXCLUDED.tier_name)
+    RETURNING member_id
+), tier_hist AS (
+    INSERT INTO member_tier_changes (member_id, from_tier, to_tier, reason, at,
+                                     qualifying_spend, ladder_id)
+    SELECT d.member, d.before, d.name, '{UPGRADE}', d.at, d.spend, d.ladder
+    FROM tier_due d JOIN tier_up u ON u.member_id = d.member
+), follow_up AS (
+    SELECT d.i, d.name AS value FROM tier_due d JOIN tier_up u ON u.member_id = d.member
+)"""
+
+
+async def _upgrade_single(conn: Any, request: EarnRequest, result: EarnResult) -> str | None:
+    """The follow-up on the single path: `upgrade_if_due` in the earn's unit of work."""
+    assert request.follow_up is not None and request.at is not None
+    upgraded = await upgrade_if_due(
+        conn,
+        member_id=request.member_id,
+        at=request.at,
+        currency=request.follow_up.params["cur"],
+        open_ended=True,
+    )
+    return None if upgraded is None else upgraded.name
+
+
+def upgrade_follow_up(ladder_id: int, currency: str) -> FollowUp:
+    """The upgrade an earn may trigger, committed with it (`ledger.earn.FollowUp`): in the
+    group commit's statement, or after the earn on the single path. Its value is the member's
+    new tier, when the earn raised it. The earn itself is priced at the tier held before."""
+    return FollowUp(_UPGRADE_CTES, {"ladder": ladder_id, "cur": currency}, _upgrade_single)
 
 
 async def _record(
@@ -384,7 +504,6 @@ async def review_chunk(
                 "limit": limit,
                 "at": as_of,
                 "cur": currency,
-                "window": WINDOW,
                 "ladder": ladder_id,
             },
         )
