@@ -62,9 +62,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def seed(uri: str, members: int) -> tuple[str, str, list[str]]:
+# `--offers N`: the bench partner's live offers, as a coalition would run them: most could apply
+# to a fuel purchase with no state of the member's (multipliers and bonuses, stackable or not,
+# some for a tier and up), a few need an activation or count uses (other categories: an earn
+# they may apply to runs on the single path), two are coalition-wide (listed; not in the earn
+# yet). (multiplier, bonus, category, stackable, requires activation, max uses, min tier)
+OFFER_MIX = [
+    ("2", None, "fuel", False, False, None, None),
+    ("3", None, "fuel", False, False, None, "Gold"),
+    ("1.5", None, None, True, False, None, None),
+    (None, 50, "fuel", True, False, None, "Silver"),
+    (None, 10, None, True, False, None, None),
+    ("1.2", None, "fuel", True, False, None, None),
+    ("2.5", None, "fuel", False, False, None, "Platinum"),
+    (None, 5, "fuel", True, False, None, None),
+    ("1.1", None, None, True, False, None, "Silver"),
+    (None, 100, "fuel", False, False, None, None),
+    ("4", None, "wash", False, False, None, None),
+    (None, 20, "wash", True, False, None, None),
+    ("2", None, "snacks", True, False, None, None),
+    ("1.5", None, "snacks", False, False, None, "Gold"),
+    ("5", None, "shop", False, True, None, None),
+    (None, 200, "shop", True, True, None, None),
+    ("2", None, "cafe", False, False, 3, None),
+    (None, 30, "cafe", True, False, 1, None),
+]
+TIER_MIX = [("Silver", "5000", "1.25"), ("Gold", "20000", "1.5"), ("Platinum", "60000", "2")]
+
+
+async def seed(
+    uri: str, members: int, offers: int = 0, tiers: bool = False
+) -> tuple[str, str, list[str]]:
     from core.db import create_engine
+    from core.money import Money
+    from loyalty import offers as loyalty_offers
     from members import service as members_service
+    from members import tiers as member_tiers
     from partners import clients
     from partners import service as partners
 
@@ -91,6 +124,33 @@ async def seed(uri: str, members: int) -> tuple[str, str, list[str]]:
         )
         creds = await clients.create_partner_client(conn, partner_id=p.id, scopes=["points:earn"])
         cards = [(await members_service.create(conn)).card_number for _ in range(members)]
+        if tiers:
+            await member_tiers.set_tiers(
+                conn,
+                tiers=[member_tiers.TierSpec(n, Money.parse(t, "RUB"), x) for n, t, x in TIER_MIX],
+                currency="RUB",
+                actor="bench",
+            )
+        mix = OFFER_MIX + [("1.5", None, None, True, False, None, None)] * 2  # coalition-wide
+        for n, (mult, bonus, category, stackable, activation, uses, tier) in enumerate(
+            mix[:offers]
+        ):
+            await loyalty_offers.create_in(
+                conn,
+                actor="bench",
+                partner_id=None if n >= len(OFFER_MIX) else p.id,
+                name=f"offer {n}",
+                description="",
+                multiplier=mult,
+                bonus_points=bonus,
+                category=category,
+                starts_at=None,
+                ends_at=None,
+                requires_activation=activation,
+                max_uses_per_member=uses,
+                stackable=stackable,
+                min_tier=tier if tiers else None,
+            )
     await engine.dispose()
     return creds.client_id, creds.client_secret, cards
 
@@ -170,6 +230,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--members", type=int, default=2000)
+    ap.add_argument("--offers", type=int, default=0, help="live offers (at most 20: OFFER_MIX)")
+    ap.add_argument("--tiers", action="store_true", help="a ladder of three tiers (TIER_MIX)")
     ap.add_argument(
         "--py-spy",
         type=Path,
@@ -183,7 +245,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     server = None
     try:
-        client_id, secret, cards = asyncio.run(seed(uri, args.members))
+        client_id, secret, cards = asyncio.run(seed(uri, args.members, args.offers, args.tiers))
         env = {
             **os.environ,
             "DATABASE_URL": uri,
@@ -284,6 +346,13 @@ def main() -> None:
                 "SELECT count(*) FROM (SELECT transaction_id FROM entries GROUP BY 1 HAVING sum(amount) <> 0) x"
             ).fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
+            # What the rules did (`--offers`, `--tiers`): earns with OFFER or TIER lines, and
+            # the upgrades committed with them.
+            ruled = conn.execute(
+                "SELECT count(DISTINCT transaction_id) FILTER (WHERE source = 'OFFER'), "
+                "count(DISTINCT transaction_id) FILTER (WHERE source = 'TIER') FROM earn_lines"
+            ).fetchone()
+            upgrades = conn.execute("SELECT count(*) FROM member_tier_changes").fetchone()[0]
     finally:
         if server is not None:
             server.terminate()
@@ -295,6 +364,11 @@ def main() -> None:
         "earn": earn,
         "ratio": round(earn["rps"] / ceiling["rps"], 3),
         "earns_recorded": after - before,
+        "offers": args.offers,
+        "tiers": args.tiers,
+        "earns_with_offer_lines": ruled[0],
+        "earns_with_tier_lines": ruled[1],
+        "tier_upgrades": upgrades,
         "unbalanced_transactions": unbalanced,
         "connections": args.connections,
         "seconds": args.seconds,
@@ -319,6 +393,11 @@ def main() -> None:
         f"earn / ceiling = {result['ratio']}  (goal >= 0.5); earns recorded {after - before} "
         f"of {earn['requests']} requests; unbalanced transactions: {unbalanced}"
     )
+    if args.offers or args.tiers:
+        print(
+            f"{args.offers} offers, tiers {'on' if args.tiers else 'off'}: earns with OFFER lines "
+            f"{ruled[0]}, with a TIER line {ruled[1]}; tier upgrades {upgrades}"
+        )
 
 
 if __name__ == "__main__":

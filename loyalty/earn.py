@@ -121,7 +121,7 @@ async def earn(
     # A purchase that may raise the member's tier carries the upgrade, committed with the earn
     # (in the group commit's statement): no transaction of its own.
     follow_up = (
-        tiers.upgrade_follow_up(ladder.id, rt.settings.settlement_currency)
+        tiers.upgrade_follow_up(ladder, rt.settings.settlement_currency)
         if ladder.id is not None and _may_upgrade(rt, ladder, held, money)
         else None
     )

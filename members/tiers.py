@@ -352,7 +352,26 @@ tier_in AS (
 ), tier_m AS (
     SELECT member AS id, max(at) AS at, min(cur) AS cur
     FROM tier_in, tier_fresh WHERE tier_fresh.ok GROUP BY member
-), {_spend_cte("tier_m", "m.at", "m.cur", open_ended=True)},
+), spend AS (
+    -- `_spend_cte`, open-ended, one index probe per member (a join let the generic plan scan
+    -- every member's earns for each)
+    SELECT m.id AS member_id, s.spend FROM tier_m m
+    CROSS JOIN LATERAL (
+        SELECT coalesce(sum(
+            CASE WHEN r.points >= e.points THEN 0
+                 ELSE e.amount - trunc(e.amount * coalesce(r.points, 0) / e.points, 4) END
+        ), 0) AS spend
+        FROM ledger_events e
+        LEFT JOIN LATERAL (
+            SELECT sum(v.points) AS points FROM ledger_events v
+            WHERE v.kind = 'reversal' AND v.reverses_id = e.id
+        ) r ON true
+        WHERE e.member_id = m.id AND e.kind = 'earn' AND e.currency = m.cur
+          AND e.amount IS NOT NULL AND e.points > 0
+          AND e.effective_at > m.at - CAST('{WINDOW}' AS interval)
+        OFFSET 0
+    ) s
+),
 tier_last AS (
     SELECT DISTINCT ON (t.member) t.i, t.member, t.at, t.ladder,
            s.spend + sum(CASE WHEN t.currency = t.cur THEN coalesce(t.amount, 0) ELSE 0 END)
@@ -360,11 +379,14 @@ tier_last AS (
     FROM tier_in t JOIN spend s ON s.member_id = t.member
     ORDER BY t.member, t.i DESC
 ), tier_target AS (
-    SELECT l.i, l.member, l.at, l.ladder, l.spend, r.name, r.position
+    -- the rungs travel with the earns (`upgrade_follow_up`): no read of `tiers` per earn
+    SELECT DISTINCT ON (l.member) l.i, l.member, l.at, l.ladder, l.spend, r.name, r.position
     FROM tier_last l
-    JOIN LATERAL (SELECT name, position FROM tiers
-                  WHERE ladder_id = l.ladder AND threshold <= l.spend
-                  ORDER BY position DESC LIMIT 1) r ON true
+    JOIN w ON w.i = l.i
+    CROSS JOIN LATERAL jsonb_to_recordset(w.after->'rungs')
+         AS r(position int, name text, threshold numeric)
+    WHERE r.threshold <= l.spend
+    ORDER BY l.member, r.position DESC
 ), tier_held AS (
     SELECT member_id, tier_name FROM member_tiers
     WHERE member_id IN (SELECT member FROM tier_target)
@@ -408,11 +430,20 @@ async def _upgrade_single(conn: Any, request: EarnRequest, result: EarnResult) -
     return None if upgraded is None else upgraded.name
 
 
-def upgrade_follow_up(ladder_id: int, currency: str) -> FollowUp:
-    """The upgrade an earn may trigger, committed with it (`ledger.earn.FollowUp`): in the
-    group commit's statement, or after the earn on the single path. Its value is the member's
-    new tier, when the earn raised it. The earn itself is priced at the tier held before."""
-    return FollowUp(_UPGRADE_CTES, {"ladder": ladder_id, "cur": currency}, _upgrade_single)
+def upgrade_follow_up(ladder: Ladder, currency: str) -> FollowUp:
+    """The upgrade an earn may trigger under `ladder` (the one in force, with an id), committed
+    with it (`ledger.earn.FollowUp`): in the group commit's statement, or after the earn on
+    the single path. Its value is the member's new tier, when the earn raised it. The earn
+    itself is priced at the tier held before."""
+    if ladder.id is None:
+        raise ValueError("an upgrade needs a ladder in force")
+    rungs = [
+        {"position": t.position, "name": t.name, "threshold": str(t.threshold.amount)}
+        for t in ladder.tiers
+    ]
+    return FollowUp(
+        _UPGRADE_CTES, {"ladder": ladder.id, "cur": currency, "rungs": rungs}, _upgrade_single
+    )
 
 
 async def _record(

@@ -57,7 +57,7 @@ class World:
     def __init__(self, engine: AsyncEngine, pool: AsyncConnectionPool) -> None:
         self.engine, self.pool = engine, pool
         self.partner_id = uuid.UUID(int=0)
-        self.ladder_id: int | None = None
+        self.ladder: tiers.Ladder | None = None
 
     async def setup(self) -> None:
         async with self.engine.begin() as c:
@@ -67,8 +67,7 @@ class World:
 
     async def set_ladder(self) -> None:
         async with self.engine.begin() as c:
-            ladder = await tiers.set_tiers(c, tiers=LADDER, currency="RUB", actor="t")
-        self.ladder_id = ladder.id
+            self.ladder = await tiers.set_tiers(c, tiers=LADDER, currency="RUB", actor="t")
 
     async def member(self) -> uuid.UUID:
         async with self.engine.begin() as c:
@@ -84,9 +83,7 @@ class World:
             ref=f"o-{uuid.uuid4()}",
             amount=Decimal(amount),
             currency="RUB",
-            follow_up=None
-            if self.ladder_id is None
-            else tiers.upgrade_follow_up(self.ladder_id, "RUB"),
+            follow_up=None if self.ladder is None else tiers.upgrade_follow_up(self.ladder, "RUB"),
         )
 
     async def earn_alone(self, member_id: uuid.UUID, amount: int) -> ledger.EarnResult:
@@ -212,7 +209,7 @@ async def test_the_change_records_the_tier_a_review_left_meanwhile(world: World)
                 "INSERT INTO member_tiers (member_id, tier_name, since, reason, ladder_id) "
                 "VALUES (:m, 'Silver', :at, 'upgrade', :l)"
             ),
-            {"m": m, "at": utcnow() - timedelta(days=1), "l": world.ladder_id},
+            {"m": m, "at": utcnow() - timedelta(days=1), "l": world.ladder and world.ladder.id},
         )
     batcher = EarnBatcher(world.pool)
     async with world.engine.connect() as holder:
