@@ -51,15 +51,12 @@ async def measure(uri: str, ms: list[uuid.UUID], ps: list[uuid.UUID], size: int,
 
         def earn(n: str) -> _Earn:
             member, partner, points = rng.choice(ms), rng.choice(ps), rng.randint(1, 1000)
-            at, digest = service.check_earn(
-                idempotency_key=f"{tag}-{n}", member_id=member, partner_id=partner,
-                points=points, hold_days=0, validity_months=36, ref=None, amount=None,
-                currency=None, category=None, at=None,
+            request = service.EarnRequest(
+                actor="bench", idempotency_key=f"{tag}-{n}", member_id=member,
+                partner_id=partner, points=points, validity_months=36,
             )  # fmt: skip
-            return _Earn(
-                "bench", f"{tag}-{n}", digest, member, partner, points, None, None, None, None,
-                at, 0, 36, loop.create_future(),
-            )  # fmt: skip
+            at, digest = service.check_earn(request)
+            return _Earn(request, "bench", digest, at, loop.create_future())
 
         for w in range(20):
             await batcher._write([earn(f"w{w}-{k}") for k in range(size)])
