@@ -277,9 +277,10 @@ async def upgrade_if_due(
     """Raise the member to the tier its qualifying spend at `at` reaches, if above the one it
     holds; never lower it (that is the review's). Returns the new tier when it changed.
 
-    For the earn path: call it after the earn has committed, in a transaction of its own, with
-    the earn's effective time as `at`. The earn itself was priced at the tier held before (the
-    earn that crosses a threshold still counts at the old tier); the next earn sees the new one.
+    The earn's single path runs it in the earn's unit of work, after the earn, open-ended
+    (`upgrade_follow_up`; the group commit runs the same rule in its statement). The earn itself
+    was priced at the tier held before (the earn that crosses a threshold still counts at the
+    old tier); the next earn sees the new one.
 
     The common case (nothing to do) reads without locking; a change locks the member's tier row
     and re-reads it, so concurrent calls for one member record one change, not two."""
