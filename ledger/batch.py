@@ -65,7 +65,7 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 #    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
 _EARN_BATCH_CTES = """
 WITH req AS (
-    SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
+    SELECT r.*, p.id AS issuance_id, w.id AS wallet_id, w.xmin AS wallet_seen
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
         i int, space text, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
         points bigint, amount numeric, currency text, category text, at timestamptz,
@@ -73,7 +73,7 @@ WITH req AS (
     )
     JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
                   OFFSET 0) p ON true
-    JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'wallet' AND owner_id = r.member
+    JOIN LATERAL (SELECT id, xmin FROM accounts WHERE kind = 'wallet' AND owner_id = r.member
                   OFFSET 0) w ON true
     WHERE r.ref IS NULL OR NOT EXISTS (
         SELECT 1 FROM transactions t
@@ -97,6 +97,9 @@ WITH req AS (
     FROM locked
 ), w AS (
     SELECT ok.* FROM ok, go WHERE go.go
+), moved AS (
+    SELECT DISTINCT ok.member FROM ok JOIN locked k ON k.id = ok.wallet_id
+    WHERE NOT k.xmin = ok.wallet_seen
 ), t AS (
     INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount, currency,
                               category, effective_at, actor)
@@ -118,6 +121,9 @@ WITH req AS (
          AS x(n int, source text, points bigint, offer uuid, funded_by text)
 )"""
 
+# `moved`, for a follow-up that judges a member by what the statement's snapshot shows (read
+# only when referenced): the members whose wallet another statement changed between this
+# statement's snapshot and its lock (an earn of theirs committed meanwhile).
 # 6. What the earns' follow-up (`ledger.earn.FollowUp`, at most one kind per batch) gives each.
 _NO_FOLLOW_UP = "follow_up AS (SELECT CAST(NULL AS int) AS i, CAST(NULL AS text) AS value LIMIT 0)"
 _RESULTS = "\nSELECT w.i, f.value FROM w LEFT JOIN follow_up f ON f.i = w.i\n"

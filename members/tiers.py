@@ -331,9 +331,9 @@ async def upgrade_if_due(
 # that is above the stored tier. Three guards, each with a test (tests/loyalty/
 # test_tier_upgrade_races.py):
 # - `tier_fresh`: the snapshot is taken before the wallet locks are granted; a member whose
-#   wallet another statement changed in between (an earn of theirs committed meanwhile) would
-#   be judged on a spend without it, so the statement refuses itself and each earn runs alone
-#   (the single path reads after its locks).
+#   wallet another statement changed in between (the batch statement's `moved`: an earn of
+#   theirs committed meanwhile) would be judged on a spend without it, so the statement refuses
+#   itself and each earn runs alone (the single path reads after its locks).
 # - `tier_held`: the stored tiers are locked (after the wallets) and read at their latest
 #   version, so the change records the tier a concurrent review left, not the snapshot's.
 # - the upsert raises a tier only above the one stored when it writes: a row the snapshot did
@@ -344,12 +344,9 @@ tier_in AS (
            CAST(w.after->>'ladder' AS bigint) AS ladder, w.after->>'cur' AS cur
     FROM w WHERE jsonb_typeof(w.after) = 'object'
 ), tier_fresh AS (
-    SELECT CASE WHEN bool_or(NOT a.xmin = k.xmin)
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM moved JOIN tier_in t ON t.member = moved.member)
                 THEN ledger_refuse('a member earned in another statement meanwhile')
                 ELSE true END AS ok
-    FROM (SELECT DISTINCT member FROM tier_in) t
-    JOIN accounts a ON a.kind = 'wallet' AND a.owner_id = t.member
-    JOIN locked k ON k.id = a.id
 ), tier_m AS (
     SELECT member AS id, max(at) AS at, min(cur) AS cur
     FROM tier_in, tier_fresh WHERE tier_fresh.ok GROUP BY member
