@@ -9,6 +9,9 @@ public client `coalition-console` (kind `console`: no secret, PKCE, scope `opera
 URI `/console/callback` relative to PUBLIC_URL) signs them in on the members' login page; its
 authorization codes and refresh tokens name an operator user instead of a member, so the two
 tables take an `operator_user_id` and exactly one of the two subjects.
+
+Also `ix_transactions_expiry` (partial on `kind = 'expiry'`): the console's health page reads
+the latest expiry run without walking the earns.
 """
 
 from collections.abc import Sequence
@@ -69,6 +72,13 @@ def upgrade() -> None:
             unique=False,
             postgresql_where=sa.text("operator_user_id IS NOT NULL"),
         )
+    op.create_index(
+        "ix_transactions_expiry",
+        "transactions",
+        ["effective_at"],
+        unique=False,
+        postgresql_where=sa.text("kind = 'expiry'"),
+    )
     op.execute(
         "INSERT INTO oauth_clients (client_id, kind, name, scopes, redirect_uris) "
         "VALUES ('coalition-console', 'console', 'Coalition console', ARRAY['operator'], "
@@ -77,6 +87,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_transactions_expiry",
+        table_name="transactions",
+        postgresql_where=sa.text("kind = 'expiry'"),
+    )
     for name, check, index in _SUBJECT_TABLES:
         op.execute(f"DELETE FROM {name} WHERE operator_user_id IS NOT NULL")
         op.drop_index(index, table_name=name)
