@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             await app.state.pool.close()
             await app.state.engine.dispose()
 
+    from gateway.console import routes as console_routes
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
     from gateway.metrics import MetricsMiddleware, metrics
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         WebSocketRoute("/graphql", graphql),
         *oauth_routes(),
         *settlement_routes(),
+        *console_routes(),
     ]
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")

@@ -178,6 +178,7 @@ def demo(
                 f"settlement: {settled.created} monthly periods, {len(settled.closed)} closed and sealed"
             )
         typer.echo(f"operator client: {json.dumps(report.operator)}")
+        typer.echo(f"console /console: {report.operator_user} (password {DEMO_PASSWORD!r})")
         for name, p in report.partners.items():
             typer.echo(f"partner {name}: {json.dumps(p)}")
         for email, card in report.members.items():
@@ -219,6 +220,57 @@ def bootstrap_operator(
     typer.echo(
         json.dumps({"client_id": credentials.client_id, "client_secret": credentials.client_secret})
     )
+
+
+@app.command("add-operator-user")
+def add_operator_user(
+    email: str = typer.Argument(..., help="The person's email: what they sign in with."),
+) -> None:
+    """Add an operator user (signs in to the console at /console); prints a generated
+    password, shown only this once."""
+    from members import operators
+
+    async def run() -> tuple[operators.OperatorUserRecord, str]:
+        engine = create_engine(_url())
+        try:
+            async with engine.begin() as conn:
+                return await operators.add(conn, email=email)
+        finally:
+            await engine.dispose()
+
+    try:
+        user, password = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    # The last line of stdout is the contract: scripts parse it.
+    typer.echo(json.dumps({"id": str(user.id), "email": user.email, "password": password}))
+
+
+@app.command("disable-operator-user")
+def disable_operator_user(
+    email: str = typer.Argument(..., help="The operator user's email."),
+    enable: bool = typer.Option(False, "--enable", help="Enable the user again instead."),
+) -> None:
+    """Stop an operator user signing in to the console (or, with --enable, allow it again);
+    tokens already issued live out their minutes, refreshing them is refused."""
+    from members import operators
+
+    async def run() -> operators.OperatorUserRecord | None:
+        engine = create_engine(_url())
+        try:
+            async with engine.begin() as conn:
+                return await operators.set_disabled(
+                    conn, email=email, disabled=not enable, at=utcnow()
+                )
+        finally:
+            await engine.dispose()
+
+    user = asyncio.run(run())
+    if user is None:
+        typer.echo(f"error: no operator user {email!r}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps({"email": user.email, "disabled": user.disabled_at is not None}))
 
 
 @app.command("rotate-signing-key")

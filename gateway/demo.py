@@ -27,6 +27,7 @@ from loyalty import bonuses, offers, register, rewards, tiers, transfers
 from loyalty import earn as earning
 from loyalty.caches import Caches
 from loyalty.runtime import Services
+from members import operators
 from members import service as members
 from members.cards import luhn_check_digit
 from members.passwords import hash_password
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 DEMO_PASSWORD = "demo-password"
 OPERATOR_ID, OPERATOR_SECRET = "demo-operator", "demo-operator-secret-change-me"
+OPERATOR_USER = "operator@example.com"  # signs in to the console with DEMO_PASSWORD
 
 PARTNERS = [
     # name, category, base rate, category rates, hold days, redeem share, cap, issue, redemption
@@ -97,6 +99,7 @@ class DemoReport:
     partners: dict[str, dict[str, str]] = field(default_factory=dict)
     members: dict[str, str] = field(default_factory=dict)
     operator: dict[str, str] = field(default_factory=dict)
+    operator_user: str = ""  # the console's sign-in email (password DEMO_PASSWORD)
     earns: int = 0
     redemptions: int = 0
     referrals: int = 0  # paid
@@ -127,6 +130,8 @@ async def load(engine: AsyncEngine, settings: Settings, *, seed: int = 7) -> Dem
             conn, name="Demo operator", client_id=OPERATOR_ID, client_secret=OPERATOR_SECRET
         )
         report.operator = {"client_id": op.client_id, "client_secret": op.client_secret}
+        user, _ = await operators.add(conn, email=OPERATOR_USER, password=DEMO_PASSWORD)
+        report.operator_user = user.email
         configs = []
         for name, category, base, rates, hold_days, share, cap, issue, redeem in PARTNERS:
             p = await partners.create(

@@ -92,3 +92,24 @@ async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(REGISTRY) + _earn_batch_lines(request), media_type=CONTENT_TYPE_LATEST
     )
+
+
+def requests_by_route() -> list[tuple[str, int, int, int]]:
+    """(route, requests, 4xx, 5xx) answered by this process since it started, busiest first."""
+    totals: dict[str, list[int]] = {}
+    for metric in REQUESTS.collect():
+        for sample in metric.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            counts = totals.setdefault(sample.labels["route"], [0, 0, 0])
+            n = int(sample.value)
+            counts[0] += n
+            status = sample.labels["status"]
+            if status.startswith("4"):
+                counts[1] += n
+            elif status.startswith("5"):
+                counts[2] += n
+    return sorted(
+        ((route, *c) for route, c in totals.items()),  # type: ignore[misc]
+        key=lambda r: (-r[1], r[0]),
+    )

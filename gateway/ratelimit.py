@@ -92,6 +92,8 @@ def caller_key(principal: Principal | None, ip: str) -> str:
         return f"ip:{ip}"
     if principal.member_id is not None:
         return f"member:{principal.member_id}"
+    if principal.operator_user_id is not None:  # each person of the console has its own
+        return f"operator_user:{principal.operator_user_id}"
     return f"client:{principal.client_id}"
 
 

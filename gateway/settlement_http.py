@@ -234,7 +234,7 @@ async def upload_reconciliation(request: Request) -> Response:
                 period_id=period_id,
                 partner_id=partner_id,
                 data=bytes(data),
-                actor=caller.client_id,
+                actor=caller.actor,
                 filename=request.headers.get("x-filename"),
                 max_per_period=request.app.state.settings.reconciliation_max_per_period,
             )

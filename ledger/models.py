@@ -127,6 +127,12 @@ class LedgerTransaction(SQLModel, table=True):
             "effective_at",
             postgresql_where=text("kind = 'earn' AND member_id IS NOT NULL"),
         ),
+        # The latest expiry run: the operator console's health page (migration 0020).
+        Index(
+            "ix_transactions_expiry",
+            "effective_at",
+            postgresql_where=text("kind = 'expiry'"),
+        ),
         # One earn per partner order.
         Index(
             "uq_transactions_earn_order",

@@ -280,3 +280,26 @@ async def earn_lines(
         else:
             lines.append(BreakdownLine(row.source, row.line_points, row.offer_id, row.funded_by))
     return {k: tuple(v) for k, v in found.items()}
+
+
+@dataclass(frozen=True)
+class ExpiryRun:
+    """The latest expiry run: lots expired up to `at`, recorded at `recorded_at`."""
+
+    at: datetime
+    recorded_at: datetime
+    points: int
+    actor: str
+
+
+async def last_expiry(conn: AsyncConnection) -> ExpiryRun | None:
+    """The most recent expiry transaction (one per run that expired anything), if any."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT effective_at, recorded_at, points, actor FROM transactions "
+                "WHERE kind = 'expiry' ORDER BY effective_at DESC, recorded_at DESC LIMIT 1"
+            )
+        )
+    ).one_or_none()
+    return ExpiryRun(row[0], row[1], int(row[2]), row[3]) if row is not None else None

@@ -69,6 +69,7 @@ from ledger.holds import DEFAULT_HOLD_TTL, authorize, capture, capture_digest, v
 from ledger.jobs import expire_points, release_expired_holds
 from ledger.reads import (
     CapturedHold,
+    ExpiryRun,
     HistoryItem,
     HoldRecord,
     OrderEarn,
@@ -78,6 +79,7 @@ from ledger.reads import (
     earn_lines,
     get_hold,
     history,
+    last_expiry,
     order_earn,
 )
 from ledger.results import (
@@ -116,6 +118,7 @@ __all__ = [
     "EarnRequest",
     "EarnResult",
     "ExpiryReport",
+    "ExpiryRun",
     "FollowUp",
     "HistoryItem",
     "HoldRecord",
@@ -146,6 +149,7 @@ __all__ = [
     "expire_points",
     "get_hold",
     "history",
+    "last_expiry",
     "lines_json",
     "member_key_space",
     "open_member_accounts",

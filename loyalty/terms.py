@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from core.errors import ErrorCode
@@ -14,6 +14,7 @@ from core.errors import ValidationError as DomainValidation
 from loyalty.runtime import Runtime
 from partners import clients
 from partners import service as partners
+from partners.errors import ClientNotFound
 from partners.service import AgreementRecord, EarnRuleRecord, PartnerRecord
 
 # What each use case may raise (gateway.graphql checks each mutation's result union against it).
@@ -21,6 +22,7 @@ CREATE_PARTNER_ERRORS = frozenset({ErrorCode.VALIDATION})
 SET_AGREEMENT_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.PARTNER_NOT_FOUND})
 SET_EARN_RULE_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.PARTNER_NOT_FOUND})
 CREATE_CLIENT_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.PARTNER_NOT_FOUND})
+CHANGE_CLIENT_ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.NOT_FOUND})
 
 
 class CategoryRate(Protocol):
@@ -110,3 +112,39 @@ async def create_partner_client(
     async with rt.engine.begin() as conn:
         await partners.get(conn, partner_id=pid)
         return await clients.create_partner_client(conn, partner_id=pid, scopes=list(scopes))
+
+
+async def partner_clients(rt: Runtime, *, partner_id: str) -> list[clients.ClientRecord]:
+    """The partner's OAuth clients, oldest first (no secrets: only their hashes are kept)."""
+    pid = parse_id(partner_id, "partnerId")
+    async with rt.engine.connect() as conn:
+        return await clients.list_for_partner(conn, partner_id=pid)
+
+
+async def _partner_client(conn: Any, client_id: str) -> clients.ClientRecord:
+    record = await clients.get(conn, client_id=client_id)
+    if record is None or record.kind != "partner":
+        raise ClientNotFound(f"no partner client {client_id!r}")
+    return record
+
+
+async def disable_partner_client(rt: Runtime, *, client_id: str) -> clients.ClientRecord:
+    """Stop accepting a partner client's credentials (its tokens live out their minutes)."""
+    async with rt.engine.begin() as conn:
+        await _partner_client(conn, client_id)
+        await clients.disable(conn, client_id=client_id)
+        return await _partner_client(conn, client_id)
+
+
+async def rotate_partner_client_secret(
+    rt: Runtime, *, client_id: str, grace_hours: int
+) -> clients.ClientCredentials:
+    """A new secret for a partner client, in the result only; the old one keeps working for
+    `grace_hours` (0: stops at once)."""
+    async with rt.engine.begin() as conn:
+        record = await _partner_client(conn, client_id)
+        if record.disabled_at is not None:
+            raise DomainValidation("a disabled client's secret cannot be rotated", field="clientId")
+        return await clients.rotate_secret(
+            conn, client_id=client_id, grace=timedelta(hours=grace_hours)
+        )

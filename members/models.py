@@ -224,3 +224,26 @@ class MemberTierChange(SQLModel, table=True):
     recorded_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
+
+
+class OperatorUser(SQLModel, table=True):
+    """A person of the operator's staff who signs in to the console (the `coalition-console`
+    client) with an email and password. Kept with the members because both sign in on the same
+    login page with the same password hashing; they are never members, and hold the `operator`
+    scope only through the console client."""
+
+    __tablename__ = "operator_users"
+    __table_args__ = (
+        # Emails are unique case-insensitively.
+        Index("uq_operator_users_email_lower", text("lower(email)"), unique=True),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    email: str = Field(sa_column=Column(Text, nullable=False))
+    password_hash: str = Field(sa_column=Column(Text, nullable=False))
+    disabled_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )

@@ -42,8 +42,13 @@ ALL_SCOPES: tuple[str, ...] = (*PARTNER_SCOPES, MEMBER_SCOPE, OPERATOR_SCOPE)
 
 APP_CLIENT_ID = "coalition-app"  # the public member web app, registered by migration 0002
 APP_REDIRECT_PATH = "/app/callback"  # relative to the deployment's public URL
+# The public operator console, registered by migration 0020: it signs in operator users (not
+# members) and its tokens carry the `operator` scope.
+CONSOLE_CLIENT_ID = "coalition-console"
+CONSOLE_REDIRECT_PATH = "/console/callback"
 
-KINDS = ("partner", "operator", "app")
+KINDS = ("partner", "operator", "app", "console")
+PUBLIC_KINDS = ("app", "console")  # no secret: PKCE, and sign-in by a person
 DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=30)
 
@@ -92,20 +97,21 @@ class ClientRecord:
 
     @property
     def is_public(self) -> bool:
-        """A public client (the member app) has no secret and cannot keep one."""
+        """A public client (the member app, the console) has no secret and cannot keep one."""
         return self.secret_hash is None
 
     @property
     def grant_types(self) -> tuple[str, ...]:
         """The OAuth grants this client may use."""
-        if self.kind == "app":
+        if self.kind in PUBLIC_KINDS:
             return ("authorization_code", "refresh_token")
         return ("client_credentials",)
 
 
 def new_client_id(kind: str) -> str:
     """A fresh URL-safe client id (the prefix only helps humans reading logs)."""
-    return {"partner": "pc_", "operator": "op_", "app": "app_"}[kind] + secrets.token_urlsafe(16)
+    prefixes = {"partner": "pc_", "operator": "op_", "app": "app_", "console": "con_"}
+    return prefixes[kind] + secrets.token_urlsafe(16)
 
 
 def new_client_secret() -> str:
@@ -304,7 +310,7 @@ async def rotate_secret(
             update(_clients)
             .where(
                 _clients.c.client_id == client_id,
-                _clients.c.kind != "app",
+                _clients.c.kind.not_in(PUBLIC_KINDS),
                 _clients.c.disabled_at.is_(None),
             )
             .values(
@@ -325,7 +331,7 @@ async def disable(conn: AsyncConnection, *, client_id: str, at: datetime | None 
     """Stop accepting the client's credentials (tokens already issued live out their minutes)."""
     result = await conn.execute(
         update(_clients)
-        .where(_clients.c.client_id == client_id, _clients.c.kind != "app")
+        .where(_clients.c.client_id == client_id, _clients.c.kind.not_in(PUBLIC_KINDS))
         .values(disabled_at=func.coalesce(_clients.c.disabled_at, at or clock.utcnow()))
     )
     if result.rowcount == 0:

@@ -128,7 +128,8 @@ class Refund(SQLModel, table=True):
 
 
 class OAuthClient(SQLModel, table=True):
-    """An OAuth 2.0 client: a partner's integration, an operator tool, or the public member app.
+    """An OAuth 2.0 client: a partner's integration, an operator tool, the public member app
+    (`app`) or the public operator console (`console`, signing in operator users).
 
     Secrets are stored as argon2 hashes only. During a rotation's grace period the previous
     hash keeps working until `previous_secret_expires_at`. Redirect URIs that start with `/`
@@ -137,12 +138,15 @@ class OAuthClient(SQLModel, table=True):
 
     __tablename__ = "oauth_clients"
     __table_args__ = (
-        CheckConstraint("kind IN ('partner','operator','app')", name="ck_oauth_clients_kind"),
+        CheckConstraint(
+            "kind IN ('partner','operator','app','console')", name="ck_oauth_clients_kind"
+        ),
         CheckConstraint(
             "(kind = 'partner') = (partner_id IS NOT NULL)", name="ck_oauth_clients_partner"
         ),
         CheckConstraint(
-            "(kind = 'app') = (secret_hash IS NULL)", name="ck_oauth_clients_public_no_secret"
+            "(kind IN ('app','console')) = (secret_hash IS NULL)",
+            name="ck_oauth_clients_public_no_secret",
         ),
         Index("ix_oauth_clients_partner", "partner_id"),
     )

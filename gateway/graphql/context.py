@@ -163,8 +163,9 @@ class Context:
 
     @property
     def actor(self) -> str:
-        """The identity written on every row this request causes: the OAuth client."""
-        return self.principal.client_id if self.principal else "anonymous"
+        """The identity written on every row this request causes: the OAuth client, or the
+        operator user signed in to the console."""
+        return self.principal.actor if self.principal else "anonymous"
 
     @property
     def key_space(self) -> str:

@@ -4,7 +4,8 @@ schema's limits (cost, depth, aliases, tokens), its caches and error masking.
 Every mutation follows the Relay convention `fooBar(input: FooBarInput!): FooBarResult!`
 where the result is a union of `FooBarSuccess` and the error types (implementing `Error`) it
 can return. Each domain's package (`members`, `partners`, `points`, `settlement`, `catalog`,
-`bonuses`: bonus rules, a partner's bonus, transfers; `offers`; `tiers`) holds its types,
+`bonuses`: bonus rules, a partner's bonus, transfers; `offers`; `tiers`; `operator`: the
+console's views) holds its types,
 inputs, queries and mutations; a resolver parses, calls one use case (`loyalty`) and maps the result.
 """
 
@@ -31,6 +32,8 @@ from gateway.graphql.members.queries import MembersQuery
 from gateway.graphql.members.subscriptions import Subscription
 from gateway.graphql.offers.mutations import OffersMutation
 from gateway.graphql.offers.queries import OffersQuery
+from gateway.graphql.operator.mutations import OperatorMutation
+from gateway.graphql.operator.queries import OperatorQuery
 from gateway.graphql.partners.mutations import PartnersMutation
 from gateway.graphql.partners.queries import PartnersQuery
 from gateway.graphql.points.mutations import PointsMutation
@@ -50,6 +53,7 @@ class Query(
     CatalogQuery,
     OffersQuery,
     TiersQuery,
+    OperatorQuery,
 ):
     pass
 
@@ -66,6 +70,7 @@ class Mutation(
     CatalogMutation,
     OffersMutation,
     TiersMutation,
+    OperatorMutation,
 ):
     pass
 

@@ -59,6 +59,8 @@ def _principal_key(p: Principal) -> str:
         return f"member:{p.member_id}"
     if p.partner_id is not None:
         return f"partner:{p.partner_id}"
+    if p.operator_user_id is not None:
+        return f"operator_user:{p.operator_user_id}"
     return f"client:{p.client_id}"
 
 

@@ -39,9 +39,19 @@ class Principal:
     token_id: str  # the token's jti
     # When the token expires (`exp`): a websocket authenticated with it is closed then.
     expires_at: datetime | None = field(default=None, compare=False)
+    # A person of the operator's staff signed in to the console (operator tokens only).
+    operator_user_id: uuid.UUID | None = None
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    @property
+    def actor(self) -> str:
+        """Who the caller is on the rows it writes: `operator_user:<id>` for a person signed in
+        to the console, the OAuth client's id otherwise."""
+        if self.operator_user_id is not None:
+            return f"operator_user:{self.operator_user_id}"
+        return self.client_id
 
 
 def _uuid(value: Any, what: str) -> uuid.UUID:
@@ -68,6 +78,11 @@ async def authenticate_token(app: Any, token: str) -> Principal:
         member_id=_uuid(claims["sub"], "subject") if kind == "member" else None,
         token_id=str(claims["jti"]),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        operator_user_id=(
+            _uuid(claims["operator_user_id"], "operator_user_id")
+            if kind == "operator" and "operator_user_id" in claims
+            else None
+        ),
     )
 
 

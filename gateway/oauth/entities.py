@@ -19,9 +19,32 @@ class MemberUser:
     """The resource owner of a member token."""
 
     member_id: uuid.UUID
+    operator_user_id: None = None
 
     def get_user_id(self) -> str:
         return str(self.member_id)
+
+
+@dataclass(frozen=True)
+class OperatorUser:
+    """The resource owner of a console token: a person of the operator's staff."""
+
+    operator_user_id: uuid.UUID
+    member_id: None = None
+
+    def get_user_id(self) -> str:
+        return str(self.operator_user_id)
+
+
+User = MemberUser | OperatorUser
+
+
+def user_of(member_id: uuid.UUID | None, operator_user_id: uuid.UUID | None) -> User:
+    """The subject a stored code or refresh token names (the table holds exactly one)."""
+    if operator_user_id is not None:
+        return OperatorUser(operator_user_id)
+    assert member_id is not None, "a code or refresh token names a member or an operator user"
+    return MemberUser(member_id)
 
 
 class Client(ClientMixin):
@@ -35,8 +58,17 @@ class Client(ClientMixin):
 
     @property
     def token_kind(self) -> str:
-        """The `kind` claim of tokens issued to this client."""
-        return "member" if self.record.kind == "app" else self.record.kind
+        """The `kind` claim of tokens issued to this client (the console's: `operator`)."""
+        return {"app": "member", "console": "operator"}.get(self.record.kind, self.record.kind)
+
+    @property
+    def signs_in_operator_users(self) -> bool:
+        """The console: its sign-in looks up operator users, never members."""
+        return self.record.kind == "console"
+
+    def accepts(self, user: Any) -> bool:
+        """The console's codes and tokens are for operator users, the app's for members."""
+        return isinstance(user, OperatorUser) == self.signs_in_operator_users
 
     def get_client_id(self) -> str:
         return self.record.client_id
@@ -111,7 +143,7 @@ class RefreshToken(TokenMixin):
             "active": True,
             "client_id": self.row.client_id,
             "scope": self.row.scope,
-            "sub": str(self.row.member_id),
+            "sub": str(self.row.operator_user_id or self.row.member_id),
             "iat": int(self.row.issued_at.timestamp()),
             "exp": int(self.row.expires_at.timestamp()),
         }

@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
@@ -46,7 +47,15 @@ class AuthorizationCode(SQLModel, table=True):
     __tablename__ = "oauth_authorization_codes"
     __table_args__ = (
         CheckConstraint("code_challenge_method = 'S256'", name="ck_oauth_codes_s256"),
+        CheckConstraint(
+            "num_nonnulls(member_id, operator_user_id) = 1", name="ck_oauth_codes_subject"
+        ),
         Index("ix_oauth_codes_expires", "expires_at"),
+        Index(
+            "ix_oauth_codes_operator_user",
+            "operator_user_id",
+            postgresql_where=text("operator_user_id IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
@@ -54,8 +63,14 @@ class AuthorizationCode(SQLModel, table=True):
     client_id: str = Field(
         sa_column=Column(Text, ForeignKey("oauth_clients.client_id"), nullable=False)
     )
-    member_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    # The subject: a member (the member app) or an operator user (the console), never both.
+    member_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=True),
+    )
+    operator_user_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("operator_users.id"), nullable=True),
     )
     redirect_uri: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     scope: str = Field(sa_column=Column(Text, nullable=False))
@@ -72,8 +87,16 @@ class RefreshToken(SQLModel, table=True):
 
     __tablename__ = "oauth_refresh_tokens"
     __table_args__ = (
+        CheckConstraint(
+            "num_nonnulls(member_id, operator_user_id) = 1", name="ck_oauth_refresh_subject"
+        ),
         Index("ix_oauth_refresh_family", "family_id"),
         Index("ix_oauth_refresh_expires", "expires_at"),
+        Index(
+            "ix_oauth_refresh_operator_user",
+            "operator_user_id",
+            postgresql_where=text("operator_user_id IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
@@ -82,8 +105,14 @@ class RefreshToken(SQLModel, table=True):
     client_id: str = Field(
         sa_column=Column(Text, ForeignKey("oauth_clients.client_id"), nullable=False)
     )
-    member_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=False)
+    # The subject: a member (the member app) or an operator user (the console), never both.
+    member_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("members.id"), nullable=True),
+    )
+    operator_user_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("operator_users.id"), nullable=True),
     )
     scope: str = Field(sa_column=Column(Text, nullable=False))
     issued_at: datetime = Field(sa_column=_ts())

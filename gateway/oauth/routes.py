@@ -9,6 +9,7 @@ Each handler follows server.py's prefetch / decide / apply split.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InsecureTransportError, OAuth2Error, scope_to_list
@@ -19,16 +20,16 @@ from starlette.routing import BaseRoute, Route
 from core import clock
 from gateway.oauth import login, pages
 from gateway.oauth.adapters import StarletteOAuth2Request, is_clean, parse_basic, transport_allowed
-from gateway.oauth.entities import MemberUser
+from gateway.oauth.entities import Client, MemberUser, OperatorUser, User
 from gateway.oauth.server import OAuthServer
 from gateway.oauth.state import OAuthState, oauth_state
 from gateway.oauth.unit import Unit
 from gateway.ratelimit import OAUTH_CLIENT, OAUTH_IP, hashing, limited, rate_limits
-from members import passwords
+from members import operators, passwords
 from partners.clients import ALL_SCOPES
 
 MAX_FIELDS = 50
-NO_MEMBER_SIGN_IN = "This application is not registered for member sign-in."
+NO_MEMBER_SIGN_IN = "This application is not registered for sign-in."
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ async def _login_form(
 
 
 async def authorize(request: Request) -> Response:
-    """The member login and consent page (GET shows it, POST signs in and redirects)."""
+    """The login and consent page (GET shows it, POST signs in and redirects): members for the
+    member app, operator users for the console (the client decides which accounts it reads)."""
     state, engine, unit, server = _context(request)
     if not transport_allowed(str(request.url), state.issuer):
         return _html(pages.error_page("Sign-in requires HTTPS."), 400)
@@ -216,11 +218,20 @@ async def authorize(request: Request) -> Response:
         attempt = await login.begin_attempt(conn, email=email, ip=ip, now=unit.now)
     locked = attempt.refused
     if locked is None:
-        async with engine.connect() as conn:
-            credentials = await passwords.get_credentials(conn, email=email)
-        member_id, password_hash = credentials or (None, None)
-        ok = await hashing(request, passwords.verify_password, password_hash, password)
-        if ok and member_id is not None and password_hash is not None:
+        account = await _account(engine, grant.client, email)
+        ok = await hashing(request, passwords.verify_password, account.password_hash, password)
+        if ok and account.user is not None and account.password_hash is not None:
+            if account.disabled:
+                log.info("sign-in of disabled operator user %r from %s", email, ip)
+                return await _login_form(
+                    request,
+                    state,
+                    key,
+                    grant,
+                    email=email,
+                    status=403,
+                    error="This account has been disabled. Ask an administrator to enable it.",
+                )
             return await _signed_in(
                 request,
                 engine,
@@ -228,11 +239,11 @@ async def authorize(request: Request) -> Response:
                 server,
                 oreq,
                 grant,
-                member_id,
+                account.user,
                 email,
                 ip,
                 password,
-                password_hash,
+                account.password_hash,
             )
         log.info("failed sign-in for %r from %s", email, ip)
         locked = attempt.locks_on_failure
@@ -262,6 +273,29 @@ async def authorize(request: Request) -> Response:
     )
 
 
+@dataclass(frozen=True)
+class _Account:
+    """Whom a sign-in names: a member for the member app, an operator user for the console
+    (None and no hash when nobody has the email: the password check still runs, as long)."""
+
+    user: User | None
+    password_hash: str | None
+    disabled: bool = False
+
+
+async def _account(engine: Any, client: Client, email: str) -> _Account:
+    async with engine.connect() as conn:
+        if client.signs_in_operator_users:
+            found = await operators.get_credentials(conn, email=email)
+            if found is None:
+                return _Account(None, None)
+            return _Account(OperatorUser(found.id), found.password_hash, found.disabled)
+        credentials = await passwords.get_credentials(conn, email=email)
+    if credentials is None:
+        return _Account(None, None)
+    return _Account(MemberUser(credentials[0]), credentials[1])
+
+
 async def _signed_in(
     request: Request,
     engine: Any,
@@ -269,15 +303,13 @@ async def _signed_in(
     server: OAuthServer,
     oreq: StarletteOAuth2Request,
     grant: Any,
-    member_id: Any,
+    user: User,
     email: str,
     ip: str,
     password: str,
     password_hash: str,
 ) -> Response:
-    response = server.create_authorization_response(
-        request=oreq, grant_user=MemberUser(member_id), grant=grant
-    )
+    response = server.create_authorization_response(request=oreq, grant_user=user, grant=grant)
 
     async def clear_failures(conn: Any) -> None:
         await login.record_success(conn, email=email, ip=ip)
@@ -287,7 +319,14 @@ async def _signed_in(
         new_hash = await hashing(request, passwords.hash_password, password)
 
         async def rehash(conn: Any) -> None:
-            await passwords.set_password_hash(conn, member_id=member_id, password_hash=new_hash)
+            if isinstance(user, OperatorUser):
+                await operators.set_password_hash(
+                    conn, user_id=user.operator_user_id, password_hash=new_hash
+                )
+            else:
+                await passwords.set_password_hash(
+                    conn, member_id=user.member_id, password_hash=new_hash
+                )
 
         unit.ops.append(rehash)
     return await unit.finish(engine, response, refuse=lambda d: server.refuse(oreq, d))

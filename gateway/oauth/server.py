@@ -50,7 +50,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from starlette.responses import Response
 
 from gateway.oauth.adapters import parse_basic, response_from
-from gateway.oauth.entities import Client, Code, MemberUser, RefreshToken
+from gateway.oauth.entities import Client, Code, OperatorUser, RefreshToken, User, user_of
 from gateway.oauth.keys import ALG, signing_keyset
 from gateway.oauth.tokens import ACCESS_TOKEN_TTL, audience
 from gateway.oauth.unit import Unit
@@ -97,6 +97,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         claims: dict[str, Any] = {"iat": iat, "exp": exp, "kind": client.token_kind}
         if client.record.partner_id is not None:
             claims["partner_id"] = str(client.record.partner_id)
+        if isinstance(user, OperatorUser):
+            claims["operator_user_id"] = str(user.operator_user_id)
         return claims
 
 
@@ -159,8 +161,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def delete_authorization_code(self, authorization_code: Code) -> None:
         self.server.unit.consume_code(authorization_code)
 
-    def authenticate_user(self, authorization_code: Code) -> MemberUser:
-        return MemberUser(authorization_code.row.member_id)
+    def authenticate_user(self, authorization_code: Code) -> User | None:
+        row = authorization_code.row
+        user = user_of(row.member_id, row.operator_user_id)
+        return user if self.server.unit.may_sign_in(user, self.request.client) else None
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -170,8 +174,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         return self.server.unit.query_refresh_token(refresh_token)
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> MemberUser:
-        return MemberUser(refresh_token.row.member_id)
+    def authenticate_user(self, refresh_token: RefreshToken) -> User:
+        row = refresh_token.row
+        user = user_of(row.member_id, row.operator_user_id)
+        if not self.server.unit.may_sign_in(user, self.request.client):
+            raise InvalidGrantError("The user of this refresh token may no longer sign in.")
+        return user
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         self.server.unit.rotate_refresh_token(refresh_token)

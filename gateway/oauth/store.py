@@ -53,7 +53,8 @@ def token_hash(value: str) -> str:
 class CodeRow:
     id: uuid.UUID
     client_id: str
-    member_id: uuid.UUID
+    member_id: uuid.UUID | None
+    operator_user_id: uuid.UUID | None
     redirect_uri: str | None
     scope: str
     code_challenge: str
@@ -66,6 +67,7 @@ _CODE = select(
     _codes.c.id,
     _codes.c.client_id,
     _codes.c.member_id,
+    _codes.c.operator_user_id,
     _codes.c.redirect_uri,
     _codes.c.scope,
     _codes.c.code_challenge,
@@ -80,7 +82,8 @@ async def insert_code(
     *,
     code: str,
     client_id: str,
-    member_id: uuid.UUID,
+    member_id: uuid.UUID | None,
+    operator_user_id: uuid.UUID | None = None,
     redirect_uri: str | None,
     scope: str,
     code_challenge: str,
@@ -95,6 +98,7 @@ async def insert_code(
             code_hash=token_hash(code),
             client_id=client_id,
             member_id=member_id,
+            operator_user_id=operator_user_id,
             redirect_uri=redirect_uri,
             scope=scope,
             code_challenge=code_challenge,
@@ -108,7 +112,7 @@ async def insert_code(
 
 async def get_code(conn: AsyncConnection, *, code: str) -> CodeRow | None:
     row = (await conn.execute(_CODE.where(_codes.c.code_hash == token_hash(code)))).one_or_none()
-    return CodeRow(*row) if row is not None else None
+    return CodeRow(**row._mapping) if row is not None else None
 
 
 async def consume_code(conn: AsyncConnection, *, code_id: uuid.UUID, now: datetime) -> bool:
@@ -127,7 +131,8 @@ class RefreshRow:
     id: uuid.UUID
     family_id: uuid.UUID
     client_id: str
-    member_id: uuid.UUID
+    member_id: uuid.UUID | None
+    operator_user_id: uuid.UUID | None
     scope: str
     issued_at: datetime
     expires_at: datetime
@@ -140,6 +145,7 @@ _REFRESH = select(
     _refresh.c.family_id,
     _refresh.c.client_id,
     _refresh.c.member_id,
+    _refresh.c.operator_user_id,
     _refresh.c.scope,
     _refresh.c.issued_at,
     _refresh.c.expires_at,
@@ -154,7 +160,8 @@ async def insert_refresh_token(
     token: str,
     family_id: uuid.UUID,
     client_id: str,
-    member_id: uuid.UUID,
+    member_id: uuid.UUID | None,
+    operator_user_id: uuid.UUID | None = None,
     scope: str,
     now: datetime,
     ttl: timedelta,
@@ -169,6 +176,7 @@ async def insert_refresh_token(
             family_id=family_id,
             client_id=client_id,
             member_id=member_id,
+            operator_user_id=operator_user_id,
             scope=scope,
             issued_at=now,
             expires_at=now + ttl,
@@ -183,7 +191,7 @@ async def get_refresh_token(conn: AsyncConnection, *, token: str) -> RefreshRow 
     row = (
         await conn.execute(_REFRESH.where(_refresh.c.token_hash == token_hash(token)))
     ).one_or_none()
-    return RefreshRow(*row) if row is not None else None
+    return RefreshRow(**row._mapping) if row is not None else None
 
 
 async def rotate_refresh_token(

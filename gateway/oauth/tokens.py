@@ -1,9 +1,10 @@
 """Access tokens: RFC 9068 JWTs (`typ: at+jwt`), verified locally with cached public keys.
 
 Claims: `iss` (PUBLIC_URL), `aud` (the GraphQL API, `<issuer>/graphql`), `sub` (the member id
-for member tokens, the client id otherwise), `client_id`, `scope`, `iat`, `exp` (10 minutes
-later), `jti`, and two private claims of this deployment: `kind` (`partner`, `member` or
-`operator`) and, for partner tokens, `partner_id`.
+for member tokens, the operator user's id for the console's, the client id otherwise), `client_id`, `scope`, `iat`, `exp` (10 minutes
+later), `jti`, and private claims of this deployment: `kind` (`partner`, `member` or `operator`),
+`partner_id` for partner tokens, and `operator_user_id` for the tokens of an operator user
+signed in to the console (whose `sub` is that user's id).
 """
 
 from __future__ import annotations

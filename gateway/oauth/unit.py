@@ -19,14 +19,17 @@ from starlette.responses import Response
 
 from gateway.oauth import store
 from gateway.oauth.adapters import is_clean, parse_basic
-from gateway.oauth.entities import AccessToken, Client, Code, RefreshToken
+from gateway.oauth.entities import AccessToken, Client, Code, RefreshToken, User
 from gateway.oauth.state import OAuthState
 from gateway.oauth.tokens import AuthError, verify_access_token
+from members import operators
 from partners import clients
 
 CODE_TTL = timedelta(minutes=5)
 MAX_CLIENT_ID = 128
 REFRESH_TOKEN_TTL = timedelta(days=30)
+# An operator user's console session: a working day, then sign in again.
+OPERATOR_REFRESH_TOKEN_TTL = timedelta(hours=12)
 
 
 class Conflict(Exception):
@@ -58,6 +61,9 @@ class Unit:
         self.ops: list[Op] = []
         self.security_ops: list[Op] = []  # applied even when the request is refused
         self.revoked: dict[str, datetime] = {}
+        # Operator users named by the prefetched code or refresh token who may not sign in
+        # (disabled or gone): their grant is refused.
+        self.inactive_operator_users: set[uuid.UUID] = set()
 
     # prefetch ----------------------------------------------------------------------------
 
@@ -80,12 +86,18 @@ class Unit:
 
     async def prefetch_grant(self, conn: AsyncConnection, request: OAuth2Request) -> None:
         grant_type = request.payload.grant_type
+        row: store.CodeRow | store.RefreshRow | None = None
         if grant_type == "authorization_code" and request.form.get("code"):
             code = request.form["code"]
-            self.code = (code, await store.get_code(conn, code=code))
+            row = await store.get_code(conn, code=code)
+            self.code = (code, row)
         elif grant_type == "refresh_token" and request.form.get("refresh_token"):
             token = request.form["refresh_token"]
-            self.refresh = (token, await store.get_refresh_token(conn, token=token))
+            row = await store.get_refresh_token(conn, token=token)
+            self.refresh = (token, row)
+        user_id = row.operator_user_id if row is not None else None
+        if user_id is not None and not await operators.is_active(conn, user_id=user_id):
+            self.inactive_operator_users.add(user_id)
 
     async def prefetch_token(self, conn: AsyncConnection, engine: AsyncEngine, token: str) -> None:
         """For introspection and revocation: the access token (a JWT) or refresh token."""
@@ -113,6 +125,13 @@ class Unit:
         if client_id not in self.clients:
             raise LookupError(f"client {client_id!r} was not prefetched")
         return self.clients[client_id]
+
+    def may_sign_in(self, user: User, client: Client) -> bool:
+        """The grant's subject is of the client's kind (the console's an operator user, the
+        app's a member) and, for an operator user, not disabled."""
+        if not client.accepts(user):
+            return False
+        return user.operator_user_id not in self.inactive_operator_users
 
     def query_code(self, code: str, client: Client) -> Code | None:
         if self.code is None or self.code[0] != code:
@@ -157,6 +176,7 @@ class Unit:
             "code": code,
             "client_id": client.get_client_id(),
             "member_id": user.member_id,
+            "operator_user_id": user.operator_user_id,
             "redirect_uri": request.payload.redirect_uri,
             "scope": request.scope,
             "code_challenge": data["code_challenge"],
@@ -204,9 +224,12 @@ class Unit:
             "family_id": family_id,
             "client_id": request.client.get_client_id(),
             "member_id": request.user.member_id,
+            "operator_user_id": request.user.operator_user_id,
             "scope": scope,
             "now": self.now,
-            "ttl": REFRESH_TOKEN_TTL,
+            "ttl": OPERATOR_REFRESH_TOKEN_TTL
+            if request.user.operator_user_id is not None
+            else REFRESH_TOKEN_TTL,
             "access_jti": self.issued_jti,
             "access_expires_at": self.issued_exp,
         }

@@ -31,6 +31,8 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "setAgreement": {*terms.SET_AGREEMENT_ERRORS, *GUARDED},
     "setEarnRule": {*terms.SET_EARN_RULE_ERRORS, *GUARDED},
     "createPartnerClient": {*terms.CREATE_CLIENT_ERRORS, *GUARDED},
+    "disablePartnerClient": {*terms.CHANGE_CLIENT_ERRORS, *GUARDED},
+    "rotatePartnerClientSecret": {*terms.CHANGE_CLIENT_ERRORS, *GUARDED},
     "registerMember": {*register.ERRORS, ErrorCode.RATE_LIMITED, ErrorCode.VALIDATION},
     "earn": {*earn.ERRORS, *GUARDED},
     "refund": {*refund.ERRORS, *GUARDED},
