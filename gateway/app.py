@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
+    from gateway.memberapp.routes import routes as memberapp_routes
     from gateway.metrics import MetricsMiddleware, metrics
     from gateway.settlement_http import routes as settlement_routes
     from loyalty.caches import Caches
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         WebSocketRoute("/graphql", graphql),
         *oauth_routes(),
         *settlement_routes(),
+        *memberapp_routes(),
     ]
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")

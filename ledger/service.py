@@ -71,6 +71,7 @@ from ledger.reads import (
     HistoryItem,
     HoldRecord,
     OrderEarn,
+    PendingPart,
     account_balance,
     balance,
     captured_holds,
@@ -78,6 +79,7 @@ from ledger.reads import (
     get_hold,
     history,
     order_earn,
+    pending_parts,
 )
 from ledger.results import (
     Balance,
@@ -119,6 +121,7 @@ __all__ = [
     "HoldRecord",
     "HoldResult",
     "OrderEarn",
+    "PendingPart",
     "ReturnResult",
     "ReversalResult",
     "RewardSpendRequest",
@@ -150,6 +153,7 @@ __all__ = [
     "open_partner_accounts",
     "order_earn",
     "partner_key_space",
+    "pending_parts",
     "redeem_reward_points",
     "release_expired_holds",
     "request_hash",
