@@ -21,7 +21,7 @@ import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,6 @@ class LiveServer:
     settings: Settings
     engine: AsyncEngine
     shots: Path
-    errors: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
