@@ -200,5 +200,7 @@ async def sign_in(page: Any, email: str, password: str) -> None:
 async def shoot(page: Any, live: LiveServer, name: str) -> Path:
     """A full-page screenshot `<name>-<width>.png` in the session's screenshot folder."""
     path = live.shots / f"{name}-{page.viewport_size['width']}.png"
+    # From the top: a full-page shot of a scrolled page draws the sticky header mid-page.
+    await page.evaluate("() => window.scrollTo(0, 0)")
     await page.screenshot(path=str(path), full_page=True)
     return path

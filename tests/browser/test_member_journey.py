@@ -33,7 +33,7 @@ async def test_sign_up_earn_pay_with_points_and_see_it_in_the_activity(
 
     page = await open_page(PHONE)
     await page.goto("/app")
-    await shoot(page, live, "welcome")
+    await shoot(page, live, "journey-welcome")
     await page.get_by_role("link", name="Create an account").click()
     await page.get_by_label("Your name").fill("Wendy Web")
     await page.get_by_label("E-mail").fill(email)
@@ -42,7 +42,7 @@ async def test_sign_up_earn_pay_with_points_and_see_it_in_the_activity(
     await expect(page.get_by_role("heading", name="Welcome to Coalition!")).to_be_visible()
     card = (await page.locator(".mono").first.inner_text()).replace(" ", "")
     assert re.fullmatch(r"\d{16}", card), card
-    await shoot(page, live, "signed-up")
+    await shoot(page, live, "journey-signed-up")
 
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_label("Email").fill(email)
@@ -79,7 +79,7 @@ async def test_sign_up_earn_pay_with_points_and_see_it_in_the_activity(
     await expect(page.get_by_role("timer")).to_have_text(re.compile(r"^Expires in \d+:\d\d$"))
     code = (await digits.inner_text()).replace(" ", "")
     assert re.fullmatch(r"\d{12}", code), code
-    await shoot(page, live, "pay-with-points")
+    await shoot(page, live, "journey-pay-with-points")
 
     # The partner takes 400 points with the code, through the API.
     held = await g.gql(

@@ -124,7 +124,7 @@ async def test_errors_read_as_sentences_never_as_codes(
     await transfer(ANNA_CARD, "10")
     await expect(alert).to_have_text(re.compile("can't transfer to yourself"))
     await transfer("7000000000000013", "20000")  # over TRANSFER_DAILY_LIMIT (10,000)
-    await expect(alert).to_have_text(re.compile("reached a limit"))
+    await expect(alert).to_have_text(re.compile("more than you can transfer in one day"))
     await shoot(page, coalition, "transfer-error")
     assert not ERROR_CODE.search(await page.locator("main").inner_text())
 

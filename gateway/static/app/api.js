@@ -46,8 +46,8 @@ export function sentence(code, field) {
 
 /** An error whose message is already a sentence for the member. */
 export class AppError extends Error {
-  constructor(code, field) {
-    super(sentence(code, field));
+  constructor(code, field, words) {
+    super(words?.[code] || sentence(code, field));
     this.code = code;
   }
 }
@@ -81,14 +81,15 @@ export async function gql(query, variables = {}, { auth = true } = {}) {
   return body.data;
 }
 
-/** A mutation's typed result: the success object, or an AppError from its Error type. */
-export async function mutate(query, variables, field, options) {
+/** A mutation's typed result: the success object, or an AppError from its Error type
+ * (`options.words` may word some codes for this action). */
+export async function mutate(query, variables, field, options = {}) {
   const data = await gql(query, variables, options);
   const result = data[field];
   // Every error type of a result union implements `Error` and is named so (a success may
   // have a `code` of its own: a redemption code's).
   if (!result || result.__typename.endsWith("Error")) {
-    throw new AppError(result?.code || "INTERNAL", result?.field);
+    throw new AppError(result?.code || "INTERNAL", result?.field, options.words);
   }
   return result;
 }

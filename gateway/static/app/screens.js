@@ -646,6 +646,7 @@ export async function transfer(view) {
          ... on Error { code } ... on ValidationError { field } } }`,
       { input: { toCardNumber: fd.get("toCardNumber").replace(/\s+/g, ""), points: count, idempotencyKey: key } },
       "transferPoints",
+      { words: { LIMIT_EXCEEDED: "That's more than you can transfer in one day. Try fewer points, or tomorrow." } },
     );
     form.reset();
     key = idempotencyKey();
