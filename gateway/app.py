@@ -183,6 +183,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     from gateway.console import routes as console_routes
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
+    from gateway.memberapp.routes import routes as memberapp_routes
     from gateway.metrics import MetricsMiddleware, metrics
     from gateway.settlement_http import routes as settlement_routes
     from loyalty.caches import Caches
@@ -201,6 +202,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         *oauth_routes(),
         *settlement_routes(),
         *console_routes(),
+        *memberapp_routes(),
     ]
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")

@@ -46,6 +46,12 @@ def may_see_partner(principal: Principal, partner_id: uuid.UUID) -> bool:
     )
 
 
+def may_see_earn_rule(principal: Principal, partner_id: uuid.UUID) -> bool:
+    """A partner's earn rule: whoever sees its terms, and members (the app shows what each
+    partner earns; rates are what the partner advertises to its customers anyway)."""
+    return principal.kind == "member" or may_see_partner(principal, partner_id)
+
+
 def settlement_partner(principal: Principal) -> uuid.UUID | None:
     """Whose settlement data the principal sees: None for the operator (every partner's), the
     partner's own id for a partner client with settlement:read; Denied for anyone else."""

@@ -96,6 +96,38 @@ async def balance(
 
 
 @dataclass(frozen=True)
+class PendingPart:
+    """Pending points of a member that become available at the same instant."""
+
+    points: int
+    available_at: datetime
+
+
+# Pending lots hold no reservations (a hold takes available points only): what is left of them
+# is the pending balance, part by part.
+_PENDING = text(
+    """
+    SELECT available_at, sum(remaining) AS points
+    FROM lots
+    WHERE member_id = :member AND remaining > 0 AND available_at > :at AND expires_at > :at
+    GROUP BY available_at
+    ORDER BY available_at
+    LIMIT :limit
+    """
+)
+
+
+async def pending_parts(
+    conn: AsyncConnection, *, member_id: uuid.UUID, at: datetime | None = None, limit: int = 100
+) -> list[PendingPart]:
+    """A member's pending points by the instant they become available, soonest first."""
+    rows = await conn.execute(
+        _PENDING, {"member": member_id, "at": _at(at), "limit": max(1, min(limit, 500))}
+    )
+    return [PendingPart(points=int(r.points), available_at=r.available_at) for r in rows]
+
+
+@dataclass(frozen=True)
 class HistoryItem:
     """One movement on a member's wallet or debt.
 

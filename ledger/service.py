@@ -73,6 +73,7 @@ from ledger.reads import (
     HistoryItem,
     HoldRecord,
     OrderEarn,
+    PendingPart,
     account_balance,
     balance,
     captured_holds,
@@ -81,6 +82,7 @@ from ledger.reads import (
     history,
     last_expiry,
     order_earn,
+    pending_parts,
 )
 from ledger.results import (
     Balance,
@@ -124,6 +126,7 @@ __all__ = [
     "HoldRecord",
     "HoldResult",
     "OrderEarn",
+    "PendingPart",
     "ReturnResult",
     "ReversalResult",
     "RewardSpendRequest",
@@ -156,6 +159,7 @@ __all__ = [
     "open_partner_accounts",
     "order_earn",
     "partner_key_space",
+    "pending_parts",
     "redeem_reward_points",
     "release_expired_holds",
     "request_hash",

@@ -487,13 +487,13 @@ async def test_access_matrix(client, engine, world):
                 "operator",
             )
         },
-        "earnRule(A)": {
+        "earnRule(A)": {  # members: the app shows what each partner earns
             "operator": ok,
             "partner_a": ok,
             "partner_b": "hidden",
             "partner_no_scope": "hidden",
-            "member": "hidden",
-            "other_member": "hidden",
+            "member": ok,
+            "other_member": ok,
         },
         "agreements(A)": {
             "operator": ok,

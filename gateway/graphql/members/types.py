@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import strawberry
 from graphql import GraphQLError
@@ -22,6 +22,12 @@ from members.cards import masked
 MAX_PAGE = 100
 # Kinds whose `ref` is the ledger's own reference, not a partner's order: not shown as one.
 _REF_IS_INTERNAL = frozenset({"bonus"})
+
+
+@strawberry.type(description="Pending points that become available at the same instant.")
+class PendingPoints:
+    points: int = strawberry.field(description="How many.")
+    available_at: datetime = strawberry.field(description="When they become spendable.")
 
 
 @strawberry.type(description="The member calling with a member token.")
@@ -83,6 +89,15 @@ class Me:
         return T.Balance(
             available=b.available, pending=b.pending, on_hold=b.on_hold, total=b.total, debt=b.debt
         )
+
+    @strawberry.field(
+        description="The pending points by the instant each part becomes available, soonest "
+        "first (at most 100 parts); they sum to `balance { pending }`."
+    )
+    async def pending_points(self, info: strawberry.Info) -> list[PendingPoints]:
+        async with info.context.read() as conn:
+            parts = await ledger.pending_parts(conn, member_id=self.member_id)
+        return [PendingPoints(points=p.points, available_at=p.available_at) for p in parts]
 
     @strawberry.field(description="Points (available or pending) that expire within `days` days.")
     async def expiring_points(self, info: strawberry.Info, days: int = 30) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import strawberry
 from graphql import GraphQLError
@@ -11,6 +12,7 @@ from gateway import authz
 from gateway.graphql import types as T
 from gateway.graphql.access import authenticated
 from gateway.graphql.context import Context
+from gateway.oauth.auth import Principal
 from loyalty.caches import partner_config
 from partners import service as partners
 
@@ -32,12 +34,12 @@ class PartnersQuery:
             return [T.Partner.of(p) for p in await partners.list_partners(conn, limit=first)]
 
     @strawberry.field(
-        description="A partner's earn rule in force (operator, or the partner itself)."
+        description="A partner's earn rule in force (operator, the partner itself, or a member)."
     )
     async def earn_rule(
         self, info: strawberry.Info, partner_id: strawberry.ID
     ) -> T.EarnRule | None:
-        pid = _visible_partner(info.context, partner_id)
+        pid = _visible_partner(info.context, partner_id, authz.may_see_earn_rule)
         if pid is None:
             return None
         cfg = await partner_config(info.context, pid)
@@ -56,10 +58,14 @@ class PartnersQuery:
             return [T.Agreement.of(a) for a in await partners.agreements(conn, partner_id=pid)]
 
 
-def _visible_partner(ctx: Context, partner_id: str) -> uuid.UUID | None:
-    """The partner id if the caller may see that partner's terms; None otherwise."""
+def _visible_partner(
+    ctx: Context,
+    partner_id: str,
+    may_see: Callable[[Principal, uuid.UUID], bool] = authz.may_see_partner,
+) -> uuid.UUID | None:
+    """The partner id if the caller may see that partner's terms (`may_see`); None otherwise."""
     try:
         pid = uuid.UUID(str(partner_id))
     except ValueError:
         return None
-    return pid if authz.may_see_partner(authenticated(ctx), pid) else None
+    return pid if may_see(authenticated(ctx), pid) else None
