@@ -69,6 +69,9 @@ _CEILING_VALUES = {
     # earn
     "tx": "CAST(lpad(to_hex(CAST(:txn AS bigint)), 32, '0') AS uuid)",
     "points": ":points",
+    "issued": ":points",
+    "issued_left": ":points",
+    "operator_points": "0",
     "net": ":points",
     "repaid": "0",
     "at": "now()",
@@ -100,7 +103,7 @@ def ceiling_script(n_members: int, n_partners: int) -> tuple[str, list[str]]:
         return " ".join(_BIND.sub(sub, sql).split())
 
     claim = one_line(ledger._CLAIM_AND_LOCK.text)
-    earn = one_line(ledger._EARN[(True, False, False)].text)
+    earn = one_line(ledger._earn_statement(True, False).text)
     script = (
         f"\\set m random(1, {n_members})\n"
         f"\\set p random(1, {n_partners})\n"

@@ -65,8 +65,9 @@ def free_port() -> int:
 # `--offers N`: the bench partner's live offers, as a coalition would run them: most could apply
 # to a fuel purchase with no state of the member's (multipliers and bonuses, stackable or not,
 # some for a tier and up), a few need an activation or count uses (other categories: an earn
-# they may apply to runs on the single path), two are coalition-wide (listed; not in the earn
-# yet). (multiplier, bonus, category, stackable, requires activation, max uses, min tier)
+# they may apply to runs on the single path), two are coalition-wide (every earn's: their points
+# are the operator's, a second lot per earn). (multiplier, bonus, category, stackable, requires
+# activation, max uses, min tier)
 OFFER_MIX = [
     ("2", None, "fuel", False, False, None, None),
     ("3", None, "fuel", False, False, None, "Gold"),
@@ -350,7 +351,9 @@ def main() -> None:
             # the upgrades committed with them.
             ruled = conn.execute(
                 "SELECT count(DISTINCT transaction_id) FILTER (WHERE source = 'OFFER'), "
-                "count(DISTINCT transaction_id) FILTER (WHERE source = 'TIER') FROM earn_lines"
+                "count(DISTINCT transaction_id) FILTER (WHERE source = 'TIER'), "
+                "count(DISTINCT transaction_id) FILTER (WHERE funded_by = 'OPERATOR') "
+                "FROM earn_lines"
             ).fetchone()
             upgrades = conn.execute("SELECT count(*) FROM member_tier_changes").fetchone()[0]
     finally:
@@ -368,6 +371,7 @@ def main() -> None:
         "tiers": args.tiers,
         "earns_with_offer_lines": ruled[0],
         "earns_with_tier_lines": ruled[1],
+        "earns_with_operator_lines": ruled[2],
         "tier_upgrades": upgrades,
         "unbalanced_transactions": unbalanced,
         "connections": args.connections,
@@ -396,7 +400,8 @@ def main() -> None:
     if args.offers or args.tiers:
         print(
             f"{args.offers} offers, tiers {'on' if args.tiers else 'off'}: earns with OFFER lines "
-            f"{ruled[0]}, with a TIER line {ruled[1]}; tier upgrades {upgrades}"
+            f"{ruled[0]} (the operator's {ruled[2]}), with a TIER line {ruled[1]}; tier upgrades "
+            f"{upgrades}"
         )
 
 

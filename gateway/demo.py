@@ -463,7 +463,8 @@ async def _offers(
     now: datetime,
 ) -> None:
     """A few offers: a partner's x2 on weekends, an activation-only coupon anna activated, one
-    reachable with the promo code WELCOME10 (boris applied it), a coalition-wide bonus."""
+    reachable with the promo code WELCOME10 (boris applied it), a coalition-wide bonus (the
+    operator's points: today's earns get it, the referred members' first ones included)."""
     fuel = uuid.UUID(report.partners["Northwind Fuel"]["id"])
     cinema = uuid.UUID(report.partners["Cinema Central"]["id"])
     # This weekend, or the next one (Saturday 00:00 to Monday 00:00, UTC).

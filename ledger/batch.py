@@ -63,12 +63,16 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
 #    the same instant are spent in the order they were earned (the lot id breaks the tie); and
 #    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
+#    An earn's `op` points (its coalition-wide offer lines) are the operator's, as on the single
+#    path (`ledger.earn._earn_statement`): taken from `promotions` (`promo`, one probe per
+#    statement) into a lot with no issuer, after the partner's lot of the rest (`share`: a share
+#    of 0 points makes no entry and no lot).
 _EARN_BATCH_CTES = """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id, w.xmin AS wallet_seen
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
         i int, space text, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
-        points bigint, amount numeric, currency text, category text, at timestamptz,
+        points bigint, op bigint, amount numeric, currency text, category text, at timestamptz,
         available_at timestamptz, expires_at timestamptz, result jsonb, lines jsonb, after jsonb
     )
     JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
@@ -78,6 +82,8 @@ WITH req AS (
     WHERE r.ref IS NULL OR NOT EXISTS (
         SELECT 1 FROM transactions t
         WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref OFFSET 0)
+), promo AS (
+    SELECT id FROM accounts WHERE kind = 'promotions' AND owner_id IS NULL
 ), claim AS (
     INSERT INTO idempotency_keys (key_space, actor, operation, key, request_hash, result)
     SELECT space, actor, 'earn', key, hash, result FROM req ORDER BY space, key
@@ -101,19 +107,25 @@ WITH req AS (
     SELECT DISTINCT ok.member FROM ok JOIN locked k ON k.id = ok.wallet_id
     WHERE NOT k.xmin = ok.wallet_seen
 ), t AS (
-    INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount, currency,
-                              category, effective_at, actor)
-    SELECT tx, 'earn', points, partner, member, ref, amount, currency, category, at, actor
+    INSERT INTO transactions (id, kind, points, operator_points, partner_id, member_id, ref,
+                              amount, currency, category, effective_at, actor)
+    SELECT tx, 'earn', points, op, partner, member, ref, amount, currency, category, at, actor
     FROM w ORDER BY i
+), share AS (
+    SELECT w.*, s.n, s.issuer, s.account, s.pts
+    FROM w CROSS JOIN LATERAL (VALUES
+        (0, w.partner, w.issuance_id, w.points - w.op),
+        (1, CAST(NULL AS uuid), (SELECT id FROM promo), w.op)) s(n, issuer, account, pts)
+    WHERE s.pts > 0
 ), e AS (
     INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
-    SELECT tx, issuance_id, -points, at, actor FROM w
+    SELECT tx, account, -pts, at, actor FROM share
     UNION ALL SELECT tx, wallet_id, points, at, actor FROM w
 ), l AS (
     INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining, earned_at,
                       available_at, expires_at, actor)
-    SELECT member, wallet_id, partner, tx, points, points, at, available_at, expires_at, actor
-    FROM w ORDER BY i
+    SELECT member, wallet_id, issuer, tx, pts, pts, at, available_at, expires_at, actor
+    FROM share ORDER BY i, n
 ), bl AS (
     INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
     SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
@@ -356,6 +368,7 @@ class EarnBatcher:
                     "ref": q.ref,
                     "tx": x.transaction_id,
                     "points": q.points,
+                    "op": service.operator_points(q.lines),
                     "amount": None if q.amount is None else str(q.amount),
                     "currency": q.currency,
                     "category": q.category,

@@ -111,6 +111,10 @@ async def award_bonus(conn: AsyncConnection, request: BonusRequest) -> BonusResu
         {
             "tx": tx_id,
             "points": points,
+            "issued": points,
+            "issued_left": net,
+            "operator_points": 0,
+            "operator_left": 0,
             "net": net,
             "repaid": repaid,
             "partner": request.issuer_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from calendar import monthrange
@@ -63,13 +64,42 @@ def lines_json(lines: tuple[BreakdownLine, ...]) -> list[dict[str, Any]] | None:
     ]
 
 
+# The operator's account that funds the points it issues (coalition-wide offer lines, its
+# bonuses): one per ledger, found in the statement that needs it.
+PROMOTIONS_ACCOUNT = "(SELECT id FROM accounts WHERE kind = 'promotions' AND owner_id IS NULL)"
+
+
+@functools.cache
 def _earn_statement(
-    with_wallet: bool, with_debt: bool, kind: str = "earn", with_lines: bool = False
+    with_wallet: bool,
+    with_debt: bool,
+    kind: str = "earn",
+    with_lines: bool = False,
+    issuer_share: bool = True,
+    operator_share: bool = False,
 ) -> Any:
     """The earn (or the bonus, `ledger.bonuses`) in one statement: its transaction, its
-    entries (issuing account -N, wallet +net, debt +repaid: zero legs left out), its lot and
-    (`with_lines`) its breakdown's lines."""
-    legs = ["(:tx, :issuance, -CAST(:points AS bigint), :at, :actor)"]
+    entries (the issuing account -issued, `promotions` -operator's, wallet +net, debt +repaid:
+    zero legs left out), its lots (the issuer's, then the operator's: empty ones left out) and
+    (`with_lines`) its breakdown's lines.
+
+    `:issued` of the points come from `:issuance` into a lot of `:partner` (a bonus of the
+    operator's: its `promotions` account, no partner), `:operator_points` of them (coalition-wide
+    offer lines) from `promotions` into a lot with no issuer; `:issued_left` and
+    `:operator_left` are what each lot keeps after the member's debt was repaid."""
+    legs = []
+    lots = []
+    lot = "(:member, :wallet, {issuer}, :tx, {points}, {left}, :at, :available_at, :expires_at, :actor)"
+    if issuer_share:
+        legs.append("(:tx, :issuance, -CAST(:issued AS bigint), :at, :actor)")
+        lots.append(lot.format(issuer=":partner", points=":issued", left=":issued_left"))
+    if operator_share:
+        legs.append(f"(:tx, {PROMOTIONS_ACCOUNT}, -CAST(:operator_points AS bigint), :at, :actor)")
+        lots.append(
+            lot.format(
+                issuer="CAST(NULL AS uuid)", points=":operator_points", left=":operator_left"
+            )
+        )
     if with_wallet:
         legs.append("(:tx, :wallet, CAST(:net AS bigint), :at, :actor)")
     if with_debt:
@@ -77,30 +107,33 @@ def _earn_statement(
     return text(
         f"""
         WITH t AS (
-            INSERT INTO transactions (id, kind, points, partner_id, member_id, ref, amount,
-                                      currency, category, effective_at, actor)
-            VALUES (:tx, '{kind}', :points, :partner, :member, :ref, :amount, :currency,
-                    :category, :at, :actor)
+            INSERT INTO transactions (id, kind, points, operator_points, partner_id, member_id,
+                                      ref, amount, currency, category, effective_at, actor)
+            VALUES (:tx, '{kind}', :points, :operator_points, :partner, :member, :ref, :amount,
+                    :currency, :category, :at, :actor)
         ), e AS (
             INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
             VALUES {", ".join(legs)}
         ), l AS (
             INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining,
                               earned_at, available_at, expires_at, actor)
-            VALUES (:member, :wallet, :partner, :tx, :points, :net, :at, :available_at,
-                    :expires_at, :actor)
+            VALUES {", ".join(lots)}
         ){_LINES if with_lines else ""}
         {_STORE_RESULT}
         """
     )
 
 
-_EARN = {
-    (w, d, b): _earn_statement(w, d, with_lines=b)
-    for w in (True, False)
-    for d in (True, False)
-    for b in (True, False)
-}
+def operator_points(lines: tuple[BreakdownLine, ...]) -> int:
+    """Of an earn's points, those the operator issues: its coalition-wide offer lines."""
+    return sum(line.points for line in lines if line.funded_by == "OPERATOR")
+
+
+def split_debt(issued: int, operator: int, repaid: int) -> tuple[int, int]:
+    """What the issuer's lot and the operator's keep of `issued` and `operator` points once
+    `repaid` of them repaid the member's debt: the issuer's points repay it first."""
+    from_issued = min(repaid, issued)
+    return issued - from_issued, operator - (repaid - from_issued)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +179,8 @@ class EarnRequest:
     key_space: str | None = None
     digest: str | None = None
     # The breakdown (`catalog.breakdown`), summing to `points`; stored when it has more than
-    # its BASE line. Empty: one BASE line of `points`.
+    # its BASE line. Empty: one BASE line of `points`. Its OPERATOR-funded lines (coalition-wide
+    # offers) are issued by the operator: a lot of their own, from `promotions`.
     lines: tuple[BreakdownLine, ...] = ()
     follow_up: FollowUp | None = None
 
@@ -177,6 +211,7 @@ def check_earn(request: EarnRequest) -> tuple[datetime, str]:
         category=request.category,
         hold_days=request.hold_days,
         validity_months=request.validity_months,
+        operator_points=operator_points(request.lines),
     )
     return _at(request.at), digest
 
@@ -192,23 +227,24 @@ def earn_digest(
     category: str | None,
     hold_days: int,
     validity_months: int,
+    operator_points: int = 0,
 ) -> str:
     """What tells a replay of an earn from a different earn under the same key."""
     # The values as request_hash would render them (str), so the encoder never calls back.
-    return request_hash(
-        "earn",
-        {
-            "member": str(member_id),
-            "partner": str(partner_id),
-            "points": points,
-            "ref": ref,
-            "amount": None if amount is None else str(amount),
-            "currency": currency,
-            "category": category,
-            "hold_days": hold_days,
-            "validity_months": validity_months,
-        },
-    )
+    payload: dict[str, Any] = {
+        "member": str(member_id),
+        "partner": str(partner_id),
+        "points": points,
+        "ref": ref,
+        "amount": None if amount is None else str(amount),
+        "currency": currency,
+        "category": category,
+        "hold_days": hold_days,
+        "validity_months": validity_months,
+    }
+    if operator_points:  # absent otherwise: the digests of earns recorded before 0018 hold
+        payload["operator_points"] = operator_points
+    return request_hash("earn", payload)
 
 
 def add_months(at: datetime, months: int) -> datetime:
@@ -222,8 +258,9 @@ def add_months(at: datetime, months: int) -> datetime:
 async def earn(
     conn: AsyncConnection, request: EarnRequest | None = None, /, **fields: Any
 ) -> EarnResult:
-    """Credit the request's points, issued by its partner, to a member as a new lot (two
-    statements). Takes an `EarnRequest`, or its fields as keywords."""
+    """Credit the request's points to a member as new lots (two statements): those of its
+    partner's lines issued by the partner, those of coalition-wide offer lines by the operator
+    (`_earn_statement`). Takes an `EarnRequest`, or its fields as keywords."""
     if request is None:
         request = EarnRequest(**fields)
     at, digest = check_earn(request)
@@ -243,6 +280,9 @@ async def earn(
 
     repaid = min(points, -claim.debt)  # a member's debt is repaid first from new earnings
     net = points - repaid
+    operator = operator_points(request.lines)
+    issued = points - operator
+    issued_left, operator_left = split_debt(issued, operator, repaid)
     tx_id = uuid7()
     available_at = at + timedelta(days=request.hold_days)
     expires_at = add_months(at, request.validity_months)
@@ -259,6 +299,10 @@ async def earn(
     params = {
         "tx": tx_id,
         "points": points,
+        "issued": issued,
+        "issued_left": issued_left,
+        "operator_points": operator,
+        "operator_left": operator_left,
         "net": net,
         "repaid": repaid,
         "partner": request.partner_id,
@@ -279,7 +323,14 @@ async def earn(
         "lines": None if stored_lines is None else json.dumps(stored_lines),
     }
     try:
-        await conn.execute(_EARN[(net > 0, repaid > 0, stored_lines is not None)], params)
+        statement = _earn_statement(
+            net > 0,
+            repaid > 0,
+            with_lines=stored_lines is not None,
+            issuer_share=issued > 0,
+            operator_share=operator > 0,
+        )
+        await conn.execute(statement, params)
     except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
         # Through SQLAlchemy or straight on the driver (core.db.DriverConnection).
         if "uq_transactions_earn_order" in str(getattr(exc, "orig", exc)):

@@ -102,6 +102,10 @@ class LedgerTransaction(SQLModel, table=True):
             "'bonus','reward','transfer')",
             name="ck_transactions_kind",
         ),
+        CheckConstraint(
+            "operator_points >= 0 AND operator_points <= points",
+            name="ck_transactions_operator_points",
+        ),
         Index("ix_transactions_effective_at", "effective_at"),
         Index("ix_transactions_partner_ref", "partner_id", "ref"),
         Index(
@@ -159,6 +163,11 @@ class LedgerTransaction(SQLModel, table=True):
     effective_at: datetime = Field(sa_column=_ts())
     recorded_at: datetime = Field(sa_column=_ts(server_default=func.now()))
     actor: str = Field(sa_column=Column(Text, nullable=False))
+    # Of `points`, those the operator issued (an earn's coalition-wide offer lines, in a lot of
+    # their own with no issuer; a reversal's share of them): its partner answers for the rest.
+    operator_points: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class Entry(SQLModel, table=True):
@@ -183,15 +192,18 @@ class Entry(SQLModel, table=True):
 
 class Lot(SQLModel, table=True):
     """Points of one earn or bonus, or of one transfer: spent earliest-expiry first, traceable
-    to the partner that issued them (`issuer_id`; NULL: the operator issued them).
+    to the partner that issued them (`issuer_id`; NULL: the operator issued them). An earn
+    with coalition-wide offer points makes two: the partner's (its other lines' points, when
+    there are any) and the operator's (`transactions.operator_points`), created in that order.
 
     A transfer gives the receiver new lots, one per lot the points came from (`origin_lot_id`,
     by `transfer_tx_id`), carrying that lot's issuer, earn, availability and expiry. Their
     `earn_tx_id` stays the ORIGINAL earn or bonus, whatever chain of transfers brought them:
     everything that prices a lot at its issue (settlement's breakage: the issuer's price at the
     earn's time) reads one join, with no walk up the origins, and a transfer, which is not a
-    settlement event, changes no price. So `earn_tx_id` is unique only among the lots an earn
-    or bonus created (`transfer_tx_id IS NULL`); the reversal of an earn finds its own lot there.
+    settlement event, changes no price. So (`earn_tx_id`, `issuer_id`) is unique only among the
+    lots an earn or bonus created (`transfer_tx_id IS NULL`); the reversal of an earn finds its
+    own lots there.
     A transferred lot's points come in by a `transfer` posting (+N), as the sender's go out by
     one (-N): a lot's remaining is what its earn credited (a transferred lot: nothing) plus its
     postings, minus live holds; and the points liability at any past instant (settlement reads
@@ -215,11 +227,15 @@ class Lot(SQLModel, table=True):
             postgresql_where=text("remaining > 0"),
         ),
         Index("ix_lots_expiry", "expires_at", postgresql_where=text("remaining > 0")),
+        # One lot per earn (or bonus) and issuer: an earn with coalition-wide offer points has
+        # the partner's lot and the operator's (migration 0018).
         Index(
             "ix_lots_earn_tx",
             "earn_tx_id",
+            "issuer_id",
             unique=True,
             postgresql_where=text("transfer_tx_id IS NULL"),
+            postgresql_nulls_not_distinct=True,
         ),
     )
 

@@ -17,6 +17,7 @@ from ledger.claims import (
     _claim_and_lock,
     request_hash,
 )
+from ledger.earn import PROMOTIONS_ACCOUNT
 from ledger.errors import (
     HoldNotActive,
     LedgerValidation,
@@ -26,44 +27,65 @@ from ledger.holds import _LOCK_HOLD, _hold_member, _hold_state, _release_stale_h
 from ledger.models import AccountKind, HoldStatus
 from ledger.results import ReturnResult, ReversalResult
 
-# The lot an earn created (not a bonus's, nor the lots transfers made of it: they name the
-# same earn, `ledger.models.Lot`).
-_LOT_OF_EARN = text(
-    "SELECT l.id, l.member_id, l.issuer_id, l.points, l.reversed FROM lots l "
-    "JOIN transactions t ON t.id = l.earn_tx_id AND t.kind = 'earn' "
-    "WHERE l.earn_tx_id = :tx AND l.transfer_tx_id IS NULL"
+# An earn and the lots it created (not a bonus's, nor the lots transfers made of it: they name
+# the same earn, `ledger.models.Lot`): the partner's lot first, then the operator's (its
+# coalition-wide offer points), either absent when the earn had no points of that funder.
+_EARN_AND_LOTS = text(
+    "SELECT t.partner_id, t.member_id, t.points, t.operator_points, l.id AS lot_id, "
+    "l.issuer_id, coalesce(l.reversed, 0) AS reversed "
+    "FROM transactions t "
+    "LEFT JOIN lots l ON l.earn_tx_id = t.id AND l.transfer_tx_id IS NULL "
+    "WHERE t.id = :tx AND t.kind = 'earn' "
+    "ORDER BY l.issuer_id NULLS LAST"
 )
 
-# Take the reversed points from the earn's own lot first, then the member's other pending
-# lots, then available ones (FIFO); what is missing becomes the member's debt.
+# Take the reversed points back: each funder's share first from its own lot of the earn (the
+# partner's `:issued` from `:issuer_lot`, the operator's `:operator` from `:operator_lot`),
+# what is still missing from what remains of the earn's lots, then from the member's other
+# pending lots, then available ones (FIFO); what is missing after that becomes the member's
+# debt. The partner's share goes back to its issuance account, the operator's to `promotions`.
 _REVERSE = text(
-    """
-    WITH c AS (
-        SELECT id, remaining,
-               sum(remaining) OVER (ORDER BY (id = :lot) DESC, (available_at > :at) DESC,
-                                             expires_at, earned_at, id) AS cum
-        FROM lots
-        WHERE member_id = :member AND remaining > 0 AND expires_at > :at
+    f"""
+    WITH own AS (
+        SELECT id, rev, n FROM (VALUES (CAST(:issuer_lot AS bigint), CAST(:issued AS bigint), 0),
+                                       (CAST(:operator_lot AS bigint), CAST(:operator AS bigint), 1))
+                               v(id, rev, n)
+        WHERE id IS NOT NULL
+    ), c0 AS (
+        SELECT l.id, l.remaining, o.n, LEAST(l.remaining, coalesce(o.rev, 0)) AS first,
+               l.available_at, l.expires_at, l.earned_at
+        FROM lots l LEFT JOIN own o ON o.id = l.id
+        WHERE l.member_id = :member AND l.remaining > 0 AND l.expires_at > :at
+    ), short AS (
+        SELECT :points - coalesce(sum(first), 0) AS pts FROM c0
+    ), c AS (
+        SELECT id, first, remaining - first AS rest,
+               sum(remaining - first) OVER (ORDER BY (n IS NOT NULL) DESC, n,
+                                                     (available_at > :at) DESC, expires_at,
+                                                     earned_at, id) AS cum
+        FROM c0
     ), take AS (
-        SELECT id, LEAST(remaining, :points - (cum - remaining)) AS take
-        FROM c WHERE cum - remaining < :points
+        SELECT c.id, c.first + LEAST(c.rest, GREATEST(short.pts - (c.cum - c.rest), 0)) AS take
+        FROM c, short WHERE c.first > 0 OR c.cum - c.rest < short.pts
     ), chg AS (
-        SELECT coalesce(take.id, o.id) AS id, coalesce(take.take, 0) AS take,
-               CASE WHEN coalesce(take.id, o.id) = :lot THEN :points ELSE 0 END AS rev
-        FROM take FULL JOIN (SELECT CAST(:lot AS bigint) AS id) o ON o.id = take.id
+        SELECT coalesce(take.id, own.id) AS id, coalesce(take.take, 0) AS take,
+               coalesce(own.rev, 0) AS rev
+        FROM take FULL JOIN own ON own.id = take.id
     ), ul AS (
         UPDATE lots l SET remaining = l.remaining - chg.take, reversed = l.reversed + chg.rev
         FROM chg WHERE l.id = chg.id
     ), tot AS (
         SELECT coalesce(sum(take), 0) AS y FROM take
     ), t AS (
-        INSERT INTO transactions (id, kind, points, partner_id, member_id, reverses_id, ref,
-                                  effective_at, actor)
-        VALUES (:tx, 'reversal', :points, :partner, :member, :earn_tx, :ref, :at, :actor)
+        INSERT INTO transactions (id, kind, points, operator_points, partner_id, member_id,
+                                  reverses_id, ref, effective_at, actor)
+        VALUES (:tx, 'reversal', :points, :operator, :partner, :member, :earn_tx, :ref, :at,
+                :actor)
     ), e AS (
         INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
         SELECT :tx, v.account_id, v.amount, :at, :actor
-        FROM tot, LATERAL (VALUES (CAST(:issuance AS bigint), CAST(:points AS bigint)),
+        FROM tot, LATERAL (VALUES (CAST(:issuance AS bigint), CAST(:issued AS bigint)),
+                                  ({PROMOTIONS_ACCOUNT}, CAST(:operator AS bigint)),
                                   (:wallet, -tot.y),
                                   (:debt, tot.y - :points)) v(account_id, amount)
         WHERE v.amount <> 0
@@ -81,6 +103,14 @@ _REVERSE = text(
 )
 
 
+def operator_share(points: int, operator_points: int, reversed_after: int) -> int:
+    """Of an earn of `points`, `operator_points` of them the operator's, the operator's part of
+    the first `reversed_after` points reversed: floor(operator_points x reversed_after /
+    points). A function of the total reversed alone, so that refunds in parts add up to a
+    whole refund's split exactly; both parts only grow with it (the partner's is the rest)."""
+    return operator_points * reversed_after // points
+
+
 async def reverse_earn(
     conn: AsyncConnection,
     *,
@@ -93,13 +123,14 @@ async def reverse_earn(
     at: datetime | None = None,
     key_space: str | None = None,
 ) -> ReversalResult:
-    """Take back `points` of an earn (a refund): the wallet never goes negative; the
-    shortfall becomes the member's debt, repaid by later earnings."""
+    """Take back `points` of an earn (a refund), split pro rata between the partner's points
+    and the operator's (`operator_share`), each returned to its funder: the wallet never goes
+    negative; the shortfall becomes the member's debt, repaid by later earnings."""
     _check_points(points)
     _check_key(idempotency_key)
     at = _at(at)
-    lot = (await conn.execute(_LOT_OF_EARN, {"tx": earn_transaction_id})).one_or_none()
-    if lot is None or lot.issuer_id != partner_id:
+    rows = (await conn.execute(_EARN_AND_LOTS, {"tx": earn_transaction_id})).all()
+    if not rows or rows[0].partner_id != partner_id:
         raise TransactionNotFound(f"earn {earn_transaction_id} not found")
     digest = request_hash("reverse", {"earn": earn_transaction_id, "points": points, "ref": ref})
     claim = await _claim_and_lock(
@@ -109,25 +140,35 @@ async def reverse_earn(
         op="reverse",
         key=idempotency_key,
         digest=digest,
-        member_id=lot.member_id,
+        member_id=rows[0].member_id,
         partner_id=partner_id,
     )
     if isinstance(claim, dict):
         return ReversalResult.from_json(claim, replayed=True)
-    # Read again under the member's lock: a concurrent reversal may have moved it.
-    lot = (await conn.execute(_LOT_OF_EARN, {"tx": earn_transaction_id})).one()
-    if lot.reversed + points > lot.points:
+    # Read again under the member's lock: a concurrent reversal may have moved them.
+    rows = (await conn.execute(_EARN_AND_LOTS, {"tx": earn_transaction_id})).all()
+    earn = rows[0]
+    issuer_lot = next((r for r in rows if r.lot_id is not None and r.issuer_id is not None), None)
+    operator_lot = next((r for r in rows if r.lot_id is not None and r.issuer_id is None), None)
+    reversed_before = sum(r.reversed for r in rows)
+    if reversed_before + points > earn.points:
         raise LedgerValidation(
-            f"cannot reverse {points} points: {lot.points - lot.reversed} of this earn remain"
+            f"cannot reverse {points} points: {earn.points - reversed_before} of this earn remain"
         )
+    operator = operator_share(earn.points, earn.operator_points, reversed_before + points) - (
+        0 if operator_lot is None else operator_lot.reversed
+    )
     await _release_stale_holds(conn, [claim.wallet_id], at)
     tx_id = uuid7()
     y = (
         await conn.execute(
             _REVERSE,
             {
-                "lot": lot.id,
-                "member": lot.member_id,
+                "issuer_lot": None if issuer_lot is None else issuer_lot.lot_id,
+                "operator_lot": None if operator_lot is None else operator_lot.lot_id,
+                "issued": points - operator,
+                "operator": operator,
+                "member": earn.member_id,
                 "points": points,
                 "at": at,
                 "tx": tx_id,

@@ -55,15 +55,16 @@ from ledger.claims import (
     stored_result,
 )
 from ledger.earn import (
-    _EARN,  # read by bench/earn.py
     DEFAULT_VALIDITY_MONTHS,
     EarnRequest,
     FollowUp,
+    _earn_statement,  # read by bench/earn_pgbench.py
     add_months,
     check_earn,
     earn,
     earn_digest,
     lines_json,
+    operator_points,
 )
 from ledger.holds import DEFAULT_HOLD_TTL, authorize, capture, capture_digest, void
 from ledger.jobs import expire_points, release_expired_holds
@@ -110,7 +111,6 @@ __all__ = [
     "OPERATOR_KEY_SPACE",
     "TRANSFER_WINDOW",
     "_CLAIM_AND_LOCK",
-    "_EARN",
     "Balance",
     "BonusRequest",
     "BonusResult",
@@ -134,6 +134,7 @@ __all__ = [
     "TransferRequest",
     "TransferResult",
     "VoidResult",
+    "_earn_statement",
     "account_balance",
     "add_months",
     "authorize",
@@ -157,6 +158,7 @@ __all__ = [
     "member_key_space",
     "open_member_accounts",
     "open_partner_accounts",
+    "operator_points",
     "order_earn",
     "partner_key_space",
     "pending_parts",

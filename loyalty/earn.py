@@ -51,8 +51,10 @@ async def earn(
     in the group commit of the ledger (`ledger.batch`); a retry answers as the original did.
 
     The points are the lines of `catalog.breakdown`: BASE, TIER (the tier held before this
-    earn: the card's cached holder carries it) and one OFFER line per applying offer of the
-    partner's (cached per partner; coalition-wide offers do not apply yet). An earn that offers
+    earn: the card's cached holder carries it) and one OFFER line per applying offer, the
+    partner's own or coalition-wide (cached per partner). A coalition-wide offer's points are
+    the operator's: the ledger issues them from its `promotions` account into a lot with no
+    issuer, in the same earn (`ledger.earn`), and no partner is charged for them. An earn that offers
     needing the member's activation or counting its uses may apply to runs alone, in one unit
     of work with that state (`_earn_with_member_state`); every other earn costs what an earn
     without tiers or offers does (the batch statement, lines included).
@@ -94,9 +96,7 @@ async def earn(
         rt.pool, card_number, fresh_tier=bool(ladder.tiers)
     )
     held = ladder.by_name(holder.tier) if ladder.tiers else None
-    # Coalition-wide (operator-funded) offers do not apply yet: their points would need a lot
-    # of their own, issued by the operator; only the earning partner's own offers apply.
-    offers = [o for o in await live_offers(rt, partner_id) if o.partner_id == partner_id]
+    offers = await live_offers(rt, partner_id)  # its own and the coalition-wide ones
 
     def applying(activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]) -> list[Line]:
         """The earn's lines, given the member's activations and uses."""

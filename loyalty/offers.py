@@ -6,8 +6,8 @@ activate them, and apply promo codes.
 Another partner's offer is NOT_FOUND, like one that does not exist.
 
 A member's listing reaches the offers whose `minTier` its tier reaches (`members.tiers`).
-Coalition-wide offers are listed but do not apply to earns yet (`loyalty.earn`): their points
-need a lot of their own, issued by the operator.
+Coalition-wide offers apply to earns at every partner (`loyalty.earn`): their points are issued
+by the operator, in a lot of their own with no issuer, and charged to no partner.
 """
 
 from __future__ import annotations

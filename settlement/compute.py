@@ -42,7 +42,8 @@ def _materialize_sql(frozen: bool) -> str:
 # Per partner: what it issued (earns, its bonuses) and accepted (captures, rewards). Events
 # with no partner are not on any statement: an operator's bonus (no partner pays for it; the
 # partner that accepts its points is reimbursed by the capture or reward) and a transfer (no
-# settlement event).
+# settlement event). Nor are the operator's points of an earn (its coalition-wide offer lines)
+# and of the earn's reversals: `points` here are the partner's (`settlement.pricing.priced`).
 _STATEMENT_SUMS = text(
     f"""
     SELECT partner_id,
@@ -65,9 +66,12 @@ _STATEMENT_SUMS = text(
     """
 )
 
-# The operator's own bonuses (no issuing partner): reported on the period, paid by nobody.
+# The points the operator issued itself (its bonuses, with no issuing partner, and the
+# coalition-wide offer points of earns): reported on the period, paid by nobody. Reversals of
+# the latter are not subtracted: the period reports what was issued in it.
 _OPERATOR_ISSUED = text(
-    "SELECT coalesce(sum(points), 0) FROM settle_tx WHERE kind = 'bonus' AND partner_id IS NULL"
+    "SELECT coalesce(sum(points) FILTER (WHERE kind = 'bonus' AND partner_id IS NULL), 0) "
+    "+ coalesce(sum(operator_points) FILTER (WHERE kind = 'earn'), 0) FROM settle_tx"
 )
 
 # Breakage: what expiry took from lots in the period, at the issue price of each lot's earn or

@@ -12,16 +12,17 @@ Agreements in another currency than the settlement's are not used; such events a
 
 from __future__ import annotations
 
-# Columns: id, kind, partner_id, points, reverses_id, ref, effective_at, recorded_at, adjusts.
+# Columns: id, kind, partner_id, points, reverses_id, ref, effective_at, recorded_at, adjusts,
+# operator_points (of `points`, those the operator issued: `priced` takes them out).
 # `{where}` filters transactions `t`; an assignment row `a` is joined where the source needs it.
 CANDIDATES_OPEN = """
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
-           t.recorded_at, CAST(NULL AS uuid) AS adjusts
+           t.recorded_at, CAST(NULL AS uuid) AS adjusts, t.operator_points
     FROM ledger_events t
     WHERE t.effective_at >= :start AND t.effective_at < :end {where}
     UNION ALL
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
-           t.recorded_at, a.adjusts_period_id AS adjusts
+           t.recorded_at, a.adjusts_period_id AS adjusts, t.operator_points
     FROM settlement_assignments a JOIN ledger_events t ON t.id = a.transaction_id
     WHERE a.period_id = :period AND a.adjusts_period_id IS NOT NULL {where}
 """
@@ -30,7 +31,7 @@ CANDIDATES_OPEN = """
 # assigned to it explicitly) and the late events it settled.
 CANDIDATES_FROZEN = """
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
-           t.recorded_at, CAST(NULL AS uuid) AS adjusts
+           t.recorded_at, CAST(NULL AS uuid) AS adjusts, t.operator_points
     FROM ledger_events t
     WHERE t.effective_at >= :start AND t.effective_at < :end {where}
       AND (t.recorded_at < :frozen_before
@@ -38,7 +39,7 @@ CANDIDATES_FROZEN = """
                       WHERE a.transaction_id = t.id AND a.period_id = :period))
     UNION ALL
     SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at,
-           t.recorded_at, a.adjusts_period_id AS adjusts
+           t.recorded_at, a.adjusts_period_id AS adjusts, t.operator_points
     FROM settlement_assignments a JOIN ledger_events t ON t.id = a.transaction_id
     WHERE a.period_id = :period AND a.adjusts_period_id IS NOT NULL {where}
 """
@@ -87,11 +88,15 @@ def price_join(alias: str, partner: str, effective: str, recorded: str) -> str:
 
 
 def priced(candidates: str) -> str:
-    """Rows of `candidates` with `price`: per point, in the settlement currency (NULL: none)."""
+    """Rows of `candidates` with `price`: per point, in the settlement currency (NULL: none).
+
+    `points` are those the event's partner answers for: an earn's coalition-wide offer points
+    (and a reversal's share of them) are the operator's, issued by no partner and charged to
+    none (`operator_points`, reported on the period: `settlement.compute`)."""
     return f"""
     WITH {PRICE_CTE}
-    SELECT c.id, c.kind, c.partner_id, c.points, c.ref, c.effective_at, c.recorded_at,
-           c.adjusts,
+    SELECT c.id, c.kind, c.partner_id, c.points - c.operator_points AS points,
+           c.operator_points, c.ref, c.effective_at, c.recorded_at, c.adjusts,
            CASE WHEN c.kind IN ('earn', 'bonus', 'reversal') THEN pr.issue_price
                 WHEN c.kind IN ('capture', 'reward', 'return') THEN pr.redemption_price
            END AS price

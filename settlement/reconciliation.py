@@ -64,7 +64,7 @@ _LEDGER_SIDE = text(
     FROM ({
         priced(
             "SELECT t.id, t.kind, t.partner_id, t.points, t.reverses_id, t.ref, t.effective_at, "
-            "t.recorded_at, CAST(NULL AS uuid) AS adjusts FROM ledger_events t "
+            "t.recorded_at, CAST(NULL AS uuid) AS adjusts, t.operator_points FROM ledger_events t "
             "WHERE t.partner_id = :partner AND t.effective_at >= :start AND t.effective_at < :end "
             f"AND t.kind IN ({SETTLED_KINDS_SQL})"
         )

@@ -107,6 +107,19 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
             wide = (
                 await conn.execute(text("SELECT count(*) FROM offers WHERE partner_id IS NULL"))
             ).scalar_one()
+            # The coalition-wide +50 applied to the referred members' first earns (today's):
+            # the operator's points, in lots with no issuer.
+            operator_earns = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), coalesce(sum(t.operator_points), 0), "
+                        "(SELECT coalesce(sum(l.points), 0) FROM lots l JOIN transactions e "
+                        " ON e.id = l.earn_tx_id AND e.kind = 'earn' "
+                        " WHERE l.issuer_id IS NULL AND l.transfer_tx_id IS NULL) "
+                        "FROM transactions t WHERE t.kind = 'earn' AND t.operator_points > 0"
+                    )
+                )
+            ).one()
             held = dict(
                 (
                     await conn.execute(
@@ -127,7 +140,7 @@ async def test_demo_loads_once_with_history_and_a_closed_period():
             ("anna@example.com", "x5 points on the car wash", "APP"),
             ("boris@example.com", "Welcome: 100 bonus points", "PROMO_CODE"),
         ]
-        assert wide == 1
+        assert wide == 1 and tuple(operator_earns) == (2, 100, 100)
         assert closed >= 3 and unbalanced == 0 and unpriced == 0
     finally:
         await engine.dispose()

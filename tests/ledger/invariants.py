@@ -49,28 +49,55 @@ INVARIANTS: dict[str, str] = {
                              WHERE h.wallet_id = a.id AND h.status = 'active')
     """,
     # Every lot: what it was credited with, plus its postings, is what is left in it plus what
-    # live holds reserved from it.
+    # live holds reserved from it. The lots an earn or bonus created (one per funder: an earn's
+    # coalition-wide offer points are the operator's lot) were credited together with what its
+    # wallet leg gave, each at most its points.
     "lot remaining differs from its history": """
-        SELECT l.id, l.remaining, init.amount AS credited, post.total AS postings, res.total AS held
-        FROM lots l
+        WITH lot AS (
+            SELECT l.id, l.earn_tx_id, l.transfer_tx_id, l.wallet_id, l.points,
+                   l.remaining + res.total - post.total AS credited
+            FROM lots l
+            CROSS JOIN LATERAL (
+                SELECT coalesce(sum(p.points), 0) AS total FROM lot_postings p
+                WHERE p.lot_id = l.id) post
+            CROSS JOIN LATERAL (
+                SELECT coalesce(sum(ha.points), 0) AS total FROM hold_allocations ha
+                JOIN holds h ON h.id = ha.hold_id
+                WHERE ha.lot_id = l.id AND h.status = 'active') res
+        )
+        SELECT lot.earn_tx_id, lot.transfer_tx_id, sum(lot.credited) AS credited,
+               min(init.amount) AS wallet_leg
+        FROM lot
         CROSS JOIN LATERAL (
             SELECT coalesce(sum(e.amount), 0) AS amount FROM entries e
-            WHERE e.transaction_id = l.earn_tx_id AND e.account_id = l.wallet_id
-              AND l.transfer_tx_id IS NULL) init
-        CROSS JOIN LATERAL (
-            SELECT coalesce(sum(p.points), 0) AS total FROM lot_postings p
-            WHERE p.lot_id = l.id) post
-        CROSS JOIN LATERAL (
-            SELECT coalesce(sum(ha.points), 0) AS total FROM hold_allocations ha
-            JOIN holds h ON h.id = ha.hold_id WHERE ha.lot_id = l.id AND h.status = 'active') res
-        WHERE l.remaining + res.total <> init.amount + post.total
+            WHERE e.transaction_id = lot.earn_tx_id AND e.account_id = lot.wallet_id
+              AND lot.transfer_tx_id IS NULL) init
+        GROUP BY lot.earn_tx_id, lot.transfer_tx_id, lot.id * (lot.transfer_tx_id IS NOT NULL)::int
+        HAVING sum(lot.credited) <> min(init.amount) OR bool_or(lot.credited < 0)
+            OR bool_or(lot.credited > lot.points AND lot.transfer_tx_id IS NULL)
     """,
-    # Every lot names its earn or bonus (a transferred lot the original one) and its issuer.
+    # Every lot names its earn or bonus (a transferred lot the original one) and its issuer:
+    # the transaction's partner, or no one for the operator's points (its bonus, an earn's
+    # coalition-wide offer points); an earn's or bonus's own lots hold its points, one lot per
+    # funder.
     "lot of an earn that is not an earn": """
-        SELECT l.id FROM lots l JOIN transactions t ON t.id = l.earn_tx_id
-        WHERE t.kind NOT IN ('earn', 'bonus') OR t.partner_id IS DISTINCT FROM l.issuer_id
-           OR (l.transfer_tx_id IS NULL AND (t.points <> l.points OR t.member_id <> l.member_id))
+        SELECT CAST(l.id AS text) FROM lots l JOIN transactions t ON t.id = l.earn_tx_id
+        WHERE t.kind NOT IN ('earn', 'bonus')
+           OR (t.partner_id IS DISTINCT FROM l.issuer_id
+               AND NOT (l.issuer_id IS NULL AND t.operator_points > 0))
+           OR (l.transfer_tx_id IS NULL AND (
+                 t.member_id <> l.member_id
+                 OR l.points <> CASE WHEN l.issuer_id IS NULL AND t.operator_points > 0
+                                     THEN t.operator_points
+                                     ELSE t.points - t.operator_points END))
+        UNION ALL
+        SELECT CAST(t.id AS text) FROM transactions t
+        WHERE t.kind IN ('earn', 'bonus')
+          AND (SELECT coalesce(sum(l.points), 0) FROM lots l
+               WHERE l.earn_tx_id = t.id AND l.transfer_tx_id IS NULL) <> t.points
     """,
+    # An earn's or bonus's funding legs: its issuer's points from its issuance account (an
+    # operator's bonus: `promotions`), an earn's operator points from `promotions`.
     "earn whose issuance leg is not its points": """
         SELECT t.id FROM transactions t
         LEFT JOIN (entries e JOIN accounts a ON a.id = e.account_id
@@ -78,10 +105,39 @@ INVARIANTS: dict[str, str] = {
                ON e.transaction_id = t.id
         WHERE t.kind IN ('earn', 'bonus')
         GROUP BY t.id
-        HAVING count(e.id) <> 1 OR min(e.amount) <> -min(t.points)
-            OR (min(t.kind) = 'earn' AND min(a.kind) <> 'issuance')
-            OR (min(t.partner_id::text) IS NULL) <> (min(a.kind) = 'promotions')
-            OR min(a.owner_id::text) IS DISTINCT FROM min(t.partner_id::text)
+        HAVING coalesce(sum(-e.amount) FILTER (WHERE a.kind = 'issuance'), 0)
+                 <> CASE WHEN min(t.partner_id::text) IS NULL THEN 0
+                         ELSE min(t.points) - min(t.operator_points) END
+            OR coalesce(sum(-e.amount) FILTER (WHERE a.kind = 'promotions'), 0)
+                 <> CASE WHEN min(t.partner_id::text) IS NULL THEN min(t.points)
+                         ELSE min(t.operator_points) END
+            OR count(e.id) FILTER (WHERE a.kind = 'issuance'
+                                     AND a.owner_id IS DISTINCT FROM t.partner_id) > 0
+            OR (min(t.kind) = 'bonus' AND min(t.operator_points) <> 0)
+    """,
+    # A reversal returns each funder's share: the partner's to its issuance account, the
+    # operator's (of an earn's coalition-wide offer points) to `promotions`.
+    "reversal whose funding legs differ from its shares": """
+        SELECT t.id FROM transactions t
+        LEFT JOIN (entries e JOIN accounts a ON a.id = e.account_id
+                                            AND a.kind IN ('issuance', 'promotions'))
+               ON e.transaction_id = t.id
+        WHERE t.kind = 'reversal'
+        GROUP BY t.id
+        HAVING coalesce(sum(e.amount) FILTER (WHERE a.kind = 'issuance'
+                                                AND a.owner_id = t.partner_id), 0)
+                 <> min(t.points) - min(t.operator_points)
+            OR coalesce(sum(e.amount) FILTER (WHERE a.kind = 'promotions'), 0)
+                 <> min(t.operator_points)
+    """,
+    # A reversal's operator share is the earn's pro rata part of everything reversed so far
+    # (`ledger.reversals.operator_share`), whatever the parts it came in.
+    "earn reversed off its pro rata split": """
+        SELECT t.id FROM transactions t
+        JOIN LATERAL (
+            SELECT coalesce(sum(r.points), 0) AS pts, coalesce(sum(r.operator_points), 0) AS op
+            FROM transactions r WHERE r.kind = 'reversal' AND r.reverses_id = t.id) r ON true
+        WHERE t.kind = 'earn' AND r.op <> t.operator_points * r.pts / t.points
     """,
     # A transferred lot carries its origin's issuer, earn and dates, and lives in its
     # transfer's receiving wallet.

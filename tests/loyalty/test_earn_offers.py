@@ -1,8 +1,8 @@
 """Partner-funded offers in the earn, with exact numbers (DOMAIN.md "Offers and the earn
 breakdown"): an activation-only x5 coupon, two stackable offers, the best of two non-stackable
 ones (and after endOffer the other), per-line rounding, maxUsesPerMember (also under
-concurrency), a refund reversing the offer's points pro rata with the base, and coalition-wide
-offers not applying yet.
+concurrency), a refund reversing the offer's points pro rata with the base, and a coalition-wide
+offer applying, issued by the operator.
 
 Offers belong to the test's own partner: other tests' earns never see them."""
 
@@ -12,12 +12,14 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from ledger import service as ledger
 from loyalty import earn, offers, refund
 from loyalty.runtime import Services
 from members import service as members
+from tests.ledger.invariants import assert_invariants
 from tests.loyalty.conftest import partner_in_force
 
 
@@ -149,9 +151,66 @@ async def test_a_refund_reverses_offer_points_pro_rata(services: Services) -> No
     assert back.points_reversed == 375
 
 
-async def test_coalition_wide_offers_do_not_apply_yet(fresh_services: Services) -> None:
-    # A database of its own: a coalition-wide offer is every member's.
-    partner, m = await shop(fresh_services, "coalition")
-    await offer(fresh_services, None, multiplier="3", stackable=True)
-    r = await buy(fresh_services, partner, m.card_number)
-    assert (r.points, shape(r)) == (150, [("BASE", 150, None)])
+@pytest.mark.parametrize("path", ["batch", "single"])
+async def test_a_coalition_wide_offer_applies_issued_by_the_operator(
+    fresh_services: Services, path: str
+) -> None:
+    """The partner's x2 and a coalition-wide +100: one earn of 400 points, its lines summing to
+    them; 300 in the partner's lot, 100 in the operator's (no issuer). An offer that does not
+    need the member's activation goes to the group commit; one that does runs the single path,
+    with the same result. A refund of a quarter reverses 100: 75 of the partner's, 25 of the
+    operator's. (A database of its own: a coalition-wide offer is every member's.)"""
+    rt = fresh_services
+    partner, m = await shop(rt, "coalition")
+    x2 = await offer(rt, partner, multiplier="2")
+    single = path == "single"
+    wide = await offer(rt, None, bonus_points=100, stackable=True, requires_activation=single)
+    if single:
+        await offers.activate(rt, member_id=m.id, offer_id=str(wide))
+    r = await buy(rt, partner, m.card_number)
+    assert (rt.earns.stats.batched_earns, rt.earns.stats.single_path) == (0 if single else 1, 0)
+    assert r.points == 400
+    assert [(x.source, x.points, x.offer_id, x.funded_by) for x in r.lines] == [
+        ("BASE", 150, None, "PARTNER"),
+        ("OFFER", 150, x2, "PARTNER"),
+        ("OFFER", 100, wide, "OPERATOR"),
+    ]
+    async with rt.engine.connect() as conn:
+        ref = (
+            await conn.execute(
+                text("SELECT ref FROM transactions WHERE id = :t"), {"t": r.transaction_id}
+            )
+        ).scalar_one()
+        stored = await ledger.earn_lines(conn, transaction_ids=[r.transaction_id])
+        items = await ledger.history(conn, member_id=m.id)
+    assert stored[r.transaction_id] == r.lines
+    # The member's activity shows the earn once, with all of its points.
+    assert [(i.kind, i.amount, i.transaction_id) for i in items] == [
+        ("earn", 400, r.transaction_id)
+    ]
+    assert await lots(rt, r.transaction_id) == [(partner, 300, 300, 0), (None, 100, 100, 0)]
+    back = await refund.refund(
+        rt,
+        actor="test",
+        partner_id=partner,
+        order_ref=ref,
+        amount="375",
+        currency="RUB",
+        idempotency_key=uuid.uuid4().hex,
+    )
+    assert back.points_reversed == 100
+    assert await lots(rt, r.transaction_id) == [(partner, 300, 225, 75), (None, 100, 75, 25)]
+    await assert_invariants(rt.engine)
+
+
+async def lots(rt: Services, tx: uuid.UUID) -> list[tuple[Any, ...]]:
+    """The lots of an earn: (issuer, points, remaining, reversed), in id order."""
+    async with rt.engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT issuer_id, points, remaining, reversed FROM lots "
+                "WHERE earn_tx_id = :t AND transfer_tx_id IS NULL ORDER BY id"
+            ),
+            {"t": tx},
+        )
+        return [tuple(x) for x in found]

@@ -65,8 +65,8 @@ ApplyPromoCodeResult = E.result_union(
 class OffersMutation:
     @strawberry.mutation(
         description="Create an offer: a partner with catalog:write for its own purchases; the "
-        "operator for a partner's, or coalition-wide (no partnerId; issued and paid for by "
-        "the operator; not yet applied to earns)."
+        "operator for a partner's, or coalition-wide (no partnerId; applies at every partner, "
+        "its points issued and paid for by the operator)."
     )
     async def create_offer(
         self, info: strawberry.Info, input: CreateOfferInput

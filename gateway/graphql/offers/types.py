@@ -48,8 +48,8 @@ class Offer:
         description="The lowest tier that gets it (null: every member)."
     )
     coalition_wide: bool = strawberry.field(
-        description="Issued and paid for by the operator, at every partner (not yet applied "
-        "to earns)."
+        description="Applies at every partner; its points are issued and paid for by the "
+        "operator (charged to no partner)."
     )
     activated: bool | None = strawberry.field(
         description="Whether the calling member activated it (null for partners and the operator)."

@@ -188,7 +188,8 @@ class SettlementPeriod:
     )
     operator_issued_points: int | None = strawberry.field(
         description="Points the operator issued itself in the period (sign-up and referral "
-        "bonuses): on no partner's statement (operator only)."
+        "bonuses, coalition-wide offers' points of earns): on no partner's statement (operator "
+        "only)."
     )
     operator_breakage_points: int | None = strawberry.field(
         description="The operator's own points expired in the period: part of breakagePoints, "
