@@ -242,7 +242,7 @@ def earn_digest(
         "hold_days": hold_days,
         "validity_months": validity_months,
     }
-    if operator_points:  # absent otherwise: the digests of earns recorded before 0018 hold
+    if operator_points:  # absent otherwise: the digests of earns recorded before 0019 hold
         payload["operator_points"] = operator_points
     return request_hash("earn", payload)
 

@@ -228,7 +228,7 @@ class Lot(SQLModel, table=True):
         ),
         Index("ix_lots_expiry", "expires_at", postgresql_where=text("remaining > 0")),
         # One lot per earn (or bonus) and issuer: an earn with coalition-wide offer points has
-        # the partner's lot and the operator's (migration 0018).
+        # the partner's lot and the operator's (migration 0019).
         Index(
             "ix_lots_earn_tx",
             "earn_tx_id",

@@ -1,6 +1,6 @@
 """Coalition-wide (operator-funded) offer points in the ledger, with exact numbers: one earn
 transaction whose OPERATOR lines are issued from `promotions` into a lot with no issuer, the
-partner's lines from its issuance account into its own lot (migration 0018); the same rows from
+partner's lines from its issuance account into its own lot (migration 0019); the same rows from
 the group commit (`ledger.batch`) and from the single path (`ledger.earn`); the member's debt
 repaid from the partner's lot first; reversals split pro rata by the total reversed, each share
 back to its funder, from its own lot first, then the earn's other lot, then the member's other

@@ -1,7 +1,7 @@
 """ledger: coalition-wide (operator-funded) offer points in the earn
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-16 10:00:00.000000
 
 A coalition-wide offer's points are issued and paid for by the operator (DOMAIN.md "Offers and
@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018"
-down_revision: str | None = "0017"
+revision: str = "0019"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -84,7 +84,7 @@ def downgrade() -> None:
         DO $$
         BEGIN
           IF EXISTS (SELECT 1 FROM transactions WHERE operator_points <> 0) THEN
-            RAISE EXCEPTION 'cannot downgrade below 0018: earns with operator points exist'
+            RAISE EXCEPTION 'cannot downgrade below 0019: earns with operator points exist'
               USING ERRCODE = 'restrict_violation';
           END IF;
         END $$;
