@@ -280,3 +280,18 @@ async def earn_lines(
         else:
             lines.append(BreakdownLine(row.source, row.line_points, row.offer_id, row.funded_by))
     return {k: tuple(v) for k, v in found.items()}
+
+
+async def has_dealings(
+    conn: AsyncConnection, *, member_id: uuid.UUID, partner_id: uuid.UUID
+) -> bool:
+    """Whether the ledger holds a transaction between this member and this partner (an earn,
+    a bonus, a redemption, a refund...): the members a partner may look up by id."""
+    row = await conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM transactions "
+            "WHERE member_id = :member AND partner_id = :partner)"
+        ),
+        {"member": member_id, "partner": partner_id},
+    )
+    return bool(row.scalar())
