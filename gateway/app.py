@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import httpx
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +27,7 @@ from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
+from loyalty.webhooks import Dispatcher
 from settlement import service as settlement
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,17 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
         if settings.tier_review_day:
             jobs.append(asyncio.create_task(review_tiers_on_the_day(app.state.engine, settings)))
+        # Webhook dispatchers, apart from the earns (their own connections and HTTP client).
+        app.state.webhook_client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100), trust_env=False
+        )
+        for _ in range(settings.webhook_workers):
+            dispatcher = Dispatcher(
+                app.state.engine,
+                client=app.state.webhook_client,
+                allow_insecure=settings.webhook_allow_insecure,
+            )
+            jobs.append(asyncio.create_task(dispatcher.run()))
         try:
             yield
         finally:
@@ -177,6 +190,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             await app.state.earns.drain()
+            await app.state.webhook_client.aclose()
             await app.state.pool.close()
             await app.state.engine.dispose()
 

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import driver_unit_of_work
 from core.ids import uuid7
 from ledger import service
+from ledger.outbox import EARN_DATA
 from ledger.service import EarnRequest, EarnResult
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
 #    the same instant are spent in the order they were earned (the lot id breaks the tie); and
 #    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
-_EARN_BATCH = """
+# 6. `ob`: their `earn.recorded` events for partners with webhooks (`ledger.outbox`), in the
+#    same statement: no event without its earn, no earn without its event.
+_EARN_BATCH = (
+    """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
@@ -116,9 +120,16 @@ WITH req AS (
     SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
     FROM w CROSS JOIN LATERAL jsonb_to_recordset(w.lines)
          AS x(n int, source text, points bigint, offer uuid, funded_by text)
+), ob AS (
+    INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
+    SELECT w.partner, w.member, 'earn.recorded', """
+    + EARN_DATA
+    + """, w.at
+    FROM w WHERE webhook_wanted(w.partner, 'earn.recorded') ORDER BY w.i
 )
 SELECT i FROM w
 """
+)
 
 
 @dataclass(slots=True)

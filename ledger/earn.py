@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from ledger import outbox
 from ledger.claims import (
     _STORE_RESULT,
     _at,
@@ -259,6 +260,7 @@ async def earn(
     }
     try:
         await conn.execute(_EARN[(net > 0, repaid > 0, stored_lines is not None)], params)
+        await outbox.record_earn(conn, params)  # its event, in the same transaction
     except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
         # Through SQLAlchemy or straight on the driver (core.db.DriverConnection).
         if "uq_transactions_earn_order" in str(getattr(exc, "orig", exc)):

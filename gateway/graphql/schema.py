@@ -41,6 +41,7 @@ from gateway.graphql.settlement.mutations import SettlementMutation
 from gateway.graphql.settlement.queries import SettlementQuery
 from gateway.graphql.tiers.mutations import TiersMutation
 from gateway.graphql.tiers.queries import TiersQuery
+from gateway.graphql.webhooks.mutations import WebhooksMutation, WebhooksQuery
 
 
 # The fields come in the order of the base classes (as in the committed schema.graphql).
@@ -53,6 +54,7 @@ class Query(
     CatalogQuery,
     OffersQuery,
     TiersQuery,
+    WebhooksQuery,
 ):
     pass
 
@@ -69,6 +71,7 @@ class Mutation(
     CatalogMutation,
     OffersMutation,
     TiersMutation,
+    WebhooksMutation,
 ):
     pass
 
