@@ -27,6 +27,8 @@ from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
+from loyalty import imports
+from loyalty.runtime import Services
 from loyalty.webhooks import Dispatcher
 from settlement import service as settlement
 
@@ -171,6 +173,12 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
         if settings.tier_review_day:
             jobs.append(asyncio.create_task(review_tiers_on_the_day(app.state.engine, settings)))
+        app.state.runtime = Services(
+            app.state.engine, app.state.pool, app.state.earns, settings, app.state.caches
+        )
+        # Batch files: applied in the background, those a restart interrupted first.
+        for _ in range(settings.import_workers):
+            jobs.append(asyncio.create_task(imports.work(app.state.runtime, app.state.import_wake)))
         # Webhook dispatchers, apart from the earns (their own connections and HTTP client).
         app.state.webhook_client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=100), trust_env=False
@@ -196,6 +204,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
+    from gateway.imports_http import routes as import_routes
     from gateway.metrics import MetricsMiddleware, metrics
     from gateway.settlement_http import routes as settlement_routes
     from loyalty.caches import Caches
@@ -213,6 +222,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         WebSocketRoute("/graphql", graphql),
         *oauth_routes(),
         *settlement_routes(),
+        *import_routes(),
     ]
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")
@@ -220,6 +230,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
     app.state.settings = settings
     app.state.caches = Caches()
+    app.state.import_wake = asyncio.Event()
     app.state.rate_limits = RateLimits(settings)
     app.state.hash_limiter = anyio.CapacityLimiter(settings.password_hash_threads)
     return app

@@ -309,57 +309,81 @@ class EarnBatcher:
     ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
         """One statement, committed on its own, for the batch: returns the earns it committed and
         those to run alone."""
-        results = []
-        for r in batch:
-            available_at = r.at + timedelta(days=r.request.hold_days)
-            results.append(
-                EarnResult(
-                    transaction_id=uuid7(),
-                    points=r.request.points,
-                    status="pending" if available_at > r.at else "available",
-                    available_at=available_at,
-                    expires_at=service.add_months(r.at, r.request.validity_months),
-                    lines=r.request.lines,
-                )
-            )
-        # The batch travels as one JSON document (one parameter): psycopg's per-element array
-        # dumping cost more client CPU than everything else in the batch together. orjson
-        # writes the uuids and datetimes itself (RFC 3339, offset kept), which str(), isoformat()
-        # and the json module did one call at a time.
-        rows = orjson.dumps(
-            [
-                {
-                    "i": i,
-                    "space": r.space,
-                    "actor": q.actor,
-                    "key": q.idempotency_key,
-                    "hash": r.digest,
-                    "member": q.member_id,
-                    "partner": q.partner_id,
-                    "ref": q.ref,
-                    "tx": x.transaction_id,
-                    "points": q.points,
-                    "amount": None if q.amount is None else str(q.amount),
-                    "currency": q.currency,
-                    "category": q.category,
-                    "at": r.at,
-                    "available_at": x.available_at,
-                    "expires_at": x.expires_at,
-                    "result": x.stored_values(),  # what a replay gets back (`from_json`)
-                    "lines": service.lines_json(q.lines),
-                }
-                for i, (r, q, x) in enumerate(
-                    zip(batch, (r.request for r in batch), results, strict=True)
-                )
-            ]
-        ).decode()
-        params = {"rows": rows}
         async with self.pool.connection() as conn:
             if not conn.autocommit:  # the statement is its own transaction: no BEGIN, no COMMIT
                 await conn.set_autocommit(True)
-            async with conn.cursor() as cur:
-                await cur.execute(_EARN_BATCH, params)
-                written = {row[0] for row in await cur.fetchall()}
-        done = [(r, results[i]) for i, r in enumerate(batch) if i in written]
-        alone = [r for i, r in enumerate(batch) if i not in written]
-        return done, alone
+            return await _statement(conn, batch)
+
+
+async def write_earns(
+    conn: psycopg.AsyncConnection[Any], requests: list[EarnRequest]
+) -> list[EarnResult | None]:
+    """The group commit's statement for `requests` (at most one per key and per order) on the
+    caller's connection and in its transaction (batch files: `loyalty.imports`): each one's
+    result, or None for those it left to the single path (`ledger.service.earn`). Raises as
+    the statement does (a member who owes points: `REFUSED`)."""
+    loop = asyncio.get_running_loop()
+    batch = []
+    for q in requests:
+        at, digest = service.check_earn(q)
+        batch.append(_Earn(q, q.key_space or q.actor, digest, at, loop.create_future()))
+    done, _ = await _statement(conn, batch)
+    found = {id(r): x for r, x in done}
+    return [found.get(id(r)) for r in batch]
+
+
+async def _statement(
+    conn: psycopg.AsyncConnection[Any], batch: list[_Earn]
+) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
+    """`_EARN_BATCH` for the batch on `conn`: the earns it wrote and those to run alone."""
+    results = []
+    for r in batch:
+        available_at = r.at + timedelta(days=r.request.hold_days)
+        results.append(
+            EarnResult(
+                transaction_id=uuid7(),
+                points=r.request.points,
+                status="pending" if available_at > r.at else "available",
+                available_at=available_at,
+                expires_at=service.add_months(r.at, r.request.validity_months),
+                lines=r.request.lines,
+            )
+        )
+    # The batch travels as one JSON document (one parameter): psycopg's per-element array
+    # dumping cost more client CPU than everything else in the batch together. orjson
+    # writes the uuids and datetimes itself (RFC 3339, offset kept), which str(), isoformat()
+    # and the json module did one call at a time.
+    rows = orjson.dumps(
+        [
+            {
+                "i": i,
+                "space": r.space,
+                "actor": q.actor,
+                "key": q.idempotency_key,
+                "hash": r.digest,
+                "member": q.member_id,
+                "partner": q.partner_id,
+                "ref": q.ref,
+                "tx": x.transaction_id,
+                "points": q.points,
+                "amount": None if q.amount is None else str(q.amount),
+                "currency": q.currency,
+                "category": q.category,
+                "at": r.at,
+                "available_at": x.available_at,
+                "expires_at": x.expires_at,
+                "result": x.stored_values(),  # what a replay gets back (`from_json`)
+                "lines": service.lines_json(q.lines),
+            }
+            for i, (r, q, x) in enumerate(
+                zip(batch, (r.request for r in batch), results, strict=True)
+            )
+        ]
+    ).decode()
+    params = {"rows": rows}
+    async with conn.cursor() as cur:
+        await cur.execute(_EARN_BATCH, params)
+        written = {row[0] for row in await cur.fetchall()}
+    done = [(r, results[i]) for i, r in enumerate(batch) if i in written]
+    alone = [r for i, r in enumerate(batch) if i not in written]
+    return done, alone
