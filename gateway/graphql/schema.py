@@ -172,4 +172,13 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
 
 def schema_sdl() -> str:
     """The schema as SDL, as committed in `schema.graphql`."""
-    return build_schema(introspection=True).as_str() + "\n"
+    from graphql.utilities.print_schema import print_directive, print_type
+
+    schema = build_schema(introspection=True)
+    sdl = schema.as_str()
+    # Federation's SDL (`_service`) names @link and @key without defining them (the gateway
+    # knows them); the committed file defines them, so that it is a schema of its own.
+    types = schema._schema.type_map
+    defined = [print_directive(d) for d in schema._schema.directives if d.name in {"key", "link"}]
+    defined += [print_type(types[n]) for n in ("_FieldSet", "link__Import", "link__Purpose")]
+    return "\n\n".join([*defined, sdl]) + "\n"
