@@ -68,7 +68,7 @@ def _earn_statement(
 ) -> Any:
     """The earn (or the bonus, `ledger.bonuses`) in one statement: its transaction, its
     entries (issuing account -N, wallet +net, debt +repaid: zero legs left out), its lot and
-    (`with_lines`) its breakdown's lines."""
+    (`with_lines`) its breakdown's lines; an earn's `earn.recorded` event (`ledger.outbox`)."""
     legs = ["(:tx, :issuance, -CAST(:points AS bigint), :at, :actor)"]
     if with_wallet:
         legs.append("(:tx, :wallet, CAST(:net AS bigint), :at, :actor)")
@@ -89,7 +89,7 @@ def _earn_statement(
                               earned_at, available_at, expires_at, actor)
             VALUES (:member, :wallet, :partner, :tx, :points, :net, :at, :available_at,
                     :expires_at, :actor)
-        ){_LINES if with_lines else ""}
+        ){_LINES if with_lines else ""}{outbox.EARN_EVENT_CTE if kind == "earn" else ""}
         {_STORE_RESULT}
         """
     )
@@ -260,7 +260,6 @@ async def earn(
     }
     try:
         await conn.execute(_EARN[(net > 0, repaid > 0, stored_lines is not None)], params)
-        await outbox.record_earn(conn, params)  # its event, in the same transaction
     except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
         # Through SQLAlchemy or straight on the driver (core.db.DriverConnection).
         if "uq_transactions_earn_order" in str(getattr(exc, "orig", exc)):

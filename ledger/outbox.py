@@ -37,7 +37,22 @@ EARN_DATA = """jsonb_build_object(
     'category', w.category, 'effectiveAt', w.at, 'availableAt', w.available_at,
     'expiresAt', w.expires_at)"""
 
-_EARN_EVENT = text(
+# The single path's `earn.recorded` event, a CTE of the earn's own statement (`ledger.earn`).
+EARN_EVENT_CTE = f"""
+        , ob AS (
+            INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
+            SELECT w.partner, w.member, 'earn.recorded', {EARN_DATA}, w.at
+            FROM (SELECT CAST(:tx AS uuid) AS tx, CAST(:partner AS uuid) AS partner,
+                         CAST(:member AS uuid) AS member, CAST(:ref AS text) AS ref,
+                         CAST(:points AS bigint) AS points, CAST(:amount AS numeric) AS amount,
+                         CAST(:currency AS text) AS currency, CAST(:category AS text) AS category,
+                         CAST(:at AS timestamptz) AS at,
+                         CAST(:available_at AS timestamptz) AS available_at,
+                         CAST(:expires_at AS timestamptz) AS expires_at) w
+            WHERE webhook_wanted(w.partner, 'earn.recorded')
+        )"""
+
+_EVENT = text(
     f"""
     INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
     SELECT w.partner, w.member, 'earn.recorded', {EARN_DATA}, w.at
@@ -57,26 +72,6 @@ _EVENT = text(
     SELECT :partner, :member, :type, CAST(:data AS jsonb), :at
     WHERE webhook_wanted(:partner, :type)
     """
-)
-
-
-async def record_earn(conn: Any, params: dict[str, Any]) -> None:
-    """The `earn.recorded` event of a single-path earn (`ledger.earn`), in its transaction."""
-    await conn.execute(_EARN_EVENT, {k: params[k] for k in _EARN_PARAMS})
-
-
-_EARN_PARAMS = (
-    "tx",
-    "partner",
-    "member",
-    "ref",
-    "points",
-    "amount",
-    "currency",
-    "category",
-    "at",
-    "available_at",
-    "expires_at",
 )
 
 
