@@ -144,6 +144,16 @@ class Settings(BaseSettings):
     )
 
     points_validity_months: int = Field(default=36, ge=1, le=1200)
+    webhook_allow_insecure: bool = Field(
+        default=False,
+        description="1: webhooks may also use http to a loopback address (development, tests).",
+    )
+    webhook_workers: int = Field(
+        default=1, ge=0, le=32, description="Webhook dispatchers `serve` runs (0: none)."
+    )
+    import_workers: int = Field(
+        default=1, ge=0, le=8, description="Batch-file importers `serve` runs (0: none)."
+    )
     transfer_daily_limit: int = Field(
         default=10_000,
         ge=0,

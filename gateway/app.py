@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import httpx
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +27,9 @@ from core.settings import Settings, get_settings
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
+from loyalty import imports
+from loyalty.runtime import Services
+from loyalty.webhooks import Dispatcher
 from settlement import service as settlement
 
 log = logging.getLogger(__name__)
@@ -169,6 +173,23 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
         if settings.tier_review_day:
             jobs.append(asyncio.create_task(review_tiers_on_the_day(app.state.engine, settings)))
+        app.state.runtime = Services(
+            app.state.engine, app.state.pool, app.state.earns, settings, app.state.caches
+        )
+        # Batch files: applied in the background, those a restart interrupted first.
+        for _ in range(settings.import_workers):
+            jobs.append(asyncio.create_task(imports.work(app.state.runtime, app.state.import_wake)))
+        # Webhook dispatchers, apart from the earns (their own connections and HTTP client).
+        app.state.webhook_client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100), trust_env=False
+        )
+        for _ in range(settings.webhook_workers):
+            dispatcher = Dispatcher(
+                app.state.engine,
+                client=app.state.webhook_client,
+                allow_insecure=settings.webhook_allow_insecure,
+            )
+            jobs.append(asyncio.create_task(dispatcher.run()))
         try:
             yield
         finally:
@@ -177,12 +198,14 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             await app.state.earns.drain()
+            await app.state.webhook_client.aclose()
             await app.state.pool.close()
             await app.state.engine.dispose()
 
     from gateway.console import routes as console_routes
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
+    from gateway.imports_http import routes as import_routes
     from gateway.memberapp.routes import routes as memberapp_routes
     from gateway.metrics import MetricsMiddleware, metrics
     from gateway.settlement_http import routes as settlement_routes
@@ -203,6 +226,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         *settlement_routes(),
         *console_routes(),
         *memberapp_routes(),
+        *import_routes(),
     ]
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")
@@ -210,6 +234,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
     app.state.settings = settings
     app.state.caches = Caches()
+    app.state.import_wake = asyncio.Event()
     app.state.rate_limits = RateLimits(settings)
     app.state.hash_limiter = anyio.CapacityLimiter(settings.password_hash_threads)
     return app

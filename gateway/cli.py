@@ -7,6 +7,7 @@ import gc
 import json
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -417,6 +418,78 @@ def settle(
                 "expired_points": result.expired_points,
             }
         finally:
+            await engine.dispose()
+
+    try:
+        outcome = asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(outcome))
+
+
+@app.command("import")
+def import_file(
+    file: Path = typer.Argument(..., help="A CSV (or .jsonl) file of earn and refund lines."),
+    partner: str = typer.Option(..., "--partner", help="The partner whose lines these are."),
+) -> None:
+    """Apply a partner's batch file (API.md "Batch files") now, with a progress bar; prints the
+    outcome as JSON (rejected lines with their line numbers). Interrupted, it resumes where it
+    stopped when run again or by `serve`, never applying a line twice."""
+    import uuid
+
+    from core.db import create_driver_pool
+    from ledger.batch import EarnBatcher
+    from loyalty import imports
+    from loyalty.caches import Caches
+    from loyalty.runtime import Services
+    from partners import service as partners
+
+    settings = get_settings()
+    try:
+        partner_id = uuid.UUID(partner)
+    except ValueError:
+        typer.echo("error: --partner must be a partner id", err=True)
+        raise typer.Exit(2) from None
+    try:
+        body = file.read_bytes()[: imports.MAX_BYTES + 1]
+    except OSError as exc:
+        typer.echo(f"error: {exc.strerror}: {file}", err=True)
+        raise typer.Exit(2) from None
+    content_type = "application/x-ndjson" if file.suffix in (".jsonl", ".ndjson") else "text/csv"
+
+    async def run() -> dict[str, object]:
+        url = _url()
+        engine = create_engine(url)
+        pool = create_driver_pool(url, max_size=4)
+        await pool.open()
+        rt = Services(engine, pool, EarnBatcher(pool), settings, Caches())
+        try:
+            async with engine.connect() as conn:
+                if await partners.get(conn, partner_id=partner_id) is None:
+                    raise DomainError("no such partner")
+            record = await imports.submit(
+                rt, partner_id=partner_id, actor="cli:import", body=body, content_type=content_type
+            )
+            with Progress(transient=False) as progress:
+                task = progress.add_task("importing", total=record.lines)
+
+                def report(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                await imports.run(rt, record.id, progress=report)
+            done, errors = await imports.status(rt, partner_id=None, import_id=str(record.id))
+            return {
+                "id": str(done.id),
+                "status": done.status,
+                "lines": done.lines,
+                "applied": done.applied,
+                "replayed": done.replayed,
+                "rejected": done.rejected,
+                "errors": [{"line": e.line, "code": e.code, "message": e.message} for e in errors],
+            }
+        finally:
+            await pool.close()
             await engine.dispose()
 
     try:

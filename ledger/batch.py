@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import driver_unit_of_work
 from core.ids import uuid7
 from ledger import service
+from ledger.outbox import EARN_DATA
 from ledger.service import EarnRequest, EarnResult
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 #    path (`ledger.earn._earn_statement`): taken from `promotions` (`promo`, one probe per
 #    statement) into a lot with no issuer, after the partner's lot of the rest (`share`: a share
 #    of 0 points makes no entry and no lot).
-_EARN_BATCH_CTES = """
+# 6. `ob`: their `earn.recorded` events for partners with webhooks (`ledger.outbox`), in the
+#    same statement: no event without its earn, no earn without its event.
+_EARN_BATCH_CTES = (
+    """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id, w.xmin AS wallet_seen
     FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
@@ -131,12 +135,19 @@ WITH req AS (
     SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
     FROM w CROSS JOIN LATERAL jsonb_to_recordset(w.lines)
          AS x(n int, source text, points bigint, offer uuid, funded_by text)
+), ob AS (
+    INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
+    SELECT w.partner, w.member, 'earn.recorded', """
+    + EARN_DATA
+    + """, w.at
+    FROM w WHERE webhook_wanted(w.partner, 'earn.recorded') ORDER BY w.i
 )"""
+)
 
 # `moved`, for a follow-up that judges a member by what the statement's snapshot shows (read
 # only when referenced): the members whose wallet another statement changed between this
 # statement's snapshot and its lock (an earn of theirs committed meanwhile).
-# 6. What the earns' follow-up (`ledger.earn.FollowUp`, at most one kind per batch) gives each.
+# 7. What the earns' follow-up (`ledger.earn.FollowUp`, at most one kind per batch) gives each.
 _NO_FOLLOW_UP = "follow_up AS (SELECT CAST(NULL AS int) AS i, CAST(NULL AS text) AS value LIMIT 0)"
 _RESULTS = "\nSELECT w.i, f.value FROM w LEFT JOIN follow_up f ON f.i = w.i\n"
 
@@ -144,7 +155,7 @@ _EARN_BATCH = f"{_EARN_BATCH_CTES},\n{_NO_FOLLOW_UP}{_RESULTS}"
 _STATEMENTS: dict[str | None, str] = {None: _EARN_BATCH}
 
 
-def _statement(follow_up_sql: str | None) -> str:
+def _statement_for(follow_up_sql: str | None) -> str:
     """The batch statement for earns whose follow-up is `follow_up_sql` (None: none)."""
     found = _STATEMENTS.get(follow_up_sql)
     if found is None:
@@ -338,65 +349,88 @@ class EarnBatcher:
     ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
         """One statement, committed on its own, for the batch: returns the earns it committed and
         those to run alone."""
-        results = []
-        for r in batch:
-            available_at = r.at + timedelta(days=r.request.hold_days)
-            results.append(
-                EarnResult(
-                    transaction_id=uuid7(),
-                    points=r.request.points,
-                    status="pending" if available_at > r.at else "available",
-                    available_at=available_at,
-                    expires_at=service.add_months(r.at, r.request.validity_months),
-                    lines=r.request.lines,
-                )
-            )
-        # The batch travels as one JSON document (one parameter): psycopg's per-element array
-        # dumping cost more client CPU than everything else in the batch together. orjson
-        # writes the uuids and datetimes itself (RFC 3339, offset kept), which str(), isoformat()
-        # and the json module did one call at a time.
-        rows = orjson.dumps(
-            [
-                {
-                    "i": i,
-                    "space": r.space,
-                    "actor": q.actor,
-                    "key": q.idempotency_key,
-                    "hash": r.digest,
-                    "member": q.member_id,
-                    "partner": q.partner_id,
-                    "ref": q.ref,
-                    "tx": x.transaction_id,
-                    "points": q.points,
-                    "op": service.operator_points(q.lines),
-                    "amount": None if q.amount is None else str(q.amount),
-                    "currency": q.currency,
-                    "category": q.category,
-                    "at": r.at,
-                    "available_at": x.available_at,
-                    "expires_at": x.expires_at,
-                    "result": x.stored_values(),  # what a replay gets back (`from_json`)
-                    "lines": service.lines_json(q.lines),
-                    "after": None if q.follow_up is None else q.follow_up.params,
-                }
-                for i, (r, q, x) in enumerate(
-                    zip(batch, (r.request for r in batch), results, strict=True)
-                )
-            ]
-        ).decode()
-        params = {"rows": rows}
-        kinds = {r.request.follow_up.sql for r in batch if r.request.follow_up is not None}
-        statement = _statement(kinds.pop() if kinds else None)
         async with self.pool.connection() as conn:
             if not conn.autocommit:  # the statement is its own transaction: no BEGIN, no COMMIT
                 await conn.set_autocommit(True)
-            async with conn.cursor() as cur:
-                await cur.execute(statement, params)
-                written = {row[0]: row[1] for row in await cur.fetchall()}
-        done = [
-            (r, results[i] if written[i] is None else replace(results[i], follow_up=written[i]))
-            for i, r in enumerate(batch)
-            if i in written
+            return await _statement(conn, batch)
+
+
+async def write_earns(
+    conn: psycopg.AsyncConnection[Any], requests: list[EarnRequest]
+) -> list[EarnResult | None]:
+    """The group commit's statement for `requests` (at most one per key and per order) on the
+    caller's connection and in its transaction (batch files: `loyalty.imports`): each one's
+    result, or None for those it left to the single path (`ledger.service.earn`). Raises as
+    the statement does (a member who owes points: `REFUSED`)."""
+    loop = asyncio.get_running_loop()
+    batch = []
+    for q in requests:
+        at, digest = service.check_earn(q)
+        batch.append(_Earn(q, q.key_space or q.actor, digest, at, loop.create_future()))
+    done, _ = await _statement(conn, batch)
+    found = {id(r): x for r, x in done}
+    return [found.get(id(r)) for r in batch]
+
+
+async def _statement(
+    conn: psycopg.AsyncConnection[Any], batch: list[_Earn]
+) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
+    """The batch statement (`_statement_for` its follow-up) for the batch on `conn`: the earns it wrote and those to run alone."""
+    results = []
+    for r in batch:
+        available_at = r.at + timedelta(days=r.request.hold_days)
+        results.append(
+            EarnResult(
+                transaction_id=uuid7(),
+                points=r.request.points,
+                status="pending" if available_at > r.at else "available",
+                available_at=available_at,
+                expires_at=service.add_months(r.at, r.request.validity_months),
+                lines=r.request.lines,
+            )
+        )
+    # The batch travels as one JSON document (one parameter): psycopg's per-element array
+    # dumping cost more client CPU than everything else in the batch together. orjson
+    # writes the uuids and datetimes itself (RFC 3339, offset kept), which str(), isoformat()
+    # and the json module did one call at a time.
+    rows = orjson.dumps(
+        [
+            {
+                "i": i,
+                "space": r.space,
+                "actor": q.actor,
+                "key": q.idempotency_key,
+                "hash": r.digest,
+                "member": q.member_id,
+                "partner": q.partner_id,
+                "ref": q.ref,
+                "tx": x.transaction_id,
+                "points": q.points,
+                "op": service.operator_points(q.lines),
+                "amount": None if q.amount is None else str(q.amount),
+                "currency": q.currency,
+                "category": q.category,
+                "at": r.at,
+                "available_at": x.available_at,
+                "expires_at": x.expires_at,
+                "result": x.stored_values(),  # what a replay gets back (`from_json`)
+                "lines": service.lines_json(q.lines),
+                "after": None if q.follow_up is None else q.follow_up.params,
+            }
+            for i, (r, q, x) in enumerate(
+                zip(batch, (r.request for r in batch), results, strict=True)
+            )
         ]
-        alone = [r for i, r in enumerate(batch) if i not in written]
-        return done, alone
+    ).decode()
+    params = {"rows": rows}
+    kinds = {r.request.follow_up.sql for r in batch if r.request.follow_up is not None}
+    async with conn.cursor() as cur:
+        await cur.execute(_statement_for(kinds.pop() if kinds else None), params)
+        written = {row[0]: row[1] for row in await cur.fetchall()}
+    done = [
+        (r, results[i] if written[i] is None else replace(results[i], follow_up=written[i]))
+        for i, r in enumerate(batch)
+        if i in written
+    ]
+    alone = [r for i, r in enumerate(batch) if i not in written]
+    return done, alone

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from ledger import outbox
 from ledger.claims import (
     _STORE_RESULT,
     _at,
@@ -86,7 +87,8 @@ def _earn_statement(
     `:issued` of the points come from `:issuance` into a lot of `:partner` (a bonus of the
     operator's: its `promotions` account, no partner), `:operator_points` of them (coalition-wide
     offer lines) from `promotions` into a lot with no issuer; `:issued_left` and
-    `:operator_left` are what each lot keeps after the member's debt was repaid."""
+    `:operator_left` are what each lot keeps after the member's debt was repaid. An earn's
+    `earn.recorded` event (`ledger.outbox`) is written by the same statement."""
     legs = []
     lots = []
     lot = "(:member, :wallet, {issuer}, :tx, {points}, {left}, :at, :available_at, :expires_at, :actor)"
@@ -118,7 +120,7 @@ def _earn_statement(
             INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining,
                               earned_at, available_at, expires_at, actor)
             VALUES {", ".join(lots)}
-        ){_LINES if with_lines else ""}
+        ){_LINES if with_lines else ""}{outbox.EARN_EVENT_CTE if kind == "earn" else ""}
         {_STORE_RESULT}
         """
     )

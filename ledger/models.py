@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     Numeric,
@@ -404,3 +405,26 @@ class EarnLine(SQLModel, table=True):
         default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
     )
     funded_by: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event of the ledger for partners' webhooks (the transactional outbox): written in the
+    same statement or transaction as the movement it tells of, and only for a partner with a
+    webhook for its type (`webhook_wanted()`, migration 0020). A trigger fans it out to the
+    partner's webhooks (`webhook_deliveries`); `seq` orders one member's events."""
+
+    __tablename__ = "outbox_events"
+
+    id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+        )
+    )
+    seq: int = Field(sa_column=Column(BigInteger, Identity(), nullable=False))
+    partner_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    member_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
+    type: str = Field(sa_column=Column(Text, nullable=False))
+    data: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = Field(sa_column=_ts(server_default=func.now()))

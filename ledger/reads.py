@@ -335,3 +335,18 @@ async def last_expiry(conn: AsyncConnection) -> ExpiryRun | None:
         )
     ).one_or_none()
     return ExpiryRun(row[0], row[1], int(row[2]), row[3]) if row is not None else None
+
+
+async def has_dealings(
+    conn: AsyncConnection, *, member_id: uuid.UUID, partner_id: uuid.UUID
+) -> bool:
+    """Whether the ledger holds a transaction between this member and this partner (an earn,
+    a bonus, a redemption, a refund...): the members a partner may look up by id."""
+    row = await conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM transactions "
+            "WHERE member_id = :member AND partner_id = :partner)"
+        ),
+        {"member": member_id, "partner": partner_id},
+    )
+    return bool(row.scalar())

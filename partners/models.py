@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     Text,
     UniqueConstraint,
@@ -171,6 +173,137 @@ class OAuthClient(SQLModel, table=True):
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     disabled_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+class ImportFile(SQLModel, table=True):
+    """A partner's batch file (`POST /imports`, `coalition import`): its lines are applied in
+    chunks, each chunk's earns and this row's progress committed together, so a restarted
+    import resumes at `position` (data lines done) and never applies a line twice."""
+
+    __tablename__ = "imports"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued','running','done')", name="ck_imports_status"),
+        CheckConstraint("format IN ('csv','jsonl')", name="ck_imports_format"),
+        CheckConstraint("position >= 0 AND position <= lines", name="ck_imports_position"),
+        Index("ix_imports_partner", "partner_id", "created_at"),
+        Index("ix_imports_unfinished", "created_at", postgresql_where=text("status <> 'done'")),
+    )
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    partner_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("partners.id"), nullable=False)
+    )
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(Text, nullable=False, server_default="queued"))
+    format: str = Field(sa_column=Column(Text, nullable=False))
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    lines: int = Field(sa_column=Column(Integer, nullable=False))
+    position: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    applied: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    replayed: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    rejected: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class ImportLineError(SQLModel, table=True):
+    """A rejected line of an import: its line number in the file (the header is line 1)."""
+
+    __tablename__ = "import_errors"
+
+    import_id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True), ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    line: int = Field(sa_column=Column(Integer, primary_key=True))
+    code: str = Field(sa_column=Column(Text, nullable=False))
+    message: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Webhook(SQLModel, table=True):
+    """A partner's endpoint for its events; the secret signs every delivery."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_partner", "partner_id"),)
+
+    id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
+    partner_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("partners.id"), nullable=False)
+    )
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    actor: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    deleted_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook (the fan-out trigger of migration 0020 writes it with a copy
+    of the event) and how its delivery went: pending until a 2xx answer (delivered) or the
+    retry window's end (failed)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending','delivered','failed')", name="ck_webhook_deliveries_status"
+        ),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_webhook_deliveries_order",
+            "webhook_id",
+            "member_id",
+            "seq",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_log", "webhook_id", "created_at"),
+    )
+
+    id: uuid.UUID = Field(
+        sa_column=Column(
+            UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+        )
+    )
+    webhook_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("webhooks.id"), nullable=False)
+    )
+    event_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    event_type: str = Field(sa_column=Column(Text, nullable=False))
+    event_data: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    event_created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    member_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
+    status: str = Field(sa_column=Column(Text, nullable=False, server_default="pending"))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    last_attempt_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    last_status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    delivered_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     created_at: datetime = Field(

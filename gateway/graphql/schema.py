@@ -11,12 +11,14 @@ inputs, queries and mutations; a resolver parses, calls one use case (`loyalty`)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import ASTValidationRule
 from strawberry.extensions import AddValidationRules, MaskErrors, MaxTokensLimiter
+from strawberry.federation.schema import FederationAny
+from strawberry.types.info import Info
 
 from core.settings import Settings
 from gateway.graphql import errors as E
@@ -26,6 +28,7 @@ from gateway.graphql.catalog.mutations import CatalogMutation
 from gateway.graphql.catalog.queries import CatalogQuery
 from gateway.graphql.cost import query_limits_rule
 from gateway.graphql.documents import CachedDocuments, DocumentStore
+from gateway.graphql.federation import Member
 from gateway.graphql.inputs import RefusedInputHandler, add_input_checks
 from gateway.graphql.members.mutations import MembersMutation
 from gateway.graphql.members.queries import MembersQuery
@@ -41,6 +44,7 @@ from gateway.graphql.settlement.mutations import SettlementMutation
 from gateway.graphql.settlement.queries import SettlementQuery
 from gateway.graphql.tiers.mutations import TiersMutation
 from gateway.graphql.tiers.queries import TiersQuery
+from gateway.graphql.webhooks.mutations import WebhooksMutation, WebhooksQuery
 
 
 # The fields come in the order of the base classes (as in the committed schema.graphql).
@@ -54,6 +58,7 @@ class Query(
     OffersQuery,
     TiersQuery,
     OperatorQuery,
+    WebhooksQuery,
 ):
     pass
 
@@ -71,6 +76,7 @@ class Mutation(
     OffersMutation,
     TiersMutation,
     OperatorMutation,
+    WebhooksMutation,
 ):
     pass
 
@@ -83,6 +89,8 @@ MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
 MAX_CACHED_DOCUMENTS = 512
+MAX_ENTITIES = 100  # representations per `_entities` request (each may cost a query)
+ENTITY_TYPES = frozenset({"Member", "Partner"})
 DEFAULT_MAX_COST = Settings.model_fields["graphql_max_cost"].default
 
 
@@ -92,12 +100,38 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-class _Schema(strawberry.Schema):
+class _Schema(strawberry.federation.Schema):
     documents: DocumentStore  # the documents parsed and validated so far (`build_schema`)
 
     def get_fields(self, type_definition: Any) -> list[Any]:
         """Every field with arguments checks them before its resolver (gateway.graphql.inputs)."""
         return add_input_checks(super().get_fields(type_definition))
+
+    def entities_resolver(
+        self, info: Info, representations: list[FederationAny]
+    ) -> list[FederationAny]:
+        """Federation's `_entities`, for at most MAX_ENTITIES well-formed references to an
+        entity type (`{"__typename", "id"}`): anything else is refused (VALIDATION) before any
+        resolver runs."""
+        if len(representations) > MAX_ENTITIES:
+            raise GraphQLError(
+                f"at most {MAX_ENTITIES} representations per request",
+                extensions={"code": "VALIDATION"},
+            )
+        for rep in representations:
+            if (
+                not isinstance(rep, dict)
+                or set(rep) != {"__typename", "id"}
+                or rep["__typename"] not in ENTITY_TYPES
+                or not isinstance(rep["id"], str)
+            ):
+                raise GraphQLError(
+                    'a representation is {"__typename": "Member" or "Partner", "id": "<id>"}',
+                    extensions={"code": "VALIDATION"},
+                )
+        # Copies: strawberry pops `__typename` from each (the variables stay as they came).
+        copies: list[Any] = [dict(cast("dict[str, Any]", rep)) for rep in representations]
+        return super().entities_resolver(info, copies)
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         """Log unexpected errors in full (they are masked for the client); expected ones
@@ -127,7 +161,8 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=list(E.ERROR_TYPES),
+        types=[*E.ERROR_TYPES, Member],
+        federation_version="2.5",
         exception_handlers=[RefusedInputHandler()],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
@@ -142,4 +177,13 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
 
 def schema_sdl() -> str:
     """The schema as SDL, as committed in `schema.graphql`."""
-    return build_schema(introspection=True).as_str() + "\n"
+    from graphql.utilities.print_schema import print_directive, print_type
+
+    schema = build_schema(introspection=True)
+    sdl = schema.as_str()
+    # Federation's SDL (`_service`) names @link and @key without defining them (the gateway
+    # knows them); the committed file defines them, so that it is a schema of its own.
+    types = schema._schema.type_map
+    defined = [print_directive(d) for d in schema._schema.directives if d.name in {"key", "link"}]
+    defined += [print_type(types[n]) for n in ("_FieldSet", "link__Import", "link__Purpose")]
+    return "\n\n".join([*defined, sdl]) + "\n"

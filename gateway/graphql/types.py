@@ -248,7 +248,7 @@ class Agreement:
         )
 
 
-@strawberry.type(description="A partner merchant of the coalition.")
+@strawberry.federation.type(keys=["id"], description="A partner merchant of the coalition.")
 class Partner:
     id: strawberry.ID = strawberry.field(description="Partner id.")
     name: str = strawberry.field(description="Display name.")
@@ -265,6 +265,14 @@ class Partner:
             currency=p.currency,
             hold_days=p.hold_days,
         )
+
+    @classmethod
+    async def resolve_reference(cls, info: strawberry.Info, id: strawberry.ID) -> Partner | None:
+        """Federation (`_entities`): a partner as the `partners` query shows it to the caller."""
+        from gateway.graphql.federation import visible_partner
+
+        record = await visible_partner(info.context, id)
+        return None if record is None else cls.of(record)
 
 
 @strawberry.type(description="An OAuth client of a partner. The secret is shown once, at creation.")

@@ -22,6 +22,7 @@ from loyalty import (
     terms,
     tiers,
     transfers,
+    webhooks,
 )
 
 GUARDED = {ErrorCode.FORBIDDEN, ErrorCode.VALIDATION}
@@ -58,6 +59,9 @@ CAN_RETURN: dict[str, set[ErrorCode]] = {
     "applyPromoCode": {*offers.APPLY_PROMO_ERRORS, *GUARDED},
     "setTiers": {*tiers.SET_TIERS_ERRORS, *GUARDED},
     "runTierReview": {*tiers.REVIEW_ERRORS, *GUARDED},
+    "createWebhook": {*webhooks.CREATE_ERRORS, *GUARDED},
+    "deleteWebhook": {*webhooks.CHANGE_ERRORS, *GUARDED},
+    "redeliverWebhook": {*webhooks.CHANGE_ERRORS, *GUARDED},
 }
 
 SCHEMA = build_schema(introspection=True)._schema

@@ -28,6 +28,8 @@ def test_every_type_and_field_is_described():
     for name, t in schema.type_map.items():
         if name.startswith("__") or name in {"String", "Int", "Boolean", "ID", "Float"}:
             continue
+        if name.startswith(("_", "link__")):  # Apollo Federation's own, described by its spec
+            continue
         if isinstance(
             t,
             (
@@ -42,6 +44,6 @@ def test_every_type_and_field_is_described():
                 missing.append(name)
         if isinstance(t, (GraphQLObjectType, GraphQLInputObjectType, GraphQLInterfaceType)):
             for fname, f in t.fields.items():
-                if not f.description:
+                if not f.description and not fname.startswith("_"):
                     missing.append(f"{name}.{fname}")
     assert not missing, f"undocumented: {missing}"

@@ -1,0 +1,177 @@
+"""Batch files vs GraphQL `earn`, same server, same run.
+
+    python -m bench.imports [--lines 200000] [--seconds 15] [--connections 32]
+
+Creates a fresh database (DATABASE_URL's server, or the embedded one), seeds a partner with an
+earn rule, an agreement and a client, and 2,000 members (`bench.graphql_earn.seed`), starts
+`uvicorn --factory gateway.cli:serving_app` (the importer of `serve` included), then:
+
+1. GraphQL `earn` under wrk (unique key and order per request) for `--seconds`: earns/s.
+2. `POST /imports` of a CSV of `--lines` earn lines, timed from the upload's 202 until
+   `GET /imports/{id}` says done (polled every 50 ms): lines/s.
+
+Checks that every line was applied once (one earn per line) and that no transaction is
+unbalanced; writes bench/out/imports.json. Goals: ≥ 20,000 lines/s and ≥ 20 x the GraphQL
+earn rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bench.graphql_earn import EARN_LUA, free_port, seed, wrk
+from tests.db import create_test_database, drop_database
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+HEADER = "kind,order_ref,card_number,amount,currency,category,idempotency_key\n"
+
+
+def csv_file(cards: list[str], lines: int) -> bytes:
+    rows = (
+        f"earn,imp-{i},{cards[i % len(cards)]},{100 + i % 97}.50,RUB,fuel,imp-key-{i}\n"
+        for i in range(lines)
+    )
+    return (HEADER + "".join(rows)).encode()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--lines", type=int, default=200_000)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--members", type=int, default=2000)
+    args = ap.parse_args()
+
+    admin, uri = create_test_database("coalition_bench_imports")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = None
+    try:
+        client_id, secret, cards = asyncio.run(seed(uri, args.members))
+        env = {
+            **os.environ,
+            "DATABASE_URL": uri,
+            "PUBLIC_URL": base,
+            "RATE_LIMIT_PER_SECOND": "1000000",
+            "RATE_LIMIT_BURST": "1000000",
+            "RATE_LIMIT_SETTLEMENT": "1000000/minute",
+            "DB_POOL_SIZE": "20",
+            "COALITION_APP": "bench",
+            "IMPORT_WORKERS": "1",
+        }
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "gateway.cli:serving_app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=ROOT,
+        )
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        token = httpx.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+        ).json()["access_token"]
+        cards_lua = ",".join(f'"{c}"' for c in cards)
+        url = f"{base}/graphql"
+        wrk(
+            url,
+            EARN_LUA.format(token=token, cards=cards_lua, seed=1, run="warm"),
+            3,
+            args.connections,
+            1,
+        )
+        earn = wrk(
+            url,
+            EARN_LUA.format(token=token, cards=cards_lua, seed=2, run="run"),
+            args.seconds,
+            args.connections,
+            1,
+        )
+        body = csv_file(cards, args.lines)
+        auth = {"Authorization": f"Bearer {token}"}
+        with psycopg.connect(uri) as conn:
+            before = conn.execute(
+                "SELECT count(*) FROM transactions WHERE kind = 'earn'"
+            ).fetchone()[0]
+        r = httpx.post(
+            f"{base}/imports",
+            content=body,
+            headers={**auth, "Content-Type": "text/csv"},
+            timeout=300,
+        )
+        assert r.status_code == 202, r.text
+        started = time.perf_counter()
+        import_id = r.json()["id"]
+        while True:
+            status = httpx.get(f"{base}/imports/{import_id}", headers=auth, timeout=60).json()
+            if status["status"] == "done":
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        with psycopg.connect(uri) as conn:
+            after = conn.execute(
+                "SELECT count(*) FROM transactions WHERE kind = 'earn'"
+            ).fetchone()[0]
+            unbalanced = conn.execute(
+                "SELECT count(*) FROM (SELECT transaction_id FROM entries GROUP BY 1 "
+                "HAVING sum(amount) <> 0) x"
+            ).fetchone()[0]
+            version = conn.execute("SHOW server_version").fetchone()[0]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        drop_database(admin, uri)
+
+    lines_per_s = args.lines / elapsed
+    result = {
+        "graphql_earn_rps": round(earn["rps"], 1),
+        "import_lines": args.lines,
+        "import_seconds": round(elapsed, 2),
+        "import_lines_per_s": round(lines_per_s),
+        "ratio": round(lines_per_s / earn["rps"], 1),
+        "applied": status["applied"],
+        "replayed": status["replayed"],
+        "rejected": status["rejected"],
+        "earns_recorded_by_import": after - before,
+        "unbalanced_transactions": unbalanced,
+        "nproc": os.cpu_count(),
+        "postgres": version,
+        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded",
+        "command": " ".join(["python -m bench.imports", *sys.argv[1:]]),
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "imports.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
