@@ -98,9 +98,11 @@ async def earn(
     held = ladder.by_name(holder.tier) if ladder.tiers else None
     offers = await live_offers(rt, partner_id)  # its own and the coalition-wide ones
 
-    def applying(activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]) -> list[Line]:
-        """The earn's lines, given the member's activations and uses."""
-        chosen = applicable(
+    def candidates(
+        activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]
+    ) -> list[ApplicableOffer]:
+        """The offers that may apply, given the member's activations and uses."""
+        return applicable(
             offers,
             at=at,
             partner_id=partner_id,
@@ -110,12 +112,15 @@ async def earn(
             uses_by_offer=uses,
             tier_ranks={t.name: t.position for t in ladder.tiers},
         )
+
+    def applying(activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]) -> list[Line]:
+        """The earn's lines, given the member's activations and uses."""
         return breakdown(
             money.amount,
             rule.rate_for(category),
             rule.max_points_per_transaction,
             None if held is None else held.multiplier,
-            chosen,
+            candidates(activated, uses),
         )
 
     # A purchase that may raise the member's tier carries the upgrade, committed with the earn
@@ -151,10 +156,12 @@ async def earn(
             follow_up=follow_up,
         )
 
-    # The offers that would apply were every one activated and unused: only when some of them
-    # depends on the member's activations or uses are those read (and the uses counted), in the
-    # earn's own unit of work; otherwise the earn goes to the group commit as any other.
-    maybe = {line.offer_id for line in applying({o.id for o in offers}, {}) if line.offer_id}
+    # The offers that may apply were every one activated and unused (all of them, not only the
+    # ones that would win: an unactivated better offer must not hide a weaker one whose
+    # activation or uses then go unread): only when some of them depends on the member's
+    # activations or uses are those read (and the uses counted), in the earn's own unit of
+    # work; otherwise the earn goes to the group commit as any other.
+    maybe = {o.id for o in candidates({o.id for o in offers}, {})}
     stateful = [
         o
         for o in offers

@@ -40,15 +40,6 @@ from tests.ledger.model import N_MEMBERS, MLot, Model, add_months
 QUALIFYING_MONTHS = 12
 NO_ID = uuid.UUID(int=0)
 
-# A bug of loyalty.earn (tests/loyalty/test_earn_offer_preselection.py): it reads the member's
-# activations and uses only of the offers that would add points were EVERY offer activated and
-# unused. Of non-stackable offers only the best applies, so a better offer the member did not
-# activate hides a weaker one: that one's uses are neither read nor counted (a limited offer
-# applies on every earn), and an activation of it is not seen (it does not apply). While True,
-# the model does the same, so that the stateful test checks everything else; set it to False
-# once loyalty.earn is fixed.
-PRESELECTION_BUG = True
-
 
 def floor_points(exact: Decimal) -> int:
     return max(int(exact.to_integral_value(ROUND_FLOOR)), 0)
@@ -262,28 +253,8 @@ class OffersTiersModel(Model):
         """The breakdown of a purchase now, and the offers (seq) whose use it counts."""
         activated = lambda o: (o.seq, m) in self.activated  # noqa: E731
         uses = lambda o: self.uses.get((o.seq, m), 0)  # noqa: E731
-        if not PRESELECTION_BUG:
-            lines = self._lines(m, p, amount, category, activated, uses)
-            return lines, {o.seq for _, _, o in lines if o is not None}
-        # As loyalty.earn does it (see PRESELECTION_BUG): the member's activations and uses of
-        # the offers that would add points were every offer activated and unused, and of no
-        # other (those count as not activated and unused).
-        ideal = self._lines(m, p, amount, category, lambda o: True, lambda o: 0)
-        stateful = {
-            o.seq
-            for _, _, o in ideal
-            if o is not None and (o.requires_activation or o.max_uses is not None)
-        }
-        limited = {s for s in stateful if self.offers[s].max_uses is not None}
-        lines = self._lines(
-            m,
-            p,
-            amount,
-            category,
-            lambda o: o.seq in stateful and activated(o),
-            lambda o: uses(o) if o.seq in limited else 0,
-        )
-        return lines, {o.seq for _, _, o in lines if o is not None and o.seq in limited}
+        lines = self._lines(m, p, amount, category, activated, uses)
+        return lines, {o.seq for _, _, o in lines if o is not None}
 
     def _lines(
         self,

@@ -610,7 +610,7 @@ class OffersTiersMachine(RuleBasedStateMachine):
         kwargs = self.purchase_kwargs(purchase)
         if same:
             got = self.run(earn.earn(self.rt, **kwargs))
-            assert got == replace(purchase.result, replayed=True, lines=())
+            assert got == replace(purchase.result, replayed=True, lines=(), follow_up=None)
         else:
             kwargs["amount"] = f"{purchase.amount + 1:.2f}"
             with pytest.raises(IdempotencyConflict):

@@ -1,25 +1,18 @@
 """The earn path's pre-selection of the offers that need the member's state (`loyalty.earn`):
-it asks which offers would apply "were every one activated and unused", and reads the member's
-activations and uses of those only. Of non-stackable offers only the best applies, so an offer
-the member has NOT activated can hide a weaker one that does apply: its uses are then neither
-read nor counted, and an activation of it is not seen (DOMAIN.md "Offers and the earn
-breakdown"). Found by the stateful test (tests/ledger/test_stateful_offers_tiers.py).
-
-Both tests fail on main as of this writing (strict xfail: they pass once it is fixed; then
-drop the marks and set `PRESELECTION_BUG` in tests/ledger/model_offers_tiers.py to False)."""
+the member's activations and uses are read for every stateful offer that may apply, not only
+for the one that would win were every offer activated and unused. Of non-stackable offers only
+the best applies, so selecting by the winner let an offer the member has NOT activated hide a
+weaker one that does apply: its uses went uncounted and an activation of it unseen (DOMAIN.md
+"Offers and the earn breakdown"). Found by the stateful test
+(tests/ledger/test_stateful_offers_tiers.py); both tests failed before the fix."""
 
 from __future__ import annotations
-
-import pytest
 
 from loyalty import offers
 from loyalty.runtime import Services
 from tests.loyalty.test_earn_offers import buy, offer, shape, shop
 
-BUG = "loyalty.earn pre-selects stateful offers by the best non-stackable one if all were active"
 
-
-@pytest.mark.xfail(strict=True, reason=BUG)
 async def test_a_limited_offer_hidden_by_an_unactivated_better_one_counts_its_uses(
     services: Services,
 ) -> None:
@@ -35,7 +28,6 @@ async def test_a_limited_offer_hidden_by_an_unactivated_better_one_counts_its_us
     assert shape(await buy(services, partner, member.card_number)) == [("BASE", 150, None)]
 
 
-@pytest.mark.xfail(strict=True, reason=BUG)
 async def test_an_activated_offer_applies_when_a_better_one_is_not_activated(
     services: Services,
 ) -> None:
