@@ -337,9 +337,22 @@ async def test_bonus_awarded_for_a_partners_own_bonus_only(rt: Services) -> None
     # Another partner's bonus (no webhook for the type): none, for it or for `p`.
     await award(quiet, 5, "b-q")
     assert await _events(rt.engine, quiet) == []
-    # The operator's bonus (sign-up) is no partner's: no event, whoever has webhooks.
+    # An operator's bonus (sign-up, referral: `loyalty.bonuses`) is no partner's: no event,
+    # whoever has webhooks. (Keyed apart from the sign-up: the rules in force may have paid one.)
     async with rt.engine.begin() as conn:
-        op = await bonuses.pay_signup_bonus(conn, member_id=member, points=7, validity_months=12)
+        op = await ledger.award_bonus(
+            conn,
+            ledger.BonusRequest(
+                actor="system:signup",
+                key_space=ledger.OPERATOR_KEY_SPACE,
+                idempotency_key=f"test-operator-bonus:{member}",
+                digest="operator",
+                member_id=member,
+                issuer_id=None,
+                points=7,
+                reason="signup",
+            ),
+        )
     async with rt.engine.connect() as conn:
         n = await conn.execute(
             text("SELECT count(*) FROM outbox_events WHERE data->>'transactionId' = :t"),
