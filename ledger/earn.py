@@ -70,6 +70,10 @@ def lines_json(lines: tuple[BreakdownLine, ...]) -> list[dict[str, Any]] | None:
 PROMOTIONS_ACCOUNT = "(SELECT id FROM accounts WHERE kind = 'promotions' AND owner_id IS NULL)"
 
 
+# The event an earn's (a bonus's) statement writes for the partner's webhooks.
+_EVENT_CTES = {"earn": outbox.EARN_EVENT_CTE, "bonus": outbox.BONUS_EVENT_CTE}
+
+
 @functools.cache
 def _earn_statement(
     with_wallet: bool,
@@ -88,7 +92,8 @@ def _earn_statement(
     operator's: its `promotions` account, no partner), `:operator_points` of them (coalition-wide
     offer lines) from `promotions` into a lot with no issuer; `:issued_left` and
     `:operator_left` are what each lot keeps after the member's debt was repaid. An earn's
-    `earn.recorded` event (`ledger.outbox`) is written by the same statement."""
+    `earn.recorded` event (a partner's bonus's `bonus.awarded`: `ledger.outbox`) is written by
+    the same statement."""
     legs = []
     lots = []
     lot = "(:member, :wallet, {issuer}, :tx, {points}, {left}, :at, :available_at, :expires_at, :actor)"
@@ -120,7 +125,7 @@ def _earn_statement(
             INSERT INTO lots (member_id, wallet_id, issuer_id, earn_tx_id, points, remaining,
                               earned_at, available_at, expires_at, actor)
             VALUES {", ".join(lots)}
-        ){_LINES if with_lines else ""}{outbox.EARN_EVENT_CTE if kind == "earn" else ""}
+        ){_LINES if with_lines else ""}{_EVENT_CTES.get(kind, "")}
         {_STORE_RESULT}
         """
     )

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ids import uuid7
+from ledger import outbox
 from ledger.claims import (
     _STORE_RESULT,
     _at,
@@ -79,7 +80,7 @@ _AUTHORIZE = text(
     ), a AS (
         INSERT INTO hold_allocations (hold_id, seq, lot_id, points)
         SELECT h.id, take.seq, take.id, take.take FROM take, h
-    ), r AS (
+    ){outbox.AUTHORIZED_EVENT_CTE}, r AS (
         {_STORE_RESULT} AND (SELECT ok FROM ok)
     )
     SELECT available, ok FROM ok
@@ -209,7 +210,7 @@ _CAPTURE = text(
         UPDATE holds SET status = 'captured', captured = :points, capture_tx_id = :tx,
                          resolved_at = :at
         WHERE id = :hold
-    )
+    ){outbox.CAPTURED_EVENT_CTE}
     {_STORE_RESULT}
     """
 )
@@ -270,6 +271,7 @@ async def capture(
             "actor": actor,
             "wallet": claim.wallet_id,
             "redemption": claim.partner_account_id,
+            "released": hold.points - points,
             "result": result.to_json(),
             "claim": claim.claim_id,
         },
@@ -300,7 +302,7 @@ _VOID = text(
         UPDATE lots l SET remaining = l.remaining + back.pts FROM back WHERE l.id = back.lot_id
     ), uh AS (
         UPDATE holds SET status = 'voided', resolved_at = :at WHERE id = :hold
-    )
+    ){outbox.VOIDED_EVENT_CTE}
     {_STORE_RESULT}
     """
 )
@@ -335,6 +337,16 @@ async def void(
     hold = await _lock_live_hold(conn, hold_id, at)
     result = VoidResult(hold_id=hold_id, released=hold.points)
     await conn.execute(
-        _VOID, {"hold": hold_id, "at": at, "result": result.to_json(), "claim": claim.claim_id}
+        _VOID,
+        {
+            "hold": hold_id,
+            "at": at,
+            "partner": partner_id,
+            "member": member_id,
+            "ref": hold.order_ref,
+            "released": hold.points,
+            "result": result.to_json(),
+            "claim": claim.claim_id,
+        },
     )
     return result

@@ -19,6 +19,7 @@ from core.clock import utcnow
 from core.errors import ValidationError
 from core.ids import uuid7
 from core.money import Money
+from ledger import outbox
 from ledger import service as ledger
 from ledger.errors import IdempotencyConflict
 from partners.errors import OrderNotFound
@@ -152,8 +153,10 @@ async def refund(
             returned_pts += back
             return_tx = ret.transaction_id
     refund_id = uuid7()
+    # The refund's row and its `refund.recorded` event (`ledger.outbox`), in one statement.
     await conn.execute(
         text(
+            outbox.REFUND_EVENT_CTE + " "
             "INSERT INTO refunds (id, partner_id, order_ref, amount, currency, idempotency_key, "
             "request_hash, points_reversed, points_returned, reversal_tx_id, return_tx_id, "
             "created_at, actor) VALUES (:id, :p, :ref, :amt, :cur, :k, :h, :rev, :ret, :rtx, "

@@ -11,7 +11,8 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core.money import minor_units
+from core.money import Money, format_amount, minor_units
+from ledger import outbox
 from ledger import service as ledger
 from settlement.compute import _aggregate, _compute
 from settlement.errors import (
@@ -97,7 +98,44 @@ async def close(
         ),
         {"actor": actor, "h": content_hash, "p": period_id},
     )
-    return await get_period(conn, period_id=period_id)
+    closed = await get_period(conn, period_id=period_id)
+    await _announce(conn, closed)
+    return closed
+
+
+def _money(m: Money) -> dict[str, str]:
+    return {"amount": format_amount(m.amount, m.currency), "currency": m.currency}
+
+
+async def _announce(conn: AsyncConnection, period: Period) -> None:
+    """`settlement.closed` to each partner with a statement in the period (`ledger.outbox`: to
+    those with a webhook for it), in the close's unit of work."""
+    assert period.closed_at is not None
+    await outbox.record_many(
+        conn,
+        type="settlement.closed",
+        events=[
+            (
+                s.partner_id,
+                None,
+                {
+                    "periodId": str(period.id),
+                    "periodStart": period.period_start.isoformat(),
+                    "periodEnd": period.period_end.isoformat(),
+                    "closedAt": period.closed_at.isoformat(),
+                    "issuedPoints": s.issued_points,
+                    "reversedPoints": s.reversed_points,
+                    "redeemedPoints": s.redeemed_points,
+                    "returnedPoints": s.returned_points,
+                    "issuanceCharge": _money(s.issuance_charge),
+                    "reimbursement": _money(s.reimbursement),
+                    "net": _money(s.net),
+                },
+            )
+            for s in await statements(conn, period_id=period.id)
+        ],
+        at=period.closed_at,
+    )
 
 
 async def expire_and_close(
