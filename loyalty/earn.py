@@ -113,15 +113,18 @@ async def earn(
             tier_ranks={t.name: t.position for t in ladder.tiers},
         )
 
-    def applying(activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]) -> list[Line]:
-        """The earn's lines, given the member's activations and uses."""
+    def lines_of(applying_offers: list[ApplicableOffer]) -> list[Line]:
         return breakdown(
             money.amount,
             rule.rate_for(category),
             rule.max_points_per_transaction,
             None if held is None else held.multiplier,
-            candidates(activated, uses),
+            applying_offers,
         )
+
+    def applying(activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]) -> list[Line]:
+        """The earn's lines, given the member's activations and uses."""
+        return lines_of(candidates(activated, uses))
 
     # A purchase that may raise the member's tier carries the upgrade, committed with the earn
     # (in the group commit's statement): no transaction of its own.
@@ -161,17 +164,13 @@ async def earn(
     # activation or uses then go unread): only when some of them depends on the member's
     # activations or uses are those read (and the uses counted), in the earn's own unit of
     # work; otherwise the earn goes to the group commit as any other.
-    maybe = {o.id for o in candidates({o.id for o in offers}, {})}
-    stateful = [
-        o
-        for o in offers
-        if o.id in maybe and (o.requires_activation or o.max_uses_per_member is not None)
-    ]
+    maybe = candidates({o.id for o in offers}, {})
+    stateful = [o for o in maybe if o.requires_activation or o.max_uses_per_member is not None]
     result: EarnResult | None
     if stateful:
         result = await _earn_with_member_state(rt, holder.member_id, stateful, applying, request)
-    else:
-        lines = applying((), {})
+    else:  # none of them depends on the member's state: they apply as they are
+        lines = lines_of(maybe)
         result = await rt.earns.earn(request(lines)) if _earns(lines) else None
     if result is None:
         refused = DomainValidation("this purchase earns no points", field="amount")
