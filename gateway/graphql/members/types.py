@@ -111,41 +111,7 @@ class Me:
     async def activity(
         self, info: strawberry.Info, first: int = 20, after: str | None = None
     ) -> T.Connection[T.Activity]:
-        if not 0 < first <= MAX_PAGE:
-            raise GraphQLError(
-                f"first must be between 1 and {MAX_PAGE}", extensions={"code": "VALIDATION"}
-            )
-        try:
-            before = T.decode_cursor(after)
-        except DomainError as exc:
-            raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
-        async with info.context.read() as conn:
-            items = await ledger.history(
-                conn, member_id=self.member_id, limit=first + 1, before=before
-            )
-            # Transfers name the other member by card: one lookup for the page, if any.
-            cards = await members.cards_by_ids(
-                conn, ids=list({i.counterparty_id for i in items if i.counterparty_id})
-            )
-        return T.page(
-            items,
-            first=first,
-            after=before,
-            key=lambda i: i.entry_id,
-            node=lambda i: T.Activity(
-                id=strawberry.ID(str(i.entry_id)),
-                transaction_id=strawberry.ID(str(i.transaction_id)),
-                kind=i.kind,
-                points=i.amount,
-                order_ref=i.ref if i.kind not in _REF_IS_INTERNAL else None,
-                at=i.effective_at,
-                reason=i.reason,
-                counterparty_card=(
-                    masked(cards[i.counterparty_id]) if i.counterparty_id in cards else None
-                ),
-                partner_id=i.partner_id,
-            ),
-        )
+        return await member_activity(info, self.member_id, first, after)
 
     @strawberry.field(
         description="The member's reward redemptions with their voucher codes, newest first "
@@ -173,3 +139,42 @@ class Me:
             key=lambda i: i[0].id.int,
             node=lambda i: RewardRedemption.of(*i),
         )
+
+
+async def member_activity(
+    info: strawberry.Info, member_id: uuid.UUID, first: int, after: str | None
+) -> T.Connection[T.Activity]:
+    """A page of a member's activity (`me { activity }`, the operator's `memberLookup`)."""
+    if not 0 < first <= MAX_PAGE:
+        raise GraphQLError(
+            f"first must be between 1 and {MAX_PAGE}", extensions={"code": "VALIDATION"}
+        )
+    try:
+        before = T.decode_cursor(after)
+    except DomainError as exc:
+        raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
+    async with info.context.read() as conn:
+        items = await ledger.history(conn, member_id=member_id, limit=first + 1, before=before)
+        # Transfers name the other member by card: one lookup for the page, if any.
+        cards = await members.cards_by_ids(
+            conn, ids=list({i.counterparty_id for i in items if i.counterparty_id})
+        )
+    return T.page(
+        items,
+        first=first,
+        after=before,
+        key=lambda i: i.entry_id,
+        node=lambda i: T.Activity(
+            id=strawberry.ID(str(i.entry_id)),
+            transaction_id=strawberry.ID(str(i.transaction_id)),
+            kind=i.kind,
+            points=i.amount,
+            order_ref=i.ref if i.kind not in _REF_IS_INTERNAL else None,
+            at=i.effective_at,
+            reason=i.reason,
+            counterparty_card=(
+                masked(cards[i.counterparty_id]) if i.counterparty_id in cards else None
+            ),
+            partner_id=i.partner_id,
+        ),
+    )

@@ -7,19 +7,16 @@ import uuid
 from datetime import datetime
 
 import strawberry
-from graphql import GraphQLError
 
-from core.errors import DomainError
 from gateway.graphql import types as T
+from gateway.graphql.members.types import member_activity
 from gateway.graphql.settlement.types import LiabilityLine
 from ledger import service as ledger
 from members import service as members
-from members.cards import masked
 from partners.clients import ClientRecord
 from settlement.records import LiabilitySnapshot as LiabilitySnapshotRecord
 
 MAX_PAGE = 100
-_REF_IS_INTERNAL = frozenset({"bonus"})  # as in `me { activity }`
 
 
 @strawberry.type(description="A partner's OAuth client (its secret is never shown again).")
@@ -77,40 +74,7 @@ class MemberProfile:
     async def activity(
         self, info: strawberry.Info, first: int = 20, after: str | None = None
     ) -> T.Connection[T.Activity]:
-        if not 0 < first <= MAX_PAGE:
-            raise GraphQLError(
-                f"first must be between 1 and {MAX_PAGE}", extensions={"code": "VALIDATION"}
-            )
-        try:
-            before = T.decode_cursor(after)
-        except DomainError as exc:
-            raise GraphQLError(exc.message, extensions={"code": "VALIDATION"}) from None
-        async with info.context.read() as conn:
-            items = await ledger.history(
-                conn, member_id=self.member_id, limit=first + 1, before=before
-            )
-            cards = await members.cards_by_ids(
-                conn, ids=list({i.counterparty_id for i in items if i.counterparty_id})
-            )
-        return T.page(
-            items,
-            first=first,
-            after=before,
-            key=lambda i: i.entry_id,
-            node=lambda i: T.Activity(
-                id=strawberry.ID(str(i.entry_id)),
-                transaction_id=strawberry.ID(str(i.transaction_id)),
-                kind=i.kind,
-                points=i.amount,
-                order_ref=i.ref if i.kind not in _REF_IS_INTERNAL else None,
-                at=i.effective_at,
-                reason=i.reason,
-                counterparty_card=(
-                    masked(cards[i.counterparty_id]) if i.counterparty_id in cards else None
-                ),
-                partner_id=i.partner_id,
-            ),
-        )
+        return await member_activity(info, self.member_id, first, after)
 
 
 @strawberry.type(description="The points liability at the end of a closed period.")
