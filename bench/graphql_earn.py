@@ -156,6 +156,58 @@ async def seed(
     return creds.client_id, creds.client_secret, cards
 
 
+def start_server(uri: str, port: int, workers: int = 1, **settings: str) -> subprocess.Popen[bytes]:
+    """`uvicorn gateway.cli:serving_app` on `port` over `uri`, no rate limits in the way
+    (`settings`: more environment), once /healthz answers."""
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": uri,
+        "PUBLIC_URL": base,
+        "RATE_LIMIT_PER_SECOND": "1000000",
+        "RATE_LIMIT_BURST": "1000000",
+        "DB_POOL_SIZE": "20",
+        "COALITION_APP": "bench",
+        **settings,
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "gateway.cli:serving_app",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    return server
+
+
+def client_token(base: str, client_id: str, secret: str) -> str:
+    """A client-credentials access token."""
+    return str(
+        httpx.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+        ).json()["access_token"]
+    )
+
+
 def parse_wrk(text: str) -> dict[str, float]:
     def latency(label: str) -> float:
         m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
@@ -247,44 +299,8 @@ def main() -> None:
     server = None
     try:
         client_id, secret, cards = asyncio.run(seed(uri, args.members, args.offers, args.tiers))
-        env = {
-            **os.environ,
-            "DATABASE_URL": uri,
-            "PUBLIC_URL": base,
-            "RATE_LIMIT_PER_SECOND": "1000000",
-            "RATE_LIMIT_BURST": "1000000",
-            "DB_POOL_SIZE": "20",
-            "COALITION_APP": "bench",
-        }
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "gateway.cli:serving_app",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            cwd=ROOT,
-        )
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        token = httpx.post(
-            f"{base}/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client_id, secret),
-        ).json()["access_token"]
+        server = start_server(uri, port, args.workers)
+        token = client_token(base, client_id, secret)
         url = f"{base}/graphql"
         cards_lua = ",".join(f'"{c}"' for c in cards)
         # Warm up both paths (prepared statements, caches, JIT of nothing: CPython).

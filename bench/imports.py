@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.graphql_earn import EARN_LUA, free_port, seed, wrk
+from bench.graphql_earn import EARN_LUA, client_token, free_port, seed, start_server, wrk
 from tests.db import create_test_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,44 +60,8 @@ def main() -> None:
     server = None
     try:
         client_id, secret, cards = asyncio.run(seed(uri, args.members))
-        env = {
-            **os.environ,
-            "DATABASE_URL": uri,
-            "PUBLIC_URL": base,
-            "RATE_LIMIT_PER_SECOND": "1000000",
-            "RATE_LIMIT_BURST": "1000000",
-            "RATE_LIMIT_SETTLEMENT": "1000000/minute",
-            "DB_POOL_SIZE": "20",
-            "COALITION_APP": "bench",
-            "IMPORT_WORKERS": "1",
-        }
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "gateway.cli:serving_app",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            cwd=ROOT,
-        )
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        token = httpx.post(
-            f"{base}/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client_id, secret),
-        ).json()["access_token"]
+        server = start_server(uri, port, RATE_LIMIT_SETTLEMENT="1000000/minute", IMPORT_WORKERS="1")
+        token = client_token(base, client_id, secret)
         cards_lua = ",".join(f'"{c}"' for c in cards)
         url = f"{base}/graphql"
         wrk(
