@@ -152,9 +152,10 @@ class Dispatcher:
         rng: Callable[[], float] = random.random,
         batch: int = 100,
         timeout: float = 10.0,
+        resolver: webhooks.Resolver | None = None,
     ) -> None:
         self.engine, self.client = engine, client
-        self.allow_insecure = allow_insecure
+        self.allow_insecure, self.resolver = allow_insecure, resolver
         self.clock, self.rng = clock, rng
         self.batch, self.timeout = batch, timeout
 
@@ -187,13 +188,21 @@ class Dispatcher:
         code: int | None = None
         error: str | None = None
         try:
-            # Checked again at each delivery: the host may resolve elsewhere by now.
-            await asyncio.to_thread(webhooks.check_url, due.url, allow_insecure=self.allow_insecure)
+            # Checked again at each delivery (the host may resolve elsewhere by now), and the
+            # request goes to the address just checked: no second lookup to rebind.
+            target = await asyncio.to_thread(
+                webhooks.check_target,
+                due.url,
+                allow_insecure=self.allow_insecure,
+                resolver=self.resolver,
+            )
             body = body_of(due)
             response = await self.client.post(
-                due.url,
+                target.connect_url,
                 content=body,
+                extensions={"sni_hostname": target.tls_name} if target.tls_name else None,
                 headers={
+                    "Host": target.host_header,
                     "Content-Type": "application/json",
                     SIGNATURE_HEADER: signature(due.secret, int(now.timestamp()), body),
                     "User-Agent": "Coalition-Webhooks/1",

@@ -14,7 +14,7 @@ import ipaddress
 import secrets
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -100,10 +100,31 @@ def resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
-def check_url(url: str, *, allow_insecure: bool) -> str:
+Resolver = Callable[[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a delivery goes: `url` with its host replaced by an address that was checked
+    (`connect_url`), and the original host for the `Host` header and TLS (SNI and the
+    certificate's name). Connecting to the checked address, not resolving the name again,
+    closes the DNS-rebinding window between the check and the connection."""
+
+    url: str
+    connect_url: str
+    host_header: str
+    tls_name: str | None  # the name TLS verifies (https only)
+
+
+def check_url(url: str, *, allow_insecure: bool, resolver: Resolver | None = None) -> str:
     """`url` if a webhook may use it: https to a host whose every address is public, or (with
     WEBHOOK_ALLOW_INSECURE=1) http or https to a loopback address; ValidationError otherwise.
     Blocking (DNS): call it in a worker thread."""
+    return check_target(url, allow_insecure=allow_insecure, resolver=resolver).url
+
+
+def check_target(url: str, *, allow_insecure: bool, resolver: Resolver | None = None) -> Target:
+    """`check_url`'s policy, and the checked address to connect to (`Target`)."""
     if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_LENGTH:
         raise ValidationError(f"url must be 1..{MAX_URL_LENGTH} characters", field="url")
     if any(ord(c) < 33 or ord(c) == 127 for c in url):
@@ -118,20 +139,26 @@ def check_url(url: str, *, allow_insecure: bool) -> str:
         raise ValidationError("url must be an https URL", field="url")
     if parts.username or parts.password:
         raise ValidationError("url must not carry credentials", field="url")
-    del port
-    addresses = resolve(host)
+    addresses = (resolver or resolve)(host)
     if not addresses:
         raise ValidationError("url's host does not resolve", field="url")
     loopback = all(a.is_loopback for a in addresses)
-    if allow_insecure and loopback:
-        return url
-    if parts.scheme != "https":
-        raise ValidationError("url must be an https URL", field="url")
-    if any(_refused_address(a) for a in addresses):
-        raise ValidationError(
-            "url must not point to a private, loopback or link-local address", field="url"
-        )
-    return url
+    if not (allow_insecure and loopback):
+        if parts.scheme != "https":
+            raise ValidationError("url must be an https URL", field="url")
+        if any(_refused_address(a) for a in addresses):
+            raise ValidationError(
+                "url must not point to a private, loopback or link-local address", field="url"
+            )
+    address = addresses[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if port is None else f"{literal}:{port}"
+    return Target(
+        url=url,
+        connect_url=parts._replace(netloc=netloc).geturl(),
+        host_header=parts.netloc,
+        tls_name=host if parts.scheme == "https" else None,
+    )
 
 
 def check_events(events: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from core.errors import ValidationError
 from core.settings import Settings
 from ledger import service as ledger
 from loyalty.webhooks import Dispatcher
-from partners.webhooks import check_url
+from partners.webhooks import check_target, check_url
 from tests.gateway.conftest import BASE_URL
 from tests.gateway.gql_helpers import (
     EARN,
@@ -383,6 +384,50 @@ def test_url_policy_accepts_public_https_and_loopback_http_only_when_insecure() 
         check_url("http://127.0.0.1:8080/hook", allow_insecure=False)
     with pytest.raises(ValidationError):
         check_url("http://10.0.0.1/hook", allow_insecure=True)
+
+
+def test_the_target_is_the_checked_address_with_the_original_host_for_tls() -> None:
+    names = {"hooks.partner.test": [ipaddress.ip_address("2606:4700::1111")]}
+    t = check_target(
+        "https://hooks.partner.test:8443/in?x=1", allow_insecure=False, resolver=names.__getitem__
+    )
+    assert (t.connect_url, t.host_header, t.tls_name) == (
+        "https://[2606:4700::1111]:8443/in?x=1",
+        "hooks.partner.test:8443",
+        "hooks.partner.test",
+    )
+    rebound = {"hooks.partner.test": [ipaddress.ip_address("169.254.169.254")]}
+    with pytest.raises(ValidationError):
+        check_target(
+            "https://hooks.partner.test/", allow_insecure=False, resolver=rebound.__getitem__
+        )
+
+
+async def test_a_delivery_connects_to_the_address_it_checked_not_a_new_lookup(
+    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    """No DNS-rebinding window: the dispatcher resolves the host once, checks that address and
+    connects to it. `hooks.rebind.test` exists only in the dispatcher's resolver, so a second
+    lookup by the HTTP client would fail the delivery."""
+    op = await operator_token(client, engine)
+    p = await setup_partner(client, op, name="Rebind")
+    wh = await _webhook(client, p, f"http://127.0.0.1:{receiver.port}/hook")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE webhooks SET url = :u WHERE id = :w"),
+            {"u": f"http://hooks.rebind.test:{receiver.port}/hook", "w": wh["id"]},
+        )
+    m = await register_and_login(client)
+    await _earn(client, p, m.card, "rebind-1")
+    names = {"hooks.rebind.test": [ipaddress.ip_address("127.0.0.1")]}
+    d = Dispatcher(
+        engine, client=http, allow_insecure=True, rng=lambda: 0.5, resolver=names.__getitem__
+    )
+    assert await d.step() == 1
+    assert await _pending(engine, wh["id"]) == 0
+    [(headers, body, status)] = receiver.requests
+    assert headers["host"] == f"hooks.rebind.test:{receiver.port}"
+    assert verify(wh["secret"], headers, body) and status == 200
 
 
 async def test_create_webhook_refuses_bad_input_with_typed_errors(
