@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import anyio
-import httpx
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -180,8 +180,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         for _ in range(settings.import_workers):
             jobs.append(asyncio.create_task(imports.work(app.state.runtime, app.state.import_wake)))
         # Webhook dispatchers, apart from the earns (their own connections and HTTP client).
-        app.state.webhook_client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=100), trust_env=False
+        app.state.webhook_client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100), trust_env=False
         )
         for _ in range(settings.webhook_workers):
             dispatcher = Dispatcher(
@@ -198,7 +198,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             await app.state.earns.drain()
-            await app.state.webhook_client.aclose()
+            await app.state.webhook_client.close()
             await app.state.pool.close()
             await app.state.engine.dispose()
 

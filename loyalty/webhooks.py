@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import httpx
+import aiohttp
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -146,7 +146,7 @@ class Dispatcher:
         self,
         engine: AsyncEngine,
         *,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         allow_insecure: bool,
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
@@ -168,7 +168,9 @@ class Dispatcher:
             due = await webhooks.claim_due(conn, now=now, limit=self.batch)
             if not due:
                 return 0
-            outcomes = await asyncio.gather(*(self._deliver(d, now) for d in due))
+            # Each URL checked once per step (DNS, in a worker thread), not once per delivery.
+            targets = await asyncio.to_thread(self._targets, {d.url for d in due})
+            outcomes = await asyncio.gather(*(self._deliver(d, targets[d.url], now) for d in due))
             await webhooks.record(conn, list(outcomes))
         return len(due)
 
@@ -184,40 +186,50 @@ class Dispatcher:
             if not done:
                 await asyncio.sleep(idle_seconds)
 
-    async def _deliver(self, due: Due, now: datetime) -> Outcome:
+    def _targets(self, urls: set[str]) -> dict[str, webhooks.Target | ValidationError]:
+        """Each URL checked again (the host may resolve elsewhere by now): where to connect,
+        or why not. Blocking (DNS)."""
+        checked: dict[str, webhooks.Target | ValidationError] = {}
+        for url in urls:
+            try:
+                checked[url] = webhooks.check_target(
+                    url, allow_insecure=self.allow_insecure, resolver=self.resolver
+                )
+            except ValidationError as exc:
+                checked[url] = exc
+        return checked
+
+    async def _deliver(
+        self, due: Due, target: webhooks.Target | ValidationError, now: datetime
+    ) -> Outcome:
         code: int | None = None
         error: str | None = None
-        try:
-            # Checked again at each delivery (the host may resolve elsewhere by now), and the
-            # request goes to the address just checked: no second lookup to rebind.
-            target = await asyncio.to_thread(
-                webhooks.check_target,
-                due.url,
-                allow_insecure=self.allow_insecure,
-                resolver=self.resolver,
-            )
+        if isinstance(target, ValidationError):
+            error = f"refused: {target.message}"
+        else:
             body = body_of(due)
-            response = await self.client.post(
-                target.connect_url,
-                content=body,
-                extensions={"sni_hostname": target.tls_name} if target.tls_name else None,
-                headers={
-                    "Host": target.host_header,
-                    "Content-Type": "application/json",
-                    SIGNATURE_HEADER: signature(due.secret, int(now.timestamp()), body),
-                    "User-Agent": "Coalition-Webhooks/1",
-                },
-                timeout=self.timeout,
-                follow_redirects=False,
-            )
-            code = response.status_code
-            if 200 <= code < 300:
-                return Outcome(due.id, now, code, None, True, None)
-            error = f"HTTP {code}"
-        except ValidationError as exc:
-            error = f"refused: {exc.message}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            try:
+                # To the address just checked: no second lookup to rebind.
+                async with self.client.post(
+                    target.connect_url,
+                    data=body,
+                    server_hostname=target.tls_name,
+                    headers={
+                        "Host": target.host_header,
+                        "Content-Type": "application/json",
+                        SIGNATURE_HEADER: signature(due.secret, int(now.timestamp()), body),
+                        "User-Agent": "Coalition-Webhooks/1",
+                    },
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                    allow_redirects=False,
+                ) as response:
+                    code = response.status
+                    await response.read()
+                if 200 <= code < 300:
+                    return Outcome(due.id, now, code, None, True, None)
+                error = f"HTTP {code}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
         retry_at = next_attempt(
             attempts=due.attempts + 1, now=now, created_at=due.created_at, rng=self.rng
         )

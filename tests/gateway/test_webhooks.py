@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from sqlalchemy import text
@@ -123,13 +124,13 @@ class Clock:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as c:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as c:
         yield c
 
 
 def dispatcher(
-    engine: AsyncEngine, http: httpx.AsyncClient, clock: Callable[[], datetime]
+    engine: AsyncEngine, http: aiohttp.ClientSession, clock: Callable[[], datetime]
 ) -> Dispatcher:
     return Dispatcher(engine, client=http, allow_insecure=True, clock=clock, rng=lambda: 0.5)
 
@@ -179,7 +180,7 @@ async def _pending(engine: AsyncEngine, webhook_id: str) -> int:
 
 
 async def test_retried_until_the_receiver_answers_once_in_order_signed(
-    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: httpx.AsyncClient
+    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     op = await operator_token(client, engine)
     p = await setup_partner(client, op, name="Hooked")
@@ -245,7 +246,7 @@ async def test_retried_until_the_receiver_answers_once_in_order_signed(
 
 
 async def test_retries_stop_after_24_hours_with_backoff(
-    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: httpx.AsyncClient
+    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     op = await operator_token(client, engine)
     p = await setup_partner(client, op, name="Dead endpoint")
@@ -314,7 +315,7 @@ async def test_no_event_for_a_rolled_back_earn(
 
 
 async def test_a_dispatcher_killed_mid_delivery_loses_nothing(
-    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: httpx.AsyncClient
+    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     op = await operator_token(client, engine)
     p = await setup_partner(client, op, name="Killed")
@@ -340,7 +341,7 @@ async def test_a_dispatcher_killed_mid_delivery_loses_nothing(
 
 
 async def test_two_dispatchers_never_send_one_member_out_of_order(
-    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: httpx.AsyncClient
+    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     op = await operator_token(client, engine)
     p = await setup_partner(client, op, name="Two workers")
@@ -404,7 +405,7 @@ def test_the_target_is_the_checked_address_with_the_original_host_for_tls() -> N
 
 
 async def test_a_delivery_connects_to_the_address_it_checked_not_a_new_lookup(
-    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: httpx.AsyncClient
+    client: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
     """No DNS-rebinding window: the dispatcher resolves the host once, checks that address and
     connects to it. `hooks.rebind.test` exists only in the dispatcher's resolver, so a second
