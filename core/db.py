@@ -254,12 +254,15 @@ class DriverPool(AsyncConnectionPool):
         return await super().getconn(timeout)
 
 
-def create_driver_pool(url: str, *, max_size: int = 10) -> AsyncConnectionPool:
+def create_driver_pool(
+    url: str, *, max_size: int = 10, timeout: float = 30.0
+) -> AsyncConnectionPool:
     """psycopg's own pool for the driver path (open it with `await pool.open()`)."""
     return DriverPool(
         libpq_uri(url),
         min_size=1,
         max_size=max_size,
+        timeout=timeout,
         kwargs={
             "prepare_threshold": 2,
             "application_name": os.environ.get("COALITION_APP", "coalition"),

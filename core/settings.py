@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     database_name: str = Field(default="coalition", description="Database used in embedded mode.")
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=20, ge=0, le=500)
+    db_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a pooled database connection (the database "
+        "down or every connection busy) before it fails with UNAVAILABLE (503, retry).",
+    )
     earn_batch_max: int = Field(
         default=64,
         ge=1,
@@ -89,6 +96,20 @@ class Settings(BaseSettings):
         ge=100,
         description="Most a GraphQL operation may cost (fields x requested list sizes); "
         "a costlier one is refused with QUERY_TOO_COMPLEX before it runs.",
+    )
+    admission_max_in_flight: int = Field(
+        default=128,
+        ge=1,
+        le=100_000,
+        description="HTTP requests one process runs at once; as many more may wait for a slot "
+        "(gateway.admission), the rest are refused with 503 OVERLOADED and Retry-After.",
+    )
+    admission_queue_timeout_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=60_000,
+        description="How long a request waits for a slot before it is refused (0: refused at "
+        "once when every slot is taken).",
     )
     ws_max_per_principal: int = Field(
         default=5,

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from core.clock import utcnow
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
+from gateway.admission import Admission
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
@@ -155,10 +156,17 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
         app.state.engine = create_engine(
-            url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+            url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
         )
         # psycopg's own pool for the earn hot path (see core.db.DriverConnection).
-        app.state.pool = create_driver_pool(url, max_size=max(2, settings.db_pool_size // 2))
+        app.state.pool = create_driver_pool(
+            url,
+            max_size=max(2, settings.db_pool_size // 2),
+            timeout=settings.db_pool_timeout_seconds,
+        )
         await app.state.pool.open()
         app.state.earns = EarnBatcher(
             app.state.pool,
@@ -231,7 +239,15 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")
         routes.append(Mount(STATIC_GRAPHIQL, graphiql_assets, name="graphiql"))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
+    admission = Middleware(
+        Admission,
+        max_in_flight=settings.admission_max_in_flight,
+        queue_timeout=settings.admission_queue_timeout_ms / 1000,
+    )
+    # Admission first: a refused request costs nothing more (gateway.admission).
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=[admission, Middleware(MetricsMiddleware)]
+    )
     app.state.settings = settings
     app.state.caches = Caches()
     app.state.import_wake = asyncio.Event()

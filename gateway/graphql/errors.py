@@ -174,3 +174,31 @@ def result_union(name: str, success: type, codes: Iterable[str]) -> Any:
     """`FooBarResult`: the union of `FooBarSuccess` and the error types of `codes`, the error
     codes the mutation can return (Relay convention)."""
     return Annotated[Union[success, *error_types(codes)], strawberry.union(name)]
+
+
+UNAVAILABLE = "UNAVAILABLE"
+UNAVAILABLE_MESSAGE = (
+    "the database is unavailable: nothing was changed unless a retry with the same "
+    "idempotency key says so; retry shortly"
+)
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """Whether `exc` is the database being out of reach (down, restarting, a connection cut,
+    no pooled connection in time, a transaction the server aborted: serialization, deadlock,
+    cancel): the operation did not commit and the same request may be retried."""
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError):
+        exc = exc.orig if exc.orig is not None else exc
+        if exc is not None and not isinstance(exc, psycopg.Error):
+            return True  # SQLAlchemy's own disconnect errors
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg.InterfaceError
+        | sa_exc.TimeoutError
+        | sa_exc.DisconnectionError
+        | ConnectionError,
+    )

@@ -100,6 +100,24 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+class _MaskErrors(MaskErrors):
+    """Strawberry's masking, except that the database being out of reach is said as such
+    (code UNAVAILABLE; the HTTP answer is then a 503 with Retry-After: `gateway.graphql.view`),
+    so a client knows to retry with the same idempotency key rather than give up."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        if E.database_unavailable(error.original_error):
+            return GraphQLError(
+                E.UNAVAILABLE_MESSAGE,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                extensions={"code": E.UNAVAILABLE},
+            )
+        return super().anonymise_error(error)
+
+
 class _Schema(strawberry.federation.Schema):
     documents: DocumentStore  # the documents parsed and validated so far (`build_schema`)
 
@@ -168,7 +186,7 @@ def build_schema(*, introspection: bool, max_cost: int = DEFAULT_MAX_COST) -> st
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: AddValidationRules(rules_tuple),
             lambda: CachedDocuments(documents),
-            lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+            lambda: _MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
         ],
     )
     schema.documents = documents

@@ -33,6 +33,7 @@ from strawberry.types.unset import UNSET
 
 from core import clock
 from gateway.graphql.context import Context
+from gateway.graphql.errors import UNAVAILABLE
 from gateway.oauth import revocation
 from gateway.oauth.auth import AuthError, Principal, authenticate, authenticate_token
 from gateway.oauth.state import oauth_state
@@ -189,7 +190,13 @@ class _GraphQL(GraphQL[Context, None]):
     async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
         """Run the request's operation, then close its read connection (`Context.read`)."""
         try:
-            return await super().execute_operation(*args, **kwargs)
+            result = await super().execute_operation(*args, **kwargs)
+            context = kwargs.get("context")
+            if isinstance(context, Context) and _unavailable(result):
+                # Retriable: the database was out of reach (gateway.graphql.schema).
+                context.response.status_code = 503
+                context.response.headers["Retry-After"] = "1"
+            return result
         finally:
             context = kwargs.get("context")
             if isinstance(context, Context):
@@ -259,6 +266,11 @@ def graphql_error_code(error: GraphQLError) -> str:
     if error.path is None:
         return "VALIDATION" if _BAD_VALUE.search(error.message) else "GRAPHQL_VALIDATION_FAILED"
     return "INTERNAL_SERVER_ERROR"
+
+
+def _unavailable(result: Any) -> bool:
+    errors = getattr(result, "errors", None) or ()
+    return any((e.extensions or {}).get("code") == UNAVAILABLE for e in errors)
 
 
 def _error(

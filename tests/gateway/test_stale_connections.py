@@ -5,11 +5,13 @@ the database does not answer, never a 500."""
 from __future__ import annotations
 
 import httpx
+import psycopg
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
 from core.settings import Settings
 from gateway.app import create_app
+from tests.db import admin_uri
 from tests.gateway.conftest import BASE_URL
 from tests.gateway.gql_helpers import (
     EARN,
@@ -102,3 +104,79 @@ async def test_healthz_answers_503_with_a_reason_when_the_database_does_not_answ
         r = await c.get("/healthz")
     assert r.status_code == 503
     assert r.json() == {"status": "unavailable", "reason": "database"}
+
+
+async def test_an_earn_while_the_database_refuses_connections_is_a_503_to_retry_and_applies_once(
+    settings, db_uri, engine, monkeypatch
+):
+    """The database is out of reach mid-request (its backends gone, new connections refused):
+    the earn answers 503 with Retry-After and code UNAVAILABLE, never a 500 nor a masked
+    "Unexpected error.", and nothing is applied; the same request once the database is back is
+    applied, once."""
+    monkeypatch.setenv("COALITION_APP", APP_NAME)
+    quick = Settings(**{**settings.model_dump(), "db_pool_timeout_seconds": 0.5})
+    app = create_app(quick, database_url=db_uri)
+    async with (
+        LifespanManager(app) as m,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False),
+            base_url=BASE_URL,
+        ) as c,
+        engine.connect() as admin,
+    ):
+        await admin.execution_options(isolation_level="AUTOCOMMIT")
+        db = (await admin.execute(text("SELECT current_database()"))).scalar_one()
+        op = await operator_token(c, engine)
+        partner = await setup_partner(c, op, name="Outage")
+        member = await register_and_login(c)
+        ref = key()
+        body = {
+            "query": EARN,
+            "variables": {
+                "input": {
+                    "cardNumber": member.card,
+                    "amount": rub("10.00"),
+                    "orderRef": ref,
+                    "idempotencyKey": ref,
+                }
+            },
+        }
+        auth = {"Authorization": f"Bearer {partner.token}"}
+
+        async def applied() -> int:
+            return (
+                await admin.execute(
+                    text("SELECT count(*) FROM transactions WHERE kind = 'earn' AND ref = :r"),
+                    {"r": ref},
+                )
+            ).scalar_one()
+
+        async def allow(yes: bool) -> None:  # from the maintenance database: not this one's
+            async with await psycopg.AsyncConnection.connect(admin_uri(), autocommit=True) as pg:
+                await pg.execute(f'ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS {yes}')
+
+        await allow(False)
+        try:
+            await admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = :app"
+                ),
+                {"app": APP_NAME},
+            )
+            r = await c.post("/graphql", json=body, headers=auth)
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            [error] = r.json()["errors"]
+            assert error["extensions"]["code"] == "UNAVAILABLE"
+            assert await applied() == 0
+        finally:
+            await allow(True)
+        r = await c.post("/graphql", json=body, headers=auth)
+        assert r.status_code == 200 and r.json()["data"]["earn"]["__typename"] == "EarnSuccess"
+        assert await applied() == 1
+        again = await c.post("/graphql", json=body, headers=auth)  # a second retry: a replay
+        assert (
+            again.json()["data"]["earn"]["transaction"] == r.json()["data"]["earn"]["transaction"]
+        )
+        assert await applied() == 1
