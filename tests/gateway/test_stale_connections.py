@@ -30,16 +30,21 @@ async def terminate_app_backends(engine) -> int:
     """pg_terminate_backend on every connection of the app under test; returns how many. The
     timeout makes each call return once that backend has exited (its socket is closed)."""
     async with engine.connect() as c:
-        return (
-            await c.execute(
-                text(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) "
-                    "FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name = :app"
-                ),
-                {"app": APP_NAME},
-            )
-        ).scalar_one()
+        return await terminate_on(c)
+
+
+async def terminate_on(conn) -> int:
+    """`terminate_app_backends` on a connection the caller holds."""
+    return (
+        await conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) "
+                "FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = :app"
+            ),
+            {"app": APP_NAME},
+        )
+    ).scalar_one()
 
 
 async def test_requests_after_the_database_terminated_the_backends_succeed(
@@ -157,13 +162,7 @@ async def test_an_earn_while_the_database_refuses_connections_is_a_503_to_retry_
 
         await allow(False)
         try:
-            await admin.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name = :app"
-                ),
-                {"app": APP_NAME},
-            )
+            await terminate_on(admin)
             r = await c.post("/graphql", json=body, headers=auth)
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"] == "1"
