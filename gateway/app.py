@@ -207,7 +207,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
     from gateway.imports_http import routes as import_routes
     from gateway.memberapp.routes import routes as memberapp_routes
-    from gateway.metrics import MetricsMiddleware, metrics
+    from gateway.metrics import metrics
+    from gateway.observe import ObserveMiddleware
     from gateway.settlement_http import routes as settlement_routes
     from loyalty.caches import Caches
 
@@ -231,7 +232,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     if settings.graphql_introspection:  # GraphiQL's scripts and styles come from the app
         graphiql_assets = StaticFiles(directory=Path(__file__).parent / "static" / "graphiql")
         routes.append(Mount(STATIC_GRAPHIQL, graphiql_assets, name="graphiql"))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(MetricsMiddleware)])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ObserveMiddleware)])
     app.state.settings = settings
     app.state.caches = Caches()
     app.state.import_wake = asyncio.Event()
