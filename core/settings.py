@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         description="`serve` runs the yearly tier review on this month-day (MM-DD, UTC; e.g. "
         "01-01), as of 00:00 UTC that day; empty: off (run `coalition review-tiers` instead).",
     )
+    scheduler: bool = Field(
+        default=True,
+        description="0: `serve` runs none of the periodic jobs (settlement, referral sweep, tier "
+        "review), `coalition scheduler` runs them in a process of its own.",
+    )
     operator_name: str = Field(default="Coalition operator", description="Shown on statements.")
     reconciliation_max_per_period: int = Field(
         default=20,
