@@ -30,12 +30,17 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from gateway.cli import app
 
-    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    commands = {
+        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
+    }
     for name, service in (document.get("services") or {}).items():
         command = service.get("command")
         if isinstance(command, list) and command[:1] == ["coalition"]:
             if len(command) < 2 or command[1] not in commands:
-                print(f"{COMPOSE.relative_to(ROOT)}: services/{name}: no such command {command}", file=sys.stderr)
+                print(
+                    f"{COMPOSE.relative_to(ROOT)}: services/{name}: no such command {command}",
+                    file=sys.stderr,
+                )
                 errors.append(name)  # type: ignore[arg-type]
     return 1 if errors else 0
 

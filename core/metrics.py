@@ -31,6 +31,10 @@ POINTS_REDEEMED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+# The children the use cases increment, looked up once (not per earn).
+ISSUED_BY_EARN = POINTS_ISSUED.labels("earn")
+REDEEMED_BY_CAPTURE = POINTS_REDEEMED.labels("capture")
+REDEEMED_BY_REWARD = POINTS_REDEEMED.labels("reward")
 # Jobs that run for seconds to hours on a large ledger.
 _JOB_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600)
 SETTLEMENT_SECONDS = Histogram(

@@ -132,18 +132,42 @@ def operation_label(name: str | None, *, admit: bool) -> str:
     return "other"
 
 
+# (route, method, status) -> its children, looked up once: routes are the app's templates,
+# methods and statuses few, so the dict stays small.
+_http: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
+
+
+# The method is the caller's too: any other than these is counted as OTHER.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 def observe_http(route: str, method: str, status: int, seconds: float) -> None:
-    LATENCY.labels(route).observe(seconds)
-    REQUESTS.labels(route, method, str(status)).inc()
+    key = (route, method if method in _METHODS else "OTHER", status)
+    series = _http.get(key)
+    if series is None:
+        series = _http[key] = (LATENCY.labels(route), REQUESTS.labels(route, key[1], str(status)))
+    series[0].observe(seconds)
+    series[1].inc()
+
+
+# (type, operation) -> its children of the three series, looked up once per label pair.
+_series: dict[tuple[str, str], tuple[Counter, Histogram, Counter]] = {}
 
 
 def observe_graphql(call: GraphQLCall, status: int, seconds: float) -> None:
     failed = status >= 400 or call.errors > 0
-    label = operation_label(call.name, admit=not failed)
-    GRAPHQL_REQUESTS.labels(call.kind, label).inc()
-    GRAPHQL_LATENCY.labels(call.kind, label).observe(seconds)
+    key = (call.kind, operation_label(call.name, admit=not failed))
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = (
+            GRAPHQL_REQUESTS.labels(*key),
+            GRAPHQL_LATENCY.labels(*key),
+            GRAPHQL_ERRORS.labels(*key),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
     if failed:
-        GRAPHQL_ERRORS.labels(call.kind, label).inc()
+        series[2].inc()
 
 
 # --- GET /metrics ---------------------------------------------------------------------------

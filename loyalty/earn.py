@@ -10,7 +10,7 @@ from catalog.breakdown import ApplicableOffer, Line, applicable, breakdown
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
-from core.metrics import POINTS_ISSUED
+from core.metrics import ISSUED_BY_EARN
 from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
@@ -177,7 +177,7 @@ async def earn(
         refused = DomainValidation("this purchase earns no points", field="amount")
         return await _replay_or_raise(rt, key_space, idempotency_key, digest, refused)
     if not result.replayed:
-        POINTS_ISSUED.labels("earn").inc(result.points)
+        ISSUED_BY_EARN.inc(result.points)
     if holder.referral_pending:
         await bonuses.after_earn(rt, card_number=card_number, holder=holder)
     if result.follow_up is not None:

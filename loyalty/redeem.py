@@ -13,7 +13,7 @@ from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
-from core.metrics import POINTS_REDEEMED
+from core.metrics import REDEEMED_BY_CAPTURE
 from core.money import Money
 from ledger import service as ledger
 from ledger.errors import HoldNotFound
@@ -223,7 +223,7 @@ async def capture(
             at=at,
         )
     if not captured.replayed:
-        POINTS_REDEEMED.labels("capture").inc(captured.points)
+        REDEEMED_BY_CAPTURE.inc(captured.points)
     return captured
 
 

@@ -21,7 +21,7 @@ from catalog.service import RewardDraft, RewardRecord
 from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
-from core.metrics import POINTS_REDEEMED
+from core.metrics import REDEEMED_BY_REWARD
 from ledger import service as ledger
 from ledger.service import RewardSpendRequest, redeem_reward_points
 from loyalty.runtime import Runtime
@@ -180,7 +180,7 @@ async def redeem(
             idempotency_key=idempotency_key,
         )
     if not redeemed.replayed:
-        POINTS_REDEEMED.labels("reward").inc(redeemed.redemption.points)
+        REDEEMED_BY_REWARD.inc(redeemed.redemption.points)
     return redeemed
 
 

@@ -159,6 +159,23 @@ async def test_graphql_errors_and_anonymous_operations_are_counted_apart(client)
     )
 
 
+async def test_an_unknown_http_method_is_counted_as_other(client):
+    r = await client.request("BREW", "/no/such/path/42")
+    assert r.status_code in (404, 405)
+    body = await scrape(client)
+    assert (
+        sample(
+            body,
+            "coalition_http_requests_total",
+            route="unmatched",
+            method="OTHER",
+            status=str(r.status_code),
+        )
+        >= 1
+    )
+    assert 'method="BREW"' not in body and "/no/such/path/42" not in body
+
+
 def test_operation_labels_are_bounded(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(metrics, "_known", set())
     monkeypatch.setattr(metrics, "MAX_OPERATIONS", 2)
