@@ -444,3 +444,16 @@ def test_serve_logs_json_lines_with_the_request_id(db_uri: str, tmp_path: Path):
     assert all({"timestamp", "level", "logger", "message"} <= r.keys() for r in records), lines
     mine = [r for r in records if r.get("request_id") == "log-line-7"]
     assert mine and any("/graphql" in r["message"] for r in mine), lines
+
+
+async def test_settlement_and_expiry_runs_are_timed(client, engine, settings: Settings):
+    from gateway.app import settle_with
+    from ledger import service as ledger
+
+    before = await scrape(client)
+    report = await settle_with(engine, settings)
+    assert not report.skipped
+    await ledger.expire_points(engine)
+    after = await scrape(client)
+    for name in ("coalition_settlement_run_seconds_count", "coalition_expiry_run_seconds_count"):
+        assert sample(after, name) - sample(before, name) == 1, name
