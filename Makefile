@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LOCK   := requirements-dev.lock
+# The container image's packages (docker/Dockerfile): the project's dependencies, no extra,
+# at the versions $(LOCK) pins (make lock writes both; make lint checks they agree).
+RUNTIME_LOCK := requirements.lock
 UV     := uv==0.13.9
 
 .DEFAULT_GOAL := help
@@ -29,13 +32,17 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools fro
 # uv resolves for every platform and Python >= 3.11 (markers where they differ) and keeps the
 # versions already pinned unless told otherwise: `make lock ARGS=--upgrade` (or
 # ARGS='--upgrade-package NAME'). Needs only the venv's Python: uv comes from PyPI, pinned.
-lock: ## Re-pin requirements-dev.lock from pyproject.toml (the project and its dev tools)
+lock: ## Re-pin requirements-dev.lock (the project and its dev tools) and requirements.lock (the image's)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(PIP) install '$(UV)'
-	@# After a merge conflict in the lock: keep our side's pins; uv adds what the other side needs.
-	@test ! -f $(LOCK) || sed -i '/^<<<<<<< /d; /^=======$$/,/^>>>>>>> /d' $(LOCK)
+	@# After a merge conflict in a lock: keep our side's pins; uv adds what the other side needs.
+	@for f in $(LOCK) $(RUNTIME_LOCK); do \
+	  test ! -f $$f || sed -i '/^<<<<<<< /d; /^=======$$/,/^>>>>>>> /d' $$f; done
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 	  --generate-hashes --custom-compile-command 'make lock' --quiet -o $(LOCK) $(ARGS)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	  --generate-hashes --custom-compile-command 'make lock' --quiet \
+	  --constraint $(LOCK) -o $(RUNTIME_LOCK)
 
 run: $(STAMP) ## Migrate, load the demo if the database is empty, serve on 127.0.0.1:8000
 	$(BIN)/coalition migrate
@@ -49,11 +56,14 @@ test: $(STAMP) ## Run the whole suite (embedded PostgreSQL unless DATABASE_URL i
 schema: $(STAMP) ## Re-export schema.graphql after a schema change
 	$(BIN)/coalition export-schema schema.graphql
 
-lint: $(STAMP) ## ruff (lint + format check), the layering contract, mypy, the bench's arithmetic (pytest bench)
+lint: $(STAMP) ## ruff, the layering contract, mypy, docker/ (hadolint, compose schema), the locks, the bench's arithmetic
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold style docker/Dockerfile
+	$(BIN)/python .ci/check_compose.py
+	$(BIN)/python .ci/runtime_lock.py
 	$(BIN)/pytest -q -p no:randomly bench
 
 bench: $(STAMP) ## Run the benchmarks under bench/ (writes bench/out/)

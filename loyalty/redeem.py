@@ -13,6 +13,7 @@ from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
 from core.ids import uuid7
+from core.metrics import REDEEMED_BY_CAPTURE
 from core.money import Money
 from ledger import service as ledger
 from ledger.errors import HoldNotFound
@@ -211,7 +212,7 @@ async def capture(
     # Points are accepted only under an agreement in force at the capture.
     (await partner_config(rt, partner_id)).require_agreement(at)
     async with rt.engine.begin() as conn:
-        return await ledger.capture(
+        captured = await ledger.capture(
             conn,
             actor=actor,
             key_space=key_space,
@@ -221,6 +222,9 @@ async def capture(
             points=points,
             at=at,
         )
+    if not captured.replayed:
+        REDEEMED_BY_CAPTURE.inc(captured.points)
+    return captured
 
 
 async def void(

@@ -21,6 +21,7 @@ from catalog.service import RewardDraft, RewardRecord
 from core.clock import utcnow
 from core.errors import ErrorCode
 from core.errors import ValidationError as DomainValidation
+from core.metrics import REDEEMED_BY_REWARD
 from ledger import service as ledger
 from ledger.service import RewardSpendRequest, redeem_reward_points
 from loyalty.runtime import Runtime
@@ -171,13 +172,16 @@ async def redeem(
     """Buy a reward with the member's available points, in one unit of work."""
     rid = parse_reward_id(reward_id)
     async with rt.engine.begin() as conn:
-        return await redeem_in(
+        redeemed = await redeem_in(
             conn,
             actor=actor,
             member_id=member_id,
             reward_id=rid,
             idempotency_key=idempotency_key,
         )
+    if not redeemed.replayed:
+        REDEEMED_BY_REWARD.inc(redeemed.redemption.points)
+    return redeemed
 
 
 async def redeem_in(

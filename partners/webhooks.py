@@ -366,3 +366,25 @@ async def record(conn: AsyncConnection, outcomes: list[Outcome]) -> None:
             "retry": [o.retry_at for o in outcomes],
         },
     )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Webhook deliveries not delivered yet (pending: first try or a retry to come), and the
+    age of the oldest of them: how far the dispatchers lag behind the ledger."""
+
+    pending: int
+    oldest_seconds: float
+
+
+async def backlog(conn: AsyncConnection) -> Backlog:
+    """The webhook backlog now. Reads the pending deliveries only (their partial index)."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                "FROM webhook_deliveries WHERE status = 'pending'"
+            )
+        )
+    ).one()
+    return Backlog(int(row[0]), max(0.0, float(row[1])))

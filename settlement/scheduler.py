@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.metrics import SETTLEMENT_SECONDS
 from core.money import DEFAULT_POINT_VALUE
 from settlement.closing import _expire_and_close
 from settlement.errors import (
@@ -98,6 +100,7 @@ async def settle_due(
         await lock_conn.commit()  # the session lock outlives the transaction; no idle transaction
         if not got:
             return SettleReport(skipped=True)
+        started = time.perf_counter()
         try:
             async with engine.begin() as conn:
                 created = await plan_periods(
@@ -139,5 +142,6 @@ async def settle_due(
                 progress(len(due), len(due), "done")
             return SettleReport(False, created, runs, tuple(closed), expired)
         finally:
+            SETTLEMENT_SECONDS.observe(time.perf_counter() - started)
             await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SETTLE_LOCK})
             await lock_conn.commit()

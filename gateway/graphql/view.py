@@ -32,8 +32,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from strawberry.types.unset import UNSET
 
 from core import clock
+from gateway import metrics
 from gateway.graphql.context import Context
 from gateway.graphql.errors import UNAVAILABLE
+from gateway.logs import current_request_id
 from gateway.oauth import revocation
 from gateway.oauth.auth import AuthError, Principal, authenticate, authenticate_token
 from gateway.oauth.state import oauth_state
@@ -178,13 +180,26 @@ class _GraphQL(GraphQL[Context, None]):
             raise HTTPException(400, "Expected a JSON object")
         return value
 
+    async def parse_http_body(self, request: Any) -> Any:
+        """Strawberry's parse, with the operation's type and name noted for the metrics."""
+        data = await super().parse_http_body(request)
+        if not isinstance(data, list):
+            metrics.note_operation(data.query, data.operation_name)
+        return data
+
     async def process_result(self, request: Any, result: Any) -> Any:
-        """Every error carries a stable `extensions.code`, those GraphQL itself raises too."""
+        """Every error carries a stable `extensions.code`, those GraphQL itself raises too, and
+        the request's id (`extensions.requestId`, as in the logs and X-Request-ID)."""
         response: dict[str, Any] = dict(await super().process_result(request, result))
         errors: list[dict[str, Any]] = response.get("errors") or []
-        for error, formatted in zip(result.errors or (), errors, strict=False):
-            extensions = formatted.setdefault("extensions", {})
-            extensions.setdefault("code", graphql_error_code(error))
+        if errors:
+            metrics.note_errors(len(errors))
+            request_id = current_request_id()
+            for error, formatted in zip(result.errors or (), errors, strict=False):
+                extensions = formatted.setdefault("extensions", {})
+                extensions.setdefault("code", graphql_error_code(error))
+                if request_id is not None:
+                    extensions.setdefault("requestId", request_id)
         return response
 
     async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
@@ -273,11 +288,16 @@ def _unavailable(result: Any) -> bool:
     return any((e.extensions or {}).get("code") == UNAVAILABLE for e in errors)
 
 
+def _extensions(code: str) -> dict[str, str]:
+    request_id = current_request_id()
+    return {"code": code} if request_id is None else {"code": code, "requestId": request_id}
+
+
 def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
-        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        {"data": None, "errors": [{"message": message, "extensions": _extensions(code)}]},
         status_code=status,
         headers=headers,
     )
@@ -285,7 +305,10 @@ def _error(
 
 def _refusal(status: int, message: str) -> Response:
     # ensure_ascii: the message may quote the request (an operation name), lone surrogates too.
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": _code(status)}}]}
+    body = {
+        "data": None,
+        "errors": [{"message": message, "extensions": _extensions(_code(status))}],
+    }
     return Response(json.dumps(body), status_code=status, media_type="application/json")
 
 

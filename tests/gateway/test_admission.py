@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from core.settings import Settings
 from gateway.admission import Admission
 from gateway.app import create_app
+from gateway.observe import ObserveMiddleware
 
 
 class Held:
@@ -123,4 +124,5 @@ def test_the_app_is_behind_admission_with_the_settings(small_app: Settings) -> N
     app = create_app(small_app)
     [gate] = [m for m in app.user_middleware if m.cls is Admission]
     assert gate.kwargs == {"max_in_flight": 3, "queue_timeout": 0.25}
-    assert app.user_middleware[0].cls is Admission  # outermost: a refusal costs nothing more
+    # Right inside the request id and metrics: a refusal is counted, then costs nothing more.
+    assert [m.cls for m in app.user_middleware] == [ObserveMiddleware, Admission]
