@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,9 @@ from starlette.staticfiles import StaticFiles
 from core.clock import utcnow
 from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
+from gateway.leader import Job, Leadership
 from gateway.oauth.routes import routes as oauth_routes
+from gateway.oauth.state import oauth_state
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
 from loyalty import imports
@@ -51,7 +54,14 @@ async def healthz(request: Request) -> JSONResponse:
     except (SQLAlchemyError, psycopg.Error, OSError, TimeoutError) as exc:
         log.warning("healthz: the database does not answer: %s", exc)
         return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", **worker_status(request)})
+
+
+def worker_status(request: Request) -> dict[str, object]:
+    """Which worker answered (`serve --workers N`), and its part in the scheduler: "leader",
+    "standby", "starting", or "off" when this app schedules no job (gateway.leader)."""
+    leadership = getattr(request.app.state, "leadership", None)
+    return {"worker": os.getpid(), "scheduler": leadership.state if leadership else "off"}
 
 
 async def settle_with(
@@ -166,13 +176,19 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             max_in_flight=settings.earn_batch_in_flight,
             split_at=settings.earn_batch_split_at,
         )
-        jobs = []
+        await app.state.rate_limits.start(url)
+        jobs = [asyncio.create_task(oauth_state(app).revoked.listen(url))]
+        # The scheduled jobs run in one process of the deployment: the leader (gateway.leader).
+        scheduled: list[Job] = []
         if settings.settle_every_minutes:
-            jobs.append(asyncio.create_task(settle_periodically(app.state.engine, settings)))
+            scheduled.append(lambda: settle_periodically(app.state.engine, settings))
         if settings.referral_sweep_minutes:
-            jobs.append(asyncio.create_task(pay_referrals_periodically(app.state.engine, settings)))
+            scheduled.append(lambda: pay_referrals_periodically(app.state.engine, settings))
         if settings.tier_review_day:
-            jobs.append(asyncio.create_task(review_tiers_on_the_day(app.state.engine, settings)))
+            scheduled.append(lambda: review_tiers_on_the_day(app.state.engine, settings))
+        if scheduled:
+            app.state.leadership = Leadership(url, scheduled)
+            jobs.append(asyncio.create_task(app.state.leadership.run()))
         app.state.runtime = Services(
             app.state.engine, app.state.pool, app.state.earns, settings, app.state.caches
         )
@@ -198,6 +214,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             await app.state.earns.drain()
+            await app.state.rate_limits.stop()
             await app.state.webhook_client.aclose()
             await app.state.pool.close()
             await app.state.engine.dispose()

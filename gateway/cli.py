@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress
@@ -41,6 +42,13 @@ def migrate() -> None:
 def serve(
     host: str = typer.Option(None, help="Interface to bind (default: settings.host)."),
     port: int = typer.Option(None, help="Port (default: settings.port)."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Worker processes (uvicorn's supervisor restarts one that dies). Every limit, "
+        "throttle, revocation and the scheduler's leadership are shared through PostgreSQL.",
+    ),
 ) -> None:
     """Run the HTTP gateway."""
     import uvicorn
@@ -56,18 +64,25 @@ def serve(
     # any exit hook runs, and the embedded PostgreSQL is left running. Exit normally instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_on_signal)
+    # X-Forwarded-For is read by the app, from TRUSTED_PROXIES only (gateway.ratelimit);
+    # uvicorn's own rule would believe it from any loopback peer.
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "proxy_headers": False,
+    }
     try:
-        app_ = create_app(settings, database_url=resolve_database_url(settings))
-        tune_gc_for_serving()
-        uvicorn.run(
-            app_,
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            # X-Forwarded-For is read by the app, from TRUSTED_PROXIES only (gateway.ratelimit);
-            # uvicorn's own rule would believe it from any loopback peer.
-            proxy_headers=False,
-        )
+        url = resolve_database_url(settings)  # the embedded server starts here, once
+        if workers == 1:
+            app_ = create_app(settings, database_url=url)
+            tune_gc_for_serving()
+            uvicorn.run(app_, **options)
+        else:
+            # Spawned workers read the environment: they attach to this URL (the parent's
+            # embedded server, stopped below when the parent leaves) instead of starting one.
+            os.environ["DATABASE_URL"] = url
+            uvicorn.run("gateway.cli:serving_app", factory=True, workers=workers, **options)
     finally:
         stop_embedded()
 
@@ -87,7 +102,10 @@ def serving_app() -> Starlette:
     for `uvicorn --factory gateway.cli:serving_app` (several workers, the benchmark)."""
     from gateway.app import create_app
 
+    from gateway.workers import WorkerHeader
+
     app_ = create_app(get_settings())
+    app_.add_middleware(WorkerHeader)
     tune_gc_for_serving()
     return app_
 
