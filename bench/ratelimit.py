@@ -40,18 +40,16 @@ def _cpu() -> float:
 
 async def _backend_cpu(conn: psycopg.AsyncConnection, app: str) -> float:
     """CPU seconds (user + system) of the backends serving `app`, from /proc (same machine)."""
-    cur = await conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [app]
-    )
-    total = 0.0
-    ticks = 100.0
-    for (pid,) in await cur.fetchall():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    cur = await conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [app])
+    return sum(_proc_cpu(pid) for (pid,) in await cur.fetchall())
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / 100.0  # clock ticks
 
 
 async def measure(uri: str, hits: int) -> dict[str, dict[str, float]]:

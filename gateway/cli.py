@@ -101,7 +101,6 @@ def serving_app() -> Starlette:
     """The app as `coalition serve` runs it (the environment's settings, the collector tuned),
     for `uvicorn --factory gateway.cli:serving_app` (several workers, the benchmark)."""
     from gateway.app import create_app
-
     from gateway.workers import WorkerHeader
 
     app_ = create_app(get_settings())

@@ -68,10 +68,10 @@ class Served:
             "REFERRAL_SWEEP_MINUTES": "10",  # a scheduled job: the workers elect its leader
             "COALITION_APP": f"workers-test-{receiver_port}",
         }
+        command = [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2"]
-                + ["--port", str(self.port)],
+                [*command, "--port", str(self.port)],
                 cwd=log_dir,  # no .env of the working copy
                 env=env,
                 stdout=out,
