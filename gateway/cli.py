@@ -75,13 +75,12 @@ def serve(
     try:
         url = resolve_database_url(settings)  # the embedded server starts here, once
         if workers == 1:
-            app_ = create_app(settings, database_url=url)
-            tune_gc_for_serving()
-            uvicorn.run(app_, **options)
+            uvicorn.run(_ready_to_serve(create_app(settings, database_url=url)), **options)
         else:
             # Spawned workers read the environment: they attach to this URL (the parent's
-            # embedded server, stopped below when the parent leaves) instead of starting one.
-            os.environ["DATABASE_URL"] = url
+            # embedded server, stopped below when the parent leaves) instead of starting one,
+            # and take the chosen host and port (the default PUBLIC_URL is built on them).
+            os.environ.update(DATABASE_URL=url, HOST=settings.host, PORT=str(settings.port))
             uvicorn.run("gateway.cli:serving_app", factory=True, workers=workers, **options)
     finally:
         stop_embedded()
@@ -101,9 +100,15 @@ def serving_app() -> Starlette:
     """The app as `coalition serve` runs it (the environment's settings, the collector tuned),
     for `uvicorn --factory gateway.cli:serving_app` (several workers, the benchmark)."""
     from gateway.app import create_app
+
+    return _ready_to_serve(create_app(get_settings()))
+
+
+def _ready_to_serve(app_: Starlette) -> Starlette:
+    """What `serve` adds to the app: the worker's pid on every response (`X-Coalition-Worker`),
+    the collector tuned."""
     from gateway.workers import WorkerHeader
 
-    app_ = create_app(get_settings())
     app_.add_middleware(WorkerHeader)
     tune_gc_for_serving()
     return app_
