@@ -41,7 +41,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
-from core.db import libpq_uri
+from core.db import DriverPool, libpq_uri
 from core.settings import Settings
 from gateway.oauth.auth import AuthError, Principal, authenticate
 
@@ -255,8 +255,9 @@ class RateLimits:
     async def start(self, url: str) -> None:
         """Share the counts through the database at `url` (the app's lifespan calls this): a
         small pool of its own, so that earns holding every connection of theirs do not delay
-        the decision to admit a request."""
-        pool = AsyncConnectionPool(
+        the decision to admit a request (the driver path's kind: connections the server closed
+        are replaced, not handed out)."""
+        pool = DriverPool(
             libpq_uri(url),
             min_size=1,
             max_size=4,
