@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import os
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import anyio
@@ -27,7 +27,9 @@ from core.db import create_driver_pool, create_engine, resolve_database_url
 from core.settings import Settings, get_settings
 from gateway import tracing
 from gateway.admission import Admission
+from gateway.leader import Job, Leadership
 from gateway.oauth.routes import routes as oauth_routes
+from gateway.oauth.state import oauth_state
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
 from loyalty import imports
@@ -54,7 +56,17 @@ async def healthz(request: Request) -> JSONResponse:
     except (SQLAlchemyError, psycopg.Error, OSError, TimeoutError) as exc:
         log.warning("healthz: the database does not answer: %s", exc)
         return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", **worker_status(request)})
+
+
+def worker_status(request: Request) -> dict[str, object]:
+    """Which worker answered (`serve --workers N`), and its part in the scheduler: "leader",
+    "standby", "starting", or "off" when this app schedules no job (gateway.leader);
+    "dedicated" for `coalition scheduler`."""
+    state = request.app.state
+    leadership = getattr(state, "leadership", None)
+    role = getattr(state, "scheduler_role", None) or (leadership.state if leadership else "off")
+    return {"worker": os.getpid(), "scheduler": role}
 
 
 async def settle_with(
@@ -150,17 +162,18 @@ async def review_tiers_on_the_day(engine: AsyncEngine, settings: Settings) -> No
         await asyncio.sleep(3600.0)
 
 
-def scheduled_jobs(engine: AsyncEngine, settings: Settings) -> list[Coroutine[Any, Any, None]]:
-    """The periodic jobs the settings turn on (settlement, referral sweep, tier review): run by
-    `serve` unless SCHEDULER=0, and by `coalition scheduler`. Each takes an advisory lock, so
-    any number of processes may run them; one process is enough."""
-    jobs: list[Coroutine[Any, Any, None]] = []
+def scheduled_jobs(engine: AsyncEngine, settings: Settings) -> list[Job]:
+    """The periodic jobs the settings turn on (settlement, referral sweep, tier review), each
+    as a function starting it: run by `serve`'s leader (`gateway.leader`) unless SCHEDULER=0,
+    and by `coalition scheduler`. Each also takes an advisory lock, so any number of processes
+    may run them; one process is enough."""
+    jobs: list[Job] = []
     if settings.settle_every_minutes:
-        jobs.append(settle_periodically(engine, settings))
+        jobs.append(lambda: settle_periodically(engine, settings))
     if settings.referral_sweep_minutes:
-        jobs.append(pay_referrals_periodically(engine, settings))
+        jobs.append(lambda: pay_referrals_periodically(engine, settings))
     if settings.tier_review_day:
-        jobs.append(review_tiers_on_the_day(engine, settings))
+        jobs.append(lambda: review_tiers_on_the_day(engine, settings))
     return jobs
 
 
@@ -174,7 +187,7 @@ def create_scheduler_app(settings: Settings | None = None) -> Starlette:
         app.state.engine = create_engine(resolve_database_url(settings), pool_size=4)
         tracing.trace_engine(app, app.state.engine)
         app.state.scheduled = [
-            asyncio.create_task(j) for j in scheduled_jobs(app.state.engine, settings)
+            asyncio.create_task(j()) for j in scheduled_jobs(app.state.engine, settings)
         ]
         try:
             yield
@@ -195,6 +208,7 @@ def create_scheduler_app(settings: Settings | None = None) -> Starlette:
         middleware=[Middleware(ObserveMiddleware)],
     )
     app.state.settings = settings
+    app.state.scheduler_role = "dedicated"
     tracing.enable(app, settings)
     return app
 
@@ -226,10 +240,15 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             max_in_flight=settings.earn_batch_in_flight,
             split_at=settings.earn_batch_split_at,
         )
-        jobs = []
-        if settings.scheduler:
-            jobs += [asyncio.create_task(j) for j in scheduled_jobs(app.state.engine, settings)]
-        app.state.scheduled = list(jobs)
+        await app.state.rate_limits.start(url)
+        jobs = [asyncio.create_task(oauth_state(app).revoked.listen(url))]
+        # The scheduled jobs run in one process of the deployment: the leader (gateway.leader);
+        # in none of the gateway's with SCHEDULER=0 (`coalition scheduler` runs them).
+        scheduled = scheduled_jobs(app.state.engine, settings) if settings.scheduler else []
+        app.state.scheduled = scheduled
+        if scheduled:
+            app.state.leadership = Leadership(url, scheduled)
+            jobs.append(asyncio.create_task(app.state.leadership.run()))
         app.state.runtime = Services(
             app.state.engine, app.state.pool, app.state.earns, settings, app.state.caches
         )
@@ -255,6 +274,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             await app.state.earns.drain()
+            await app.state.rate_limits.stop()
             await app.state.webhook_client.close()
             await app.state.pool.close()
             await app.state.engine.dispose()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress
@@ -41,6 +43,13 @@ def migrate() -> None:
 def serve(
     host: str = typer.Option(None, help="Interface to bind (default: settings.host)."),
     port: int = typer.Option(None, help="Port (default: settings.port)."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Worker processes (uvicorn's supervisor restarts one that dies). Every limit, "
+        "throttle, revocation and the scheduler's leadership are shared through PostgreSQL.",
+    ),
 ) -> None:
     """Run the HTTP gateway."""
     import uvicorn
@@ -57,19 +66,30 @@ def serve(
     # any exit hook runs, and the embedded PostgreSQL is left running. Exit normally instead.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_on_signal)
+    # X-Forwarded-For is read by the app, from TRUSTED_PROXIES only (gateway.ratelimit);
+    # uvicorn's own rule would believe it from any loopback peer.
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "log_config": log_config(settings),  # LOG_FORMAT, the request id in every line
+        "proxy_headers": False,
+    }
     try:
-        app_ = create_app(settings, database_url=resolve_database_url(settings))
-        tune_gc_for_serving()
-        uvicorn.run(
-            app_,
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            log_config=log_config(settings),  # LOG_FORMAT, the request id in every line
-            # X-Forwarded-For is read by the app, from TRUSTED_PROXIES only (gateway.ratelimit);
-            # uvicorn's own rule would believe it from any loopback peer.
-            proxy_headers=False,
-        )
+        url = resolve_database_url(settings)  # the embedded server starts here, once
+        if workers == 1:
+            uvicorn.run(_ready_to_serve(create_app(settings, database_url=url)), **options)
+        else:
+            # Spawned workers read the environment: they attach to this URL (the parent's
+            # embedded server, stopped below when the parent leaves) instead of starting one,
+            # and take the chosen host and port (the default PUBLIC_URL is built on them).
+            os.environ.update(DATABASE_URL=url, HOST=settings.host, PORT=str(settings.port))
+            # /metrics sums every worker's series (gateway.metrics): a directory they share.
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+                    prefix="coalition-metrics-"
+                )
+            uvicorn.run("gateway.cli:serving_app", factory=True, workers=workers, **options)
     finally:
         stop_embedded()
 
@@ -89,7 +109,15 @@ def serving_app() -> Starlette:
     for `uvicorn --factory gateway.cli:serving_app` (several workers, the benchmark)."""
     from gateway.app import create_app
 
-    app_ = create_app(get_settings())
+    return _ready_to_serve(create_app(get_settings()))
+
+
+def _ready_to_serve(app_: Starlette) -> Starlette:
+    """What `serve` adds to the app: the worker's pid on every response (`X-Coalition-Worker`),
+    the collector tuned."""
+    from gateway.workers import WorkerHeader
+
+    app_.add_middleware(WorkerHeader)
     tune_gc_for_serving()
     return app_
 

@@ -9,6 +9,7 @@ from alembic.config import Config
 from sqlmodel import SQLModel
 
 import catalog.models  # noqa: F401  (register tables)
+import gateway.models
 import gateway.oauth.models  # noqa: F401
 import ledger.models  # noqa: F401
 import members.models  # noqa: F401

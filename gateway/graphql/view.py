@@ -351,7 +351,7 @@ class GraphQLEndpoint:
             # Each member, partner client and anonymous IP has its own bucket.
             limits = rate_limits(request)
             key = caller_key(principal, limits.client_ip(request) if principal is None else "")
-            retry_after = limits.hit(GRAPHQL, key)
+            retry_after = await limits.hit(GRAPHQL, key)
             if retry_after is not None:
                 await _error(
                     429,

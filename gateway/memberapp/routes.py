@@ -83,7 +83,7 @@ async def qr(request: Request) -> Response:
     if principal is None or principal.member_id is None:
         return _refuse(401, "UNAUTHENTICATED", "a member token is required")
     limits = rate_limits(request)
-    retry_after = limits.hit(GRAPHQL, caller_key(principal, ""))
+    retry_after = await limits.hit(GRAPHQL, caller_key(principal, ""))
     if retry_after is not None:
         response = _refuse(429, "RATE_LIMITED", "too many requests: slow down")
         response.headers["Retry-After"] = str(retry_after)

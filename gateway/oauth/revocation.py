@@ -3,12 +3,16 @@
 An access token is a JWT that any process verifies on its own; revoking one means remembering
 its `jti` until it would have expired anyway (10 minutes at most). Looking that up in the
 database on every request would double the cost of a cheap call, so each process keeps the
-(small) set of live revocations in memory:
+(small) set of live revocations in memory, and every process learns of a revocation at once:
 
 - revocations made by this process apply at once;
-- revocations made by other processes are picked up when the set is reloaded, at most every
-  `REFRESH_SECONDS`: for that long a token revoked elsewhere may still be accepted here. That
-  is the trade-off: one query per process every few seconds instead of one per request.
+- every revocation is announced by PostgreSQL at its commit (the trigger of migration 0022 on
+  `oauth_revoked_tokens`, channel `oauth_revoked`); `listen` applies them as they arrive, so
+  another worker refuses the token from the moment the notification reaches it (the time of
+  one round trip to the database, in practice);
+- the set is also reloaded from the database at most every `REFRESH_SECONDS`, and at once each
+  time the listener (re)connects: that bounds the window to `REFRESH_SECONDS` while the
+  listener is disconnected (the database restarting, say).
 
 The introspection endpoint does not use this cache: it asks the database, so its answer is
 authoritative.
@@ -18,15 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import clock
+from core.db import libpq_uri
 from gateway.oauth import store
 
+log = logging.getLogger(__name__)
+
 REFRESH_SECONDS = 5.0
+CHANNEL = "oauth_revoked"
+RECONNECT_SECONDS = 1.0
 
 monotonic = time.monotonic  # module attribute, so tests can move the cache's clock
 
@@ -84,3 +96,32 @@ class RevocationList:
     def invalidate(self) -> None:
         """Reload on next use."""
         self._loaded_at = None
+
+    async def listen(self, url: str) -> None:
+        """Apply the revocations every process commits, as PostgreSQL announces them; runs
+        until cancelled, reconnecting after a lost connection."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_uri(url),
+                    autocommit=True,
+                    application_name="coalition-revocations",
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    # What was revoked before LISTEN took effect: the next use reloads.
+                    self.invalidate()
+                    async for note in conn.notifies():
+                        self.add(_parse(note.payload))
+            except (psycopg.Error, OSError) as exc:
+                log.warning("revocations: listener lost its connection (%s); reconnecting", exc)
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+
+def _parse(payload: str) -> dict[str, datetime]:
+    """A notification of the trigger: `{"jti": ..., "exp": <epoch seconds>}`."""
+    note = json.loads(payload)
+    return {str(note["jti"]): datetime.fromtimestamp(float(note["exp"]), UTC)}

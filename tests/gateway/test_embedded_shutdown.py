@@ -78,12 +78,13 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 class Serve:
     """`coalition serve` in a subprocess, its output in a file (shown when a test fails)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
         self.port = _free_port()
         self.log = data_dir / f"serve-{self.port}.log"
+        command = [sys.executable, "-m", "gateway.cli", "serve", "--workers", str(workers)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
+                [*command, "--port", str(self.port)],
                 cwd=data_dir,  # no .env of the working copy
                 env=_env(data_dir),
                 stdout=out,
@@ -160,4 +161,18 @@ def test_serve_recovers_from_a_stale_handle_of_a_killed_process(data_dir: Path) 
     serve = Serve(data_dir)
     serve.wait_ready()
     serve.stop(signal.SIGINT)  # Ctrl-C: what stopped the server before, without a stale entry
+    assert _postmaster_pid(pgdata) is None, serve.output()
+
+
+def test_serve_with_workers_starts_the_embedded_postgres_once(data_dir: Path) -> None:
+    """`--workers 2`: the parent starts the server and is its only holder (the workers use its
+    URL); SIGTERM stops the workers, then the server."""
+    serve = Serve(data_dir, workers=2)
+    serve.wait_ready()
+    pgdata = data_dir / "pg"
+    assert _postmaster_pid(pgdata) is not None
+    assert json.loads((pgdata / ".handle_pids.json").read_text()) == [serve.proc.pid]
+    worker = httpx.get(f"http://127.0.0.1:{serve.port}/healthz", timeout=5.0).json()["worker"]
+    assert worker != serve.proc.pid
+    assert serve.stop(signal.SIGTERM) in (0, 128 + signal.SIGTERM, -signal.SIGTERM)
     assert _postmaster_pid(pgdata) is None, serve.output()

@@ -1,3 +1,5 @@
+import os
+
 from tests.gateway.gql_helpers import (
     EARN,
     gql,
@@ -12,7 +14,7 @@ from tests.gateway.gql_helpers import (
 async def test_healthz(client):
     r = await client.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok"}
+    assert r.json()["status"] == "ok" and r.json()["worker"] == os.getpid()
 
 
 async def test_metrics_count_requests_by_route(client):

@@ -343,7 +343,8 @@ async def test_scheduler_runs_apart_from_the_gateway(settings: Settings, db_uri:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url=BASE_URL) as c,
     ):
         assert len(sched.state.scheduled) == 3
-        assert (await c.get("/healthz")).json() == {"status": "ok"}
+        health = (await c.get("/healthz")).json()
+        assert (health["status"], health["scheduler"]) == ("ok", "dedicated")
         assert "coalition_settlement_run_seconds" in (await c.get("/metrics")).text
         assert (await c.post("/graphql", json={"query": "{ __typename }"})).status_code == 404
 

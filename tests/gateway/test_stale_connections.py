@@ -81,7 +81,7 @@ async def test_requests_after_the_database_terminated_the_backends_succeed(
         assert await terminate_app_backends(engine) >= 2
 
         r = await c.get("/healthz")
-        assert (r.status_code, r.json()) == (200, {"status": "ok"})
+        assert (r.status_code, r.json()["status"]) == (200, "ok")
         assert (await earn())["__typename"] == "EarnSuccess"
         d = await gql(
             c, "query($p: ID!) { earnRule(partnerId: $p) { baseRate } }", {"p": partner.id}, op

@@ -47,7 +47,7 @@ class MembersMutation:
     ) -> RegisterMemberResult:
         ctx: Context = info.context
         limits = rate_limits(ctx.request)
-        retry_after = limits.hit(REGISTER, f"ip:{limits.client_ip(ctx.request)}")
+        retry_after = await limits.hit(REGISTER, f"ip:{limits.client_ip(ctx.request)}")
         if retry_after is not None:
             return E.LimitExceededError(
                 code=ErrorCode.RATE_LIMITED.value,
