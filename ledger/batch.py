@@ -41,7 +41,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import driver_unit_of_work
-from core.ids import uuid7
+from core.ids import uuid7s
 from ledger import service
 from ledger.outbox import EARN_DATA
 from ledger.service import EarnRequest, EarnResult
@@ -362,11 +362,11 @@ async def write_earns(
     caller's connection and in its transaction (batch files: `loyalty.imports`): each one's
     result, or None for those it left to the single path (`ledger.service.earn`). Raises as
     the statement does (a member who owes points: `REFUSED`)."""
-    loop = asyncio.get_running_loop()
+    unused: asyncio.Future[EarnResult] = asyncio.get_running_loop().create_future()
     batch = []
-    for q in requests:
+    for q in requests:  # nobody awaits these earns (their results are returned): one future
         at, digest = service.check_earn(q)
-        batch.append(_Earn(q, q.key_space or q.actor, digest, at, loop.create_future()))
+        batch.append(_Earn(q, q.key_space or q.actor, digest, at, unused))
     done, _ = await _statement(conn, batch)
     found = {id(r): x for r, x in done}
     return [found.get(id(r)) for r in batch]
@@ -377,16 +377,26 @@ async def _statement(
 ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
     """The batch statement (`_statement_for` its follow-up) for the batch on `conn`: the earns it wrote and those to run alone."""
     results = []
-    for r in batch:
-        available_at = r.at + timedelta(days=r.request.hold_days)
+    # The dates of earns made at one instant under one rule are the same: computed once (a
+    # batch file's chunk shares its instant).
+    dates: dict[tuple[datetime, int, int], tuple[datetime, datetime]] = {}
+    for r, tx in zip(batch, uuid7s(len(batch)), strict=True):
+        q = r.request
+        when = (r.at, q.hold_days, q.validity_months)
+        found = dates.get(when)
+        if found is None:
+            found = dates[when] = (
+                r.at + timedelta(days=q.hold_days),
+                service.add_months(r.at, q.validity_months),
+            )
         results.append(
             EarnResult(
-                transaction_id=uuid7(),
-                points=r.request.points,
-                status="pending" if available_at > r.at else "available",
-                available_at=available_at,
-                expires_at=service.add_months(r.at, r.request.validity_months),
-                lines=r.request.lines,
+                transaction_id=tx,
+                points=q.points,
+                status="pending" if found[0] > r.at else "available",
+                available_at=found[0],
+                expires_at=found[1],
+                lines=q.lines,
             )
         )
     # The batch travels as one JSON document (one parameter): psycopg's per-element array
