@@ -212,6 +212,9 @@ class _Plan:
     end: int
     tiered: bool = False  # a tier ladder is in force: its earns were priced at the members' tiers
     earns: list[_Earn] = field(default_factory=list)
+    first: list[_Earn] = field(default_factory=list)  # the statement's (`_prepare`)
+    rest: list[_Earn] = field(default_factory=list)  # a key's or order's later lines
+    prepared: ledger_batch.PreparedEarns | None = None
     slow: list[_SlowLine] = field(default_factory=list)
     outcomes: _Outcomes = field(default_factory=_Outcomes)
 
@@ -295,6 +298,11 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
                     idempotency_key=key,
                 )
                 if priced.request is not None:
+                    try:  # the ledger's own checks (a key too long), line by line
+                        ledger.check_earn(priced.request)
+                    except DomainError as exc:
+                        plan.outcomes.add(line, exc)
+                        continue
                     plan.earns.append(_Earn(line, priced.request, purchase, holder))
                     taken.update(marks)
                     continue
@@ -305,7 +313,25 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
         plan.slow.append(_SlowLine(line, slow, None if holder is None else holder.member_id, marks))
     if plan.end < len(part):  # the lines from `end` on are the next chunk's
         plan.outcomes.rejected = [e for e in plan.outcomes.rejected if e.line < part[plan.end][0]]
+    _prepare(plan)
     return plan
+
+
+def _prepare(plan: _Plan) -> None:
+    """The chunk's statement made ready: the first earn of each key and order goes into it,
+    the others (`rest`) to the single path after it, in line order."""
+    keys: set[tuple[str | None, str]] = set()
+    orders: set[tuple[uuid.UUID, str | None]] = set()
+    for e in plan.earns:
+        q = e.request
+        k, o = (q.key_space, q.idempotency_key), (q.partner_id, q.ref)
+        if k in keys or (q.ref is not None and o in orders):
+            plan.rest.append(e)
+            continue
+        keys.add(k)
+        orders.add(o)
+        plan.first.append(e)
+    plan.prepared = ledger_batch.prepare_earns([e.request for e in plan.first])
 
 
 def _refund(rt: Runtime, record: ImportRecord, f: dict[str, str]) -> _Slow:
@@ -373,32 +399,22 @@ async def _run_slow(plan: _Plan) -> None:
 
 
 async def _write_chunk(
-    conn: psycopg.AsyncConnection[Any], earns: list[_Earn], outcomes: _Outcomes
+    conn: psycopg.AsyncConnection[Any], plan: _Plan
 ) -> list[tuple[_Earn, EarnResult]]:
-    """The chunk's earns: one statement (`ledger.batch.write_earns`), the rest on the single
+    """The chunk's earns: one statement (`ledger.batch`, prepared), the rest on the single
     path, each in a savepoint, in line order. Returns the earns written or replayed."""
-    first: list[_Earn] = []
-    rest: list[_Earn] = []
-    keys: set[tuple[str | None, str]] = set()
-    orders: set[tuple[uuid.UUID, str | None]] = set()
-    for e in earns:
-        q = e.request
-        k, o = (q.key_space, q.idempotency_key), (q.partner_id, q.ref)
-        if k in keys or (q.ref is not None and o in orders):
-            rest.append(e)
-            continue
-        keys.add(k)
-        orders.add(o)
-        first.append(e)
+    outcomes, rest = plan.outcomes, list(plan.rest)
     done: list[tuple[_Earn, EarnResult]] = []
-    try:
-        async with conn.transaction():  # a savepoint: a refused statement writes nothing
-            results = await ledger_batch.write_earns(conn, [e.request for e in first])
-    except psycopg.Error as exc:
-        if exc.sqlstate != ledger_batch.REFUSED:
-            raise
-        results = [None] * len(first)  # a member owes points: the single path repays it
-    for e, result in zip(first, results, strict=True):
+    results: list[EarnResult | None] = [None] * len(plan.first)
+    if plan.prepared is not None and plan.first:
+        try:
+            async with conn.transaction():  # a savepoint: a refused statement writes nothing
+                results = await ledger_batch.write_prepared(conn, plan.prepared)
+        except psycopg.Error as exc:
+            if exc.sqlstate != ledger_batch.REFUSED:
+                raise
+            # a member owes points: the single path repays it
+    for e, result in zip(plan.first, results, strict=True):
         if result is None:
             rest.append(e)
         else:
@@ -501,7 +517,7 @@ async def _commit_chunk(
     steps after an earn's commit."""
     outcomes = plan.outcomes
     async with conn.transaction():
-        done = await _write_chunk(conn, plan.earns, outcomes)
+        done = await _write_chunk(conn, plan)
         if not await store.advance(
             cast(Any, DriverConnection(conn)),
             import_id=record.id,

@@ -58,6 +58,8 @@ FILE = [
     "earn,o23,{c2},70.00,RUB,act,k23",
     "earn,o24,{c0},80.00,RUB,shop,k24",
     "earn,o24,{c0},80.00,RUB,shop,k24",  # a replay within the chunk
+    "earn,o26,{c1},10.00,RUB,shop," + "k" * 201,  # a key too long for the ledger
+    "earn,o27,{c1},10.00,RUB,shop,k27",
 ]
 
 
