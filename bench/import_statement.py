@@ -30,7 +30,9 @@ from bench.earn_setup import create_database, seed
 from bench.earn_statement import _backend_cpu
 
 
-def _requests(ms: list[uuid.UUID], partner: uuid.UUID, tag: str, n: int, rng: random.Random):  # type: ignore[no-untyped-def]
+def _requests(
+    ms: list[uuid.UUID], partner: uuid.UUID, tag: str, n: int, rng: random.Random
+) -> list[Any]:
     from ledger import service
 
     return [
