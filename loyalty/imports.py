@@ -494,6 +494,7 @@ async def _run_locked(
                     # the tiers held before it, after the previous chunk's upgrades.
                     ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + chunk_size]))
                 await _commit_chunk(rt, conn, record, plan, position, end, before_commit)
+                gc.collect(1)  # the young generations only: others' cyclic garbage meanwhile
                 position = end
                 if progress:
                     progress(position, record.lines)
@@ -551,7 +552,9 @@ def _gc_paused() -> Iterator[None]:
     """The cyclic garbage collector paused while an import runs: a chunk's tens of thousands
     of short-lived containers (plans, requests, results) otherwise trigger full collections of
     the whole process's heap, measured at a third of the import's CPU. Reference counting
-    frees them as usual; what is cyclic is collected once the last import ends."""
+    frees them as usual; the young generations are collected after each chunk (the cyclic
+    garbage of the process's other work meanwhile), the whole heap as usual once the last
+    import ends."""
     if _GcPause.runs == 0:
         _GcPause.resume = gc.isenabled()
         gc.disable()
