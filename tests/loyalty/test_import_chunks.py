@@ -72,7 +72,9 @@ class World:
 
     def file(self, unknown: str) -> bytes:
         cards = {f"c{i}": c for i, c in enumerate(self.cards)}
-        return (HEADER + "".join(row.format(**cards, unknown=unknown) + "\n" for row in FILE)).encode()
+        return (
+            HEADER + "".join(row.format(**cards, unknown=unknown) + "\n" for row in FILE)
+        ).encode()
 
 
 async def _world(rt: Services, name: str) -> World:
