@@ -44,6 +44,30 @@ def csv_file(cards: list[str], lines: int) -> bytes:
     return (HEADER + "".join(rows)).encode()
 
 
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of a process so far, in seconds (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(server_pid: int, uri: str) -> tuple[float, float]:
+    """CPU seconds so far of the server process and of the backends connected to the bench's
+    database (those a pool keeps open: the importer's among them)."""
+    with psycopg.connect(uri) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
+        ]
+    return _proc_cpu(server_pid), sum(_proc_cpu(p) for p in pids)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,6 +116,7 @@ def main() -> None:
         )
         assert r.status_code == 202, r.text
         started = time.perf_counter()
+        cpu_before = _cpu(server.pid, uri)
         import_id = r.json()["id"]
         while True:
             status = httpx.get(f"{base}/imports/{import_id}", headers=auth, timeout=60).json()
@@ -99,6 +124,7 @@ def main() -> None:
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        cpu_after = _cpu(server.pid, uri)
         with psycopg.connect(uri) as conn:
             after = conn.execute(
                 "SELECT count(*) FROM transactions WHERE kind = 'earn'"
@@ -121,6 +147,11 @@ def main() -> None:
         "import_seconds": round(elapsed, 2),
         "import_lines_per_s": round(lines_per_s),
         "ratio": round(lines_per_s / earn["rps"], 1),
+        # CPU per line, load-independent: the server process (Python) and the database's
+        # backends of this database (PostgreSQL), from /proc (the server runs on this machine).
+        "server_cpu_us_per_line": round((cpu_after[0] - cpu_before[0]) / args.lines * 1e6, 1),
+        "database_cpu_us_per_line": round((cpu_after[1] - cpu_before[1]) / args.lines * 1e6, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "applied": status["applied"],
         "replayed": status["replayed"],
         "rejected": status["rejected"],

@@ -41,7 +41,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import driver_unit_of_work
-from core.ids import uuid7
+from core.ids import uuid7s
 from ledger import service
 from ledger.outbox import EARN_DATA
 from ledger.service import EarnRequest, EarnResult
@@ -355,38 +355,78 @@ class EarnBatcher:
             return await _statement(conn, batch)
 
 
+@dataclass(slots=True)
+class PreparedEarns:
+    """A batch's statement made ready (`prepare_earns`): its earns, their results if written,
+    the statement and its one parameter."""
+
+    batch: list[_Earn]
+    results: list[EarnResult]
+    sql: str
+    params: dict[str, Any]
+
+
+def prepare_earns(requests: list[EarnRequest]) -> PreparedEarns:
+    """The group commit's statement for `requests` (at most one per key and per order), made
+    ready without the database: a batch file prepares its next chunk while the current one's
+    statement runs (`loyalty.imports`). LedgerValidation as `check_earn`."""
+    unused: asyncio.Future[EarnResult] = asyncio.get_running_loop().create_future()
+    batch = []
+    for q in requests:  # nobody awaits these earns (their results are returned): one future
+        at, digest = service.check_earn(q)
+        batch.append(_Earn(q, q.key_space or q.actor, digest, at, unused))
+    return _prepare(batch)
+
+
+async def write_prepared(
+    conn: psycopg.AsyncConnection[Any], prepared: PreparedEarns
+) -> list[EarnResult | None]:
+    """The prepared statement on the caller's connection and in its transaction: each earn's
+    result, or None for those it left to the single path (`ledger.service.earn`). Raises as
+    the statement does (a member who owes points: `REFUSED`)."""
+    done, _ = await _execute(conn, prepared)
+    found = {id(r): x for r, x in done}
+    return [found.get(id(r)) for r in prepared.batch]
+
+
 async def write_earns(
     conn: psycopg.AsyncConnection[Any], requests: list[EarnRequest]
 ) -> list[EarnResult | None]:
-    """The group commit's statement for `requests` (at most one per key and per order) on the
-    caller's connection and in its transaction (batch files: `loyalty.imports`): each one's
-    result, or None for those it left to the single path (`ledger.service.earn`). Raises as
-    the statement does (a member who owes points: `REFUSED`)."""
-    loop = asyncio.get_running_loop()
-    batch = []
-    for q in requests:
-        at, digest = service.check_earn(q)
-        batch.append(_Earn(q, q.key_space or q.actor, digest, at, loop.create_future()))
-    done, _ = await _statement(conn, batch)
-    found = {id(r): x for r, x in done}
-    return [found.get(id(r)) for r in batch]
+    """`prepare_earns` then `write_prepared`."""
+    return await write_prepared(conn, prepare_earns(requests))
 
 
 async def _statement(
     conn: psycopg.AsyncConnection[Any], batch: list[_Earn]
 ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
-    """The batch statement (`_statement_for` its follow-up) for the batch on `conn`: the earns it wrote and those to run alone."""
+    """The batch statement (`_statement_for` its follow-up) for the batch on `conn`: the earns
+    it wrote and those to run alone."""
+    return await _execute(conn, _prepare(batch))
+
+
+def _prepare(batch: list[_Earn]) -> PreparedEarns:
+    """The batch's results if written, its statement and its parameter."""
     results = []
-    for r in batch:
-        available_at = r.at + timedelta(days=r.request.hold_days)
+    # The dates of earns made at one instant under one rule are the same: computed once (a
+    # batch file's chunk shares its instant).
+    dates: dict[tuple[datetime, int, int], tuple[datetime, datetime]] = {}
+    for r, tx in zip(batch, uuid7s(len(batch)), strict=True):
+        q = r.request
+        when = (r.at, q.hold_days, q.validity_months)
+        found = dates.get(when)
+        if found is None:
+            found = dates[when] = (
+                r.at + timedelta(days=q.hold_days),
+                service.add_months(r.at, q.validity_months),
+            )
         results.append(
             EarnResult(
-                transaction_id=uuid7(),
-                points=r.request.points,
-                status="pending" if available_at > r.at else "available",
-                available_at=available_at,
-                expires_at=service.add_months(r.at, r.request.validity_months),
-                lines=r.request.lines,
+                transaction_id=tx,
+                points=q.points,
+                status="pending" if found[0] > r.at else "available",
+                available_at=found[0],
+                expires_at=found[1],
+                lines=q.lines,
             )
         )
     # The batch travels as one JSON document (one parameter): psycopg's per-element array
@@ -422,10 +462,19 @@ async def _statement(
             )
         ]
     ).decode()
-    params = {"rows": rows}
     kinds = {r.request.follow_up.sql for r in batch if r.request.follow_up is not None}
+    return PreparedEarns(
+        batch, results, _statement_for(kinds.pop() if kinds else None), {"rows": rows}
+    )
+
+
+async def _execute(
+    conn: psycopg.AsyncConnection[Any], prepared: PreparedEarns
+) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
+    """Run a prepared batch statement: the earns it wrote and those to run alone."""
+    batch, results = prepared.batch, prepared.results
     async with conn.cursor() as cur:
-        await cur.execute(_statement_for(kinds.pop() if kinds else None), params)
+        await cur.execute(prepared.sql, prepared.params)
         written = {row[0]: row[1] for row in await cur.fetchall()}
     done = [
         (r, results[i] if written[i] is None else replace(results[i], follow_up=written[i]))

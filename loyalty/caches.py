@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -134,13 +134,9 @@ class MemberCards:
     ) -> CardHolder:
         """The member holding `card_number`; MemberNotFound when nobody does. `fresh_tier`:
         its tier no older than `tier_ttl` (nor than the last `forget_tiers`)."""
-        hit = self.cache.peek(card_number)
-        if hit is not None:
-            holder, read_at = hit
-            if not fresh_tier or (
-                read_at > self._tiers_forgotten_at and time.monotonic() - read_at < self.tier_ttl
-            ):
-                return cast(CardHolder, holder)
+        known = self._known(card_number, fresh_tier)
+        if known is not None:
+            return known
         loader = self._loader
         if loader is None or loader.loop is not asyncio.get_running_loop() or self.pool is not pool:
             self.pool = pool
@@ -152,6 +148,42 @@ class MemberCards:
             raise MemberNotFound("no member has this card number")
         self.cache.put(card_number, (found, read_at))
         return found
+
+    async def holders(
+        self, pool: AsyncConnectionPool, card_numbers: Collection[str], *, fresh_tier: bool = False
+    ) -> dict[str, CardHolder]:
+        """The holders of many cards (a batch file's chunk): those it knows, and the others
+        in ONE query; unknown cards are absent. `fresh_tier` as in `holder`."""
+        found: dict[str, CardHolder] = {}
+        missing = []
+        for card in set(card_numbers):
+            known = self._known(card, fresh_tier)
+            if known is None:
+                missing.append(card)
+            else:
+                found[card] = known
+        if missing:
+            read_at = time.monotonic()
+            self.queries += 1
+            async with pool.connection() as conn:
+                loaded = await members.holders_by_cards(
+                    DriverConnection(conn), card_numbers=missing
+                )
+            for card, holder in loaded.items():
+                self.cache.put(card, (holder, read_at))
+            found.update(loaded)
+        return found
+
+    def _known(self, card_number: str, fresh_tier: bool) -> CardHolder | None:
+        """The remembered holder of the card, if any (and, with `fresh_tier`, its tier fresh)."""
+        hit = self.cache.peek(card_number)
+        if hit is not None:
+            holder, read_at = hit
+            if not fresh_tier or (
+                read_at > self._tiers_forgotten_at and time.monotonic() - read_at < self.tier_ttl
+            ):
+                return cast(CardHolder, holder)
+        return None
 
     async def member_id(self, pool: AsyncConnectionPool, card_number: str) -> uuid.UUID:
         """The id of the member holding `card_number`; MemberNotFound when nobody does."""

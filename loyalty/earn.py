@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 from catalog import offers as catalog_offers
 from catalog.breakdown import ApplicableOffer, Line, applicable, breakdown
@@ -20,8 +22,10 @@ from loyalty.checks import text
 from loyalty.runtime import Runtime
 from members import tiers
 from members.cards import is_valid_card_number
+from members.service import CardHolder
 from members.tiers import Ladder, TierRecord, next_tier
 from partners.errors import RuleMissing
+from partners.service import PartnerConfig
 
 # What `earn` may raise (gateway.graphql checks each mutation's result union against its table).
 ERRORS = frozenset(
@@ -35,35 +39,23 @@ ERRORS = frozenset(
 )
 
 
-async def earn(
-    rt: Runtime,
-    *,
-    actor: str,
-    key_space: str,
-    partner_id: uuid.UUID,
-    card_number: str,
-    amount: str,
-    currency: str,
-    category: str | None,
-    order_ref: str,
-    idempotency_key: str,
-) -> EarnResult:
-    """Credit the card's member with the points the partner's rule gives for this purchase,
-    in the group commit of the ledger (`ledger.batch`); a retry answers as the original did.
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """An earn request as the partner sent it, checked (`parse_purchase`): no database, no
+    partner's rules yet."""
 
-    The points are the lines of `catalog.breakdown`: BASE, TIER (the tier held before this
-    earn: the card's cached holder carries it) and one OFFER line per applying offer, the
-    partner's own or coalition-wide (cached per partner). A coalition-wide offer's points are
-    the operator's: the ledger issues them from its `promotions` account into a lot with no
-    issuer, in the same earn (`ledger.earn`), and no partner is charged for them. An earn that offers
-    needing the member's activation or counting its uses may apply to runs alone, in one unit
-    of work with that state (`_earn_with_member_state`); every other earn costs what an earn
-    without tiers or offers does (the batch statement, lines included).
+    card_number: str
+    money: Money
+    category: str | None
+    order_ref: str
+    digest: str  # what a replay must match: the request as sent (`earn_request_digest`)
 
-    A member whose referral bonus waits for their first earn (the card's cached holder says
-    so: no query of its own) is paid it once the earn has committed. A purchase that may raise
-    the member's tier is upgraded in the earn's own statement (`members.tiers.upgrade_follow_up`);
-    everyone else's earn costs nothing more."""
+
+def parse_purchase(
+    card_number: str, amount: str, currency: str, category: str | None, order_ref: str
+) -> Purchase:
+    """Check a purchase's fields (the card's Luhn digit, the amount, the texts); a typed
+    VALIDATION error for the first one wrong."""
     if not is_valid_card_number(card_number):
         raise DomainValidation(
             "cardNumber must be 16 digits with a valid Luhn check digit", field="cardNumber"
@@ -71,9 +63,6 @@ async def earn(
     money = Money.parse(amount, currency, positive=True)
     order_ref = text(order_ref, "orderRef")
     category = text(category, "category", 100) if category is not None else None
-    cfg = await partner_config(rt, partner_id)
-    if money.currency != cfg.partner.currency:
-        raise DomainValidation(f"amount must be in {cfg.partner.currency}", field="amount")
     # What the partner sent, nothing derived from it: a retry replays the original
     # result whatever the partner's rules have become since.
     digest = ledger.earn_request_digest(
@@ -83,35 +72,103 @@ async def earn(
         category=category,
         ref=order_ref,
     )
-    at = utcnow()
-    try:
-        cfg.require_agreement(at)  # from the cached config: no round trip
-        rule = cfg.rule
-        if rule is None:
-            raise RuleMissing("this partner has no earn rule yet")
-    except DomainError as exc:
-        return await _replay_or_raise(rt, key_space, idempotency_key, digest, exc)
-    ladder = await tier_ladder(rt)  # cached: no round trip
-    # The tier travels with the card (`MemberCards`), re-read only when a ladder is in force.
-    holder = await rt.caches.member_by_card.holder(
-        rt.pool, card_number, fresh_tier=bool(ladder.tiers)
-    )
-    held = ladder.by_name(holder.tier) if ladder.tiers else None
+    return Purchase(card_number, money, category, order_ref, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class EarnTerms:
+    """What prices an earn at a partner, read from the caches (`earn_terms`): its config (rule,
+    currency, agreements), the tier ladder in force, the live offers and the settings that
+    touch an earn. Pure from here on: an import prices a chunk of lines with one `EarnTerms`."""
+
+    partner_id: uuid.UUID
+    config: PartnerConfig
+    ladder: Ladder
+    offers: tuple[ApplicableOffer, ...]
+    validity_months: int
+    settlement_currency: str
+
+    def check_currency(self, purchase: Purchase) -> None:
+        """A purchase in another currency than the partner's is refused (VALIDATION)."""
+        if purchase.money.currency != self.config.partner.currency:
+            raise DomainValidation(
+                f"amount must be in {self.config.partner.currency}", field="amount"
+            )
+
+    def refusal(self, at: datetime) -> DomainError | None:
+        """Why no earn at `at` can be priced under these terms (no agreement in force, no earn
+        rule), else None. A retry of an earlier earn still replays (`_replay_or_raise`)."""
+        try:
+            self.config.require_agreement(at)  # from the cached config: no round trip
+            if self.config.rule is None:
+                raise RuleMissing("this partner has no earn rule yet")
+        except DomainError as exc:
+            return exc
+        return None
+
+
+async def earn_terms(rt: Runtime, partner_id: uuid.UUID) -> EarnTerms:
+    """The partner's `EarnTerms`, from the caches (no round trip when cached)."""
+    cfg = await partner_config(rt, partner_id)
+    ladder = await tier_ladder(rt)
     offers = await live_offers(rt, partner_id)  # its own and the coalition-wide ones
+    return EarnTerms(
+        partner_id=partner_id,
+        config=cfg,
+        ladder=ladder,
+        offers=offers,
+        validity_months=rt.settings.points_validity_months,
+        settlement_currency=rt.settings.settlement_currency,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PricedEarn:
+    """An earn priced under `EarnTerms` (`price`): either its ledger request (`request`, None
+    when it earns no points), or, when offers needing the member's activation or counting its
+    uses may apply (`stateful`), what prices it once that state is read (`applying`,
+    `request_of`): `_earn_with_member_state`."""
+
+    request: ledger.EarnRequest | None
+    stateful: list[ApplicableOffer]
+    applying: Callable[[Collection[uuid.UUID], Mapping[uuid.UUID, int]], list[Line]]
+    request_of: Callable[[list[Line]], ledger.EarnRequest]
+
+
+def price(
+    terms: EarnTerms,
+    purchase: Purchase,
+    holder: CardHolder,
+    *,
+    at: datetime,
+    actor: str,
+    key_space: str,
+    idempotency_key: str,
+) -> PricedEarn:
+    """The earn's breakdown and ledger request, pure: the lines of `catalog.breakdown` (BASE,
+    TIER for the tier the card's holder carries, one OFFER line per applying offer), the tier
+    upgrade it may carry, or the offers that need the member's state. `terms.refusal(at)` must
+    be None."""
+    rule = terms.config.rule
+    assert rule is not None  # `terms.refusal` said so
+    ladder = terms.ladder
+    held = ladder.by_name(holder.tier) if ladder.tiers else None
+    money, category = purchase.money, purchase.category
+    tier_ranks = {t.name: t.position for t in ladder.tiers}
 
     def candidates(
         activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]
     ) -> list[ApplicableOffer]:
         """The offers that may apply, given the member's activations and uses."""
         return applicable(
-            offers,
+            terms.offers,
             at=at,
-            partner_id=partner_id,
+            partner_id=terms.partner_id,
             category=category,
             member_tier_rank=None if held is None else held.position,
             activated_ids=activated,
             uses_by_offer=uses,
-            tier_ranks={t.name: t.position for t in ladder.tiers},
+            tier_ranks=tier_ranks,
         )
 
     def lines_of(applying_offers: list[ApplicableOffer]) -> list[Line]:
@@ -130,8 +187,8 @@ async def earn(
     # A purchase that may raise the member's tier carries the upgrade, committed with the earn
     # (in the group commit's statement): no transaction of its own.
     follow_up = (
-        tiers.upgrade_follow_up(ladder, rt.settings.settlement_currency)
-        if ladder.id is not None and _may_upgrade(rt, ladder, held, money)
+        tiers.upgrade_follow_up(ladder, terms.settlement_currency)
+        if ladder.id is not None and _may_upgrade(terms, held, money)
         else None
     )
 
@@ -139,15 +196,15 @@ async def earn(
         return ledger.EarnRequest(
             actor=actor,
             key_space=key_space,
-            digest=digest,
+            digest=purchase.digest,
             at=at,
             idempotency_key=idempotency_key,
             member_id=holder.member_id,
-            partner_id=partner_id,
+            partner_id=terms.partner_id,
             points=sum(line.points for line in lines),
             hold_days=rule.hold_days,
-            validity_months=rt.settings.points_validity_months,
-            ref=order_ref,
+            validity_months=terms.validity_months,
+            ref=purchase.order_ref,
             amount=money.amount,
             currency=money.currency,
             category=category,
@@ -165,17 +222,102 @@ async def earn(
     # activation or uses then go unread): only when some of them depends on the member's
     # activations or uses are those read (and the uses counted), in the earn's own unit of
     # work; otherwise the earn goes to the group commit as any other.
-    maybe = candidates({o.id for o in offers}, {})
+    maybe = candidates({o.id for o in terms.offers}, {})
     stateful = [o for o in maybe if o.requires_activation or o.max_uses_per_member is not None]
-    result: EarnResult | None
     if stateful:
-        result = await _earn_with_member_state(rt, holder.member_id, stateful, applying, request)
-    else:  # none of them depends on the member's state: they apply as they are
-        lines = lines_of(maybe)
-        result = await rt.earns.earn(request(lines)) if _earns(lines) else None
+        return PricedEarn(None, stateful, applying, request)
+    lines = lines_of(maybe)  # none of them depends on the member's state: they apply as they are
+    return PricedEarn(request(lines) if _earns(lines) else None, [], applying, request)
+
+
+def no_points() -> DomainError:
+    """The refusal of a purchase that earns no points."""
+    return DomainValidation("this purchase earns no points", field="amount")
+
+
+async def earn(
+    rt: Runtime,
+    *,
+    actor: str,
+    key_space: str,
+    partner_id: uuid.UUID,
+    card_number: str,
+    amount: str,
+    currency: str,
+    category: str | None,
+    order_ref: str,
+    idempotency_key: str,
+) -> EarnResult:
+    """Credit the card's member with the points the partner's rule gives for this purchase,
+    in the group commit of the ledger (`ledger.batch`); a retry answers as the original did.
+
+    The points are the lines of `catalog.breakdown` (`price`): BASE, TIER (the tier held before
+    this earn: the card's cached holder carries it) and one OFFER line per applying offer, the
+    partner's own or coalition-wide (cached per partner). A coalition-wide offer's points are
+    the operator's: the ledger issues them from its `promotions` account into a lot with no
+    issuer, in the same earn (`ledger.earn`), and no partner is charged for them. An earn that offers
+    needing the member's activation or counting its uses may apply to runs alone, in one unit
+    of work with that state (`_earn_with_member_state`); every other earn costs what an earn
+    without tiers or offers does (the batch statement, lines included).
+
+    A member whose referral bonus waits for their first earn (the card's cached holder says
+    so: no query of its own) is paid it once the earn has committed (`after_commit`). A
+    purchase that may raise the member's tier is upgraded in the earn's own statement
+    (`members.tiers.upgrade_follow_up`); everyone else's earn costs nothing more."""
+    purchase = parse_purchase(card_number, amount, currency, category, order_ref)
+    terms = await earn_terms(rt, partner_id)
+    terms.check_currency(purchase)
+    at = utcnow()
+    refused = terms.refusal(at)
+    if refused is not None:
+        return await _replay_or_raise(rt, key_space, idempotency_key, purchase.digest, refused)
+    # The tier travels with the card (`MemberCards`), re-read only when a ladder is in force.
+    holder = await rt.caches.member_by_card.holder(
+        rt.pool, card_number, fresh_tier=bool(terms.ladder.tiers)
+    )
+    priced = price(
+        terms,
+        purchase,
+        holder,
+        at=at,
+        actor=actor,
+        key_space=key_space,
+        idempotency_key=idempotency_key,
+    )
+    return await earn_priced(rt, priced, purchase, holder, key_space, idempotency_key)
+
+
+async def earn_priced(
+    rt: Runtime,
+    priced: PricedEarn,
+    purchase: Purchase,
+    holder: CardHolder,
+    key_space: str,
+    idempotency_key: str,
+) -> EarnResult:
+    """Write a priced earn (the group commit, or its unit of work with the member's offer
+    state), answer a refused one with its replay, then the steps after its commit."""
+    result: EarnResult | None
+    if priced.stateful:
+        result = await _earn_with_member_state(
+            rt, holder.member_id, priced.stateful, priced.applying, priced.request_of
+        )
+    elif priced.request is not None:
+        result = await rt.earns.earn(priced.request)
+    else:
+        result = None
     if result is None:
-        refused = DomainValidation("this purchase earns no points", field="amount")
-        return await _replay_or_raise(rt, key_space, idempotency_key, digest, refused)
+        return await _replay_or_raise(rt, key_space, idempotency_key, purchase.digest, no_points())
+    await after_commit(rt, purchase.card_number, holder, result)
+    return result
+
+
+async def after_commit(
+    rt: Runtime, card_number: str, holder: CardHolder, result: EarnResult
+) -> None:
+    """What follows an earn's commit: the member's referral bonus when it waits for their
+    first earn, and this process's card cache told of a tier upgrade the earn carried; the
+    points counted as issued (`/metrics`), unless this answers a retry."""
     if not result.replayed:
         ISSUED_BY_EARN.inc(result.points)
     if holder.referral_pending:
@@ -184,7 +326,6 @@ async def earn(
         # This earn counted at the tier held before it, the next one at the new tier (seen at
         # once in this process through the card cache).
         rt.caches.member_by_card.set_tier(card_number, result.follow_up)
-    return result
 
 
 def _earns(lines: list[Line]) -> bool:
@@ -220,14 +361,14 @@ async def _earn_with_member_state(
     return result
 
 
-def _may_upgrade(rt: Runtime, ladder: Ladder, held: TierRecord | None, money: Money) -> bool:
+def _may_upgrade(terms: EarnTerms, held: TierRecord | None, money: Money) -> bool:
     """Whether this earn may raise the member's tier, known without a query: not without a
     ladder, nor at its top, nor for a purchase that does not qualify (only amounts in the
     settlement currency count: `members.tiers`)."""
     return (
-        bool(ladder.tiers)
-        and money.currency == rt.settings.settlement_currency
-        and next_tier(ladder, held) is not None
+        bool(terms.ladder.tiers)
+        and money.currency == terms.settlement_currency
+        and next_tier(terms.ladder, held) is not None
     )
 
 

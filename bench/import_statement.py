@@ -1,0 +1,134 @@
+"""The database's floor under a batch file: the group-commit statement alone, by chunk.
+
+    python -m bench.import_statement [--chunk 10000] [--chunks 4] [--database-url URL]
+
+A fresh migrated database (`--database-url` / `DATABASE_URL`, else the embedded PostgreSQL)
+seeded like `bench.imports` (one partner, 2,000 members) with a history of 20,000 earns and
+ANALYZE. One connection writes `--chunks` chunks of `--chunk` prepared earns (an order and a
+purchase each, as a file's lines) with `ledger.batch.write_earns`, one transaction per chunk as
+`loyalty.imports` does: earns/s and the server backend's CPU per earn (utime + stime from
+/proc/<pid>/stat: the server must run on this machine).
+
+Then the statement's cost by stage, each stage the statement cut after one more CTE and rolled
+back (`--stages`): the JSON input alone, the lookups, the key claims, the wallet locks, the
+transactions, the entries (with their trigger), the lots (with their foreign keys), all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from bench.earn_setup import create_database, seed
+from bench.earn_statement import _backend_cpu
+
+
+def _requests(
+    ms: list[uuid.UUID], partner: uuid.UUID, tag: str, n: int, rng: random.Random
+) -> list[Any]:
+    from ledger import service
+
+    return [
+        service.EarnRequest(
+            actor="bench",
+            key_space=f"partner:{partner}",
+            idempotency_key=f"{tag}-{k}",
+            member_id=rng.choice(ms),
+            partner_id=partner,
+            points=rng.randint(1, 1000),
+            ref=f"{tag}-o{k}",
+            amount=Decimal("123.50"),
+            currency="RUB",
+            category="fuel",
+            digest="x" * 64,
+        )
+        for k in range(n)
+    ]
+
+
+def _stages() -> dict[str, str]:
+    from ledger import batch
+
+    ctes = batch._EARN_BATCH_CTES
+    cut = {
+        "lookups (req)": "), promo AS",
+        "+ key claims": "), ok AS",
+        "+ wallet locks": "), go AS",
+        "+ transactions": "), share AS",
+        "+ entries, trigger": "), l AS",
+        "+ lots, foreign keys": "), bl AS",
+    }
+    source = ctes.split("), promo AS")[0].split("FROM jsonb_to_recordset", 1)[1].split("JOIN")[0]
+    stages = {"JSON input alone": "SELECT count(*) FROM jsonb_to_recordset" + source}
+    for name, at in cut.items():
+        stages[name] = ctes.split(at)[0] + ") SELECT count(*) FROM req"
+    stages["the whole statement"] = batch._EARN_BATCH
+    return stages
+
+
+async def run(args: argparse.Namespace) -> None:
+    from core.db import create_driver_pool
+    from ledger import batch
+    from tests.db import drop_database
+
+    admin, uri, mode = create_database(args.database_url)
+    print(f"database: {mode}", flush=True)
+    try:
+        ms_, ps = await seed(uri, 2000, 1, history=20000)
+        ms, partner = [uuid.UUID(m) for m in ms_], uuid.UUID(ps[0])
+        pool = create_driver_pool(uri, max_size=1)
+        await pool.open(wait=True)
+        rng = random.Random(1)
+        try:
+            async with pool.connection() as conn:
+                pid = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]  # type: ignore[index]
+                await conn.set_autocommit(False)
+                print(f"chunk of {args.chunk}: earns/s, backend CPU per earn")
+                for c in range(args.chunks):
+                    requests = _requests(ms, partner, f"c{c}", args.chunk, rng)
+                    cpu0, t0 = _backend_cpu(pid), time.perf_counter()
+                    async with conn.transaction():
+                        results = await batch.write_earns(conn, requests)
+                    wall, cpu = time.perf_counter() - t0, _backend_cpu(pid) - cpu0
+                    n = sum(r is not None for r in results)
+                    print(f"  {n / wall:8,.0f} earns/s  {cpu / n * 1e6:5.0f} us", flush=True)
+                if args.stages:
+                    print("by stage (cumulative), backend CPU per earn:")
+                    for name, sql in _stages().items():
+                        cpu = 0.0
+                        for rep in range(args.repeat):
+                            prepared = batch.prepare_earns(
+                                _requests(ms, partner, f"s{name}{rep}", args.chunk, rng)
+                            )
+                            params: dict[str, Any] = prepared.params
+                            cpu0 = _backend_cpu(pid)
+                            await conn.execute(sql, params)
+                            await conn.rollback()
+                            cpu += _backend_cpu(pid) - cpu0
+                        print(f"  {name:22s} {cpu / args.repeat / args.chunk * 1e6:5.1f} us")
+        finally:
+            await pool.close()
+    finally:
+        drop_database(admin, uri)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.import_statement", description=__doc__)
+    ap.add_argument("--chunk", type=int, default=10_000)
+    ap.add_argument("--chunks", type=int, default=4)
+    ap.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    asyncio.run(run(ap.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
