@@ -18,6 +18,10 @@ PostgreSQL's own `commit_delay` groups flushes:
   index (keys first, in a fixed order) together with the result replays will get, the members'
   wallet and debt rows are locked in id order, entries are written by one INSERT and checked
   zero-sum by the trigger.
+- A member's earn waits for the next batch while a batch holding an earn of theirs runs (in
+  this process): two statements of this batcher never queue on one wallet's lock, and the
+  second never finds the wallet changed under its snapshot (which a tier upgrade's guard
+  refuses: `members.tiers`), sending its whole batch to the single path.
 - Anything unusual goes to the single path (`ledger.service.earn`, one transaction per earn),
   which gives the exact behaviour and typed errors: a key that already exists (replay or
   conflict), an unknown member or partner, a duplicate order, a second request with the same
@@ -212,6 +216,8 @@ class EarnBatcher:
         self.stats = BatchStats()
         self._pending: list[_Earn] = []
         self._in_flight = 0
+        # The members with an earn in a running batch (`_take`).
+        self._busy: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def earn(self, request: EarnRequest | None = None, /, **fields: Any) -> EarnResult:
@@ -248,13 +254,18 @@ class EarnBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
+        batch: list[_Earn] = []
         try:
             batch = self._take(self._share())
             if batch:
                 await self._settle(batch)
         finally:
             self._in_flight -= 1
-            self._kick()
+            self._busy.difference_update(r.request.member_id for r in batch)
+            # A batch that took nothing (every waiting earn's member was busy) starts no other:
+            # the running batch that holds them starts one when it ends.
+            if batch:
+                self._kick()
 
     def _share(self) -> int:
         """How many pending earns this starting batch takes: all of them (up to `max_batch`),
@@ -268,8 +279,9 @@ class EarnBatcher:
         return min(self.max_batch, max(share, self.split_at // 2))
 
     def _take(self, limit: int) -> list[_Earn]:
-        """Up to `limit` pending earns, at most one per key and per (partner, order), and of one
-        follow-up statement."""
+        """Up to `limit` pending earns, at most one per key and per (partner, order), of one
+        follow-up statement, and none of a member with an earn in a running batch (its later
+        earns wait too: a member's earns commit in arrival order)."""
         batch: list[_Earn] = []
         keys: set[tuple[str, str]] = set()
         orders: set[tuple[uuid.UUID, str]] = set()
@@ -281,6 +293,7 @@ class EarnBatcher:
             sql = None if q.follow_up is None else q.follow_up.sql
             if (
                 len(batch) >= limit
+                or q.member_id in self._busy
                 or (r.space, q.idempotency_key) in keys
                 or order in orders
                 or (sql is not None and kind is not None and sql != kind)
@@ -293,6 +306,7 @@ class EarnBatcher:
             if order is not None:
                 orders.add(order)
         self._pending = rest
+        self._busy.update(r.request.member_id for r in batch)
         return batch
 
     async def _settle(self, batch: list[_Earn]) -> None:
