@@ -385,7 +385,8 @@ class IdempotencyKey(SQLModel, table=True):
 
 class EarnLine(SQLModel, table=True):
     """A line of an earn's breakdown (`ledger.earn`): stored only for an earn with more than
-    its BASE line; the lines of an earn sum to its points."""
+    its BASE line; the lines of an earn sum to its points. No foreign key to the transaction:
+    the statement that writes the earn writes its lines (migration 0024)."""
 
     __tablename__ = "earn_lines"
     __table_args__ = (
@@ -395,9 +396,7 @@ class EarnLine(SQLModel, table=True):
         CheckConstraint("(source = 'OFFER') = (offer_id IS NOT NULL)", name="ck_earn_lines_offer"),
     )
 
-    transaction_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), primary_key=True)
-    )
+    transaction_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), primary_key=True))
     position: int = Field(sa_column=Column(SmallInteger, primary_key=True))
     source: str = Field(sa_column=Column(Text, nullable=False))
     points: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -15,6 +15,18 @@ INVARIANTS: dict[str, str] = {
         FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
         GROUP BY t.id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.id) < 2
     """,
+    # An earn's breakdown lines (stored only beyond its BASE line) belong to an earn and sum
+    # to its points (no foreign key: migration 0024).
+    "earn lines without their earn": """
+        SELECT l.transaction_id FROM earn_lines l
+        LEFT JOIN transactions t ON t.id = l.transaction_id AND t.kind = 'earn'
+        WHERE t.id IS NULL
+    """,
+    "earn lines do not sum to the earn's points": """
+        SELECT t.id, t.points, sum(l.points) AS lines
+        FROM transactions t JOIN earn_lines l ON l.transaction_id = t.id
+        GROUP BY t.id HAVING sum(l.points) <> t.points
+    """,
     "entry without a transaction": """
         SELECT e.id FROM entries e LEFT JOIN transactions t ON t.id = e.transaction_id
         WHERE t.id IS NULL
