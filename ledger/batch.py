@@ -48,7 +48,7 @@ from core.db import driver_unit_of_work
 from core.ids import uuid7
 from ledger import service
 from ledger.outbox import EARN_DATA
-from ledger.service import EarnRequest, EarnResult
+from ledger.service import BreakdownLine, EarnRequest, EarnResult
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 # 5. The transactions, their entries (one INSERT: the trigger checks each transaction sums to
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
 #    the same instant are spent in the order they were earned (the lot id breaks the tie); and
-#    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
+#    the breakdown lines of the earns that have more than a BASE line (`_lines`).
 #    An earn's `op` points (its coalition-wide offer lines) are the operator's, as on the single
 #    path (`ledger.earn._earn_statement`): taken from `promotions` (`promo`, one probe per
 #    statement) into a lot with no issuer, after the partner's lot of the rest (`share`: a share
@@ -136,9 +136,8 @@ WITH req AS (
     FROM share ORDER BY i, n
 ), bl AS (
     INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
-    SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
-    FROM w CROSS JOIN LATERAL jsonb_to_recordset(w.lines)
-         AS x(n int, source text, points bigint, offer uuid, funded_by text)
+    SELECT w.tx, x.n - 1, x.v->>0, CAST(x.v->>1 AS bigint), CAST(x.v->>2 AS uuid), x.v->>3
+    FROM w CROSS JOIN LATERAL jsonb_array_elements(w.lines) WITH ORDINALITY AS x(v, n)
 ), ob AS (
     INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
     SELECT w.partner, w.member, 'earn.recorded', """
@@ -386,6 +385,15 @@ async def write_earns(
     return [found.get(id(r)) for r in batch]
 
 
+def _lines(lines: tuple[BreakdownLine, ...]) -> list[tuple[Any, ...]] | None:
+    """An earn's lines to store, as the statement's `bl` reads them: one array per line
+    (source, points, offer id, funder), in order; none for an earn of its BASE line alone
+    (as `ledger.earn.lines_json`). Arrays, not objects: the batch's JSON is half as long."""
+    if len(lines) <= 1:
+        return None
+    return [(line.source, line.points, line.offer_id, line.funded_by) for line in lines]
+
+
 async def _statement(
     conn: psycopg.AsyncConnection[Any], batch: list[_Earn]
 ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
@@ -428,7 +436,7 @@ async def _statement(
                 "available_at": x.available_at,
                 "expires_at": x.expires_at,
                 "result": x.stored_values(),  # what a replay gets back (`from_json`)
-                "lines": service.lines_json(q.lines),
+                "lines": _lines(q.lines),
                 "after": None if q.follow_up is None else q.follow_up.params,
             }
             for i, (r, q, x) in enumerate(

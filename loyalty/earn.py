@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from enum import StrEnum
 
 from catalog import offers as catalog_offers
-from catalog.breakdown import ApplicableOffer, Line, applicable, breakdown
+from catalog.breakdown import ApplicableOffer, Funder, Line, Source, breakdown, usable
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
@@ -14,7 +15,7 @@ from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
 from loyalty import bonuses
-from loyalty.caches import live_offers, partner_config, tier_ladder
+from loyalty.caches import partner_config, purchase_offers, tier_ladder
 from loyalty.checks import text
 from loyalty.runtime import Runtime
 from members import tiers
@@ -96,21 +97,21 @@ async def earn(
         rt.pool, card_number, fresh_tier=bool(ladder.tiers)
     )
     held = ladder.by_name(holder.tier) if ladder.tiers else None
-    offers = await live_offers(rt, partner_id)  # its own and the coalition-wide ones
+    # Its own and the coalition-wide ones, of this category (cached per partner and category).
+    offers = await purchase_offers(rt, partner_id, category)
+    tier_ranks = ladder.ranks
 
     def candidates(
         activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]
     ) -> list[ApplicableOffer]:
         """The offers that may apply, given the member's activations and uses."""
-        return applicable(
-            offers,
+        return usable(
+            offers.offers,
             at=at,
-            partner_id=partner_id,
-            category=category,
             member_tier_rank=None if held is None else held.position,
             activated_ids=activated,
             uses_by_offer=uses,
-            tier_ranks={t.name: t.position for t in ladder.tiers},
+            tier_ranks=tier_ranks,
         )
 
     def lines_of(applying_offers: list[ApplicableOffer]) -> list[Line]:
@@ -129,7 +130,7 @@ async def earn(
     # A purchase that may raise the member's tier carries the upgrade, committed with the earn
     # (in the group commit's statement): no transaction of its own.
     follow_up = (
-        tiers.upgrade_follow_up(ladder, rt.settings.settlement_currency)
+        _upgrade_follow_up(ladder, rt.settings.settlement_currency)
         if ladder.id is not None and _may_upgrade(rt, ladder, held, money)
         else None
     )
@@ -152,7 +153,7 @@ async def earn(
             category=category,
             lines=tuple(
                 ledger.BreakdownLine(
-                    line.source.value, line.points, line.offer_id, line.funded_by.value
+                    _NAMES[line.source], line.points, line.offer_id, _NAMES[line.funded_by]
                 )
                 for line in lines
             ),
@@ -164,7 +165,7 @@ async def earn(
     # activation or uses then go unread): only when some of them depends on the member's
     # activations or uses are those read (and the uses counted), in the earn's own unit of
     # work; otherwise the earn goes to the group commit as any other.
-    maybe = candidates({o.id for o in offers}, {})
+    maybe = candidates(offers.activation_ids, {})
     stateful = [o for o in maybe if o.requires_activation or o.max_uses_per_member is not None]
     result: EarnResult | None
     if stateful:
@@ -182,6 +183,11 @@ async def earn(
         # once in this process through the card cache).
         rt.caches.member_by_card.set_tier(card_number, result.follow_up)
     return result
+
+
+# A line's source and funder as the ledger stores them (an enum's `.value` is a slow lookup,
+# paid per line of every earn).
+_NAMES: dict[StrEnum, str] = {e: e.value for e in (*Source, *Funder)}
 
 
 def _earns(lines: list[Line]) -> bool:
@@ -215,6 +221,18 @@ async def _earn_with_member_state(
                 conn, member_id=member_id, offer_ids=[i for i in used if i is not None]
             )
     return result
+
+
+_follow_up_memo: tuple[Ladder, str, ledger.FollowUp] | None = None
+
+
+def _upgrade_follow_up(ladder: Ladder, currency: str) -> ledger.FollowUp:
+    """`members.tiers.upgrade_follow_up`, made once per cached ladder (not per earn)."""
+    global _follow_up_memo
+    memo = _follow_up_memo
+    if memo is None or memo[0] is not ladder or memo[1] != currency:
+        memo = _follow_up_memo = (ladder, currency, tiers.upgrade_follow_up(ladder, currency))
+    return memo[2]
 
 
 def _may_upgrade(rt: Runtime, ladder: Ladder, held: TierRecord | None, money: Money) -> bool:
