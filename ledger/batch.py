@@ -67,7 +67,7 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 # 5. The transactions, their entries (one INSERT: the trigger checks each transaction sums to
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
 #    the same instant are spent in the order they were earned (the lot id breaks the tie); and
-#    the breakdown lines of the earns that have more than a BASE line (`_lines`).
+#    the breakdowns of the earns that have more than a BASE line (`_lines`), one row each.
 #    An earn's `op` points (its coalition-wide offer lines) are the operator's, as on the single
 #    path (`ledger.earn._earn_statement`): taken from `promotions` (`promo`, one probe per
 #    statement) into a lot with no issuer, after the partner's lot of the rest (`share`: a share
@@ -135,9 +135,8 @@ WITH req AS (
     SELECT member, wallet_id, issuer, tx, pts, pts, at, available_at, expires_at, actor
     FROM share ORDER BY i, n
 ), bl AS (
-    INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
-    SELECT w.tx, x.n - 1, x.v->>0, CAST(x.v->>1 AS bigint), CAST(x.v->>2 AS uuid), x.v->>3
-    FROM w CROSS JOIN LATERAL jsonb_array_elements(w.lines) WITH ORDINALITY AS x(v, n)
+    INSERT INTO earn_breakdowns (transaction_id, lines)
+    SELECT tx, lines FROM w WHERE lines IS NOT NULL
 ), ob AS (
     INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
     SELECT w.partner, w.member, 'earn.recorded', """
@@ -386,9 +385,9 @@ async def write_earns(
 
 
 def _lines(lines: tuple[BreakdownLine, ...]) -> list[tuple[Any, ...]] | None:
-    """An earn's lines to store, as the statement's `bl` reads them: one array per line
-    (source, points, offer id, funder), in order; none for an earn of its BASE line alone
-    (as `ledger.earn.lines_json`). Arrays, not objects: the batch's JSON is half as long."""
+    """An earn's breakdown to store, as `ledger.earn.lines_json` gives it (orjson writes the
+    offer ids itself): one array per line (source, points, offer id, funder), in order; none
+    for an earn of its BASE line alone. The statement stores it as it comes."""
     if len(lines) <= 1:
         return None
     return [(line.source, line.points, line.offer_id, line.funded_by) for line in lines]
