@@ -366,10 +366,10 @@ def main() -> None:
             # What the rules did (`--offers`, `--tiers`): earns with OFFER or TIER lines, and
             # the upgrades committed with them.
             ruled = conn.execute(
-                "SELECT count(DISTINCT transaction_id) FILTER (WHERE source = 'OFFER'), "
-                "count(DISTINCT transaction_id) FILTER (WHERE source = 'TIER'), "
-                "count(DISTINCT transaction_id) FILTER (WHERE funded_by = 'OPERATOR') "
-                "FROM earn_lines"
+                "SELECT count(*) FILTER (WHERE lines @> '[[\"OFFER\"]]'), "
+                "count(*) FILTER (WHERE lines @> '[[\"TIER\"]]'), "
+                "count(*) FILTER (WHERE lines @> '[[\"OPERATOR\"]]') "
+                "FROM earn_breakdowns"
             ).fetchone()
             upgrades = conn.execute("SELECT count(*) FROM member_tier_changes").fetchone()[0]
     finally:

@@ -112,16 +112,50 @@ def applicable(
     window [starts_at, ends_at), the partner's own or coalition-wide, of the earn's category if
     they name one, the member's tier at least min_tier, activated if they require it, used
     fewer than max_uses_per_member times. `breakdown` then keeps every stackable one and the
-    best non-stackable one."""
+    best non-stackable one. (`offers_for`, then `usable`.)"""
+    return usable(
+        offers_for(offers, partner_id=partner_id, category=category),
+        at=at,
+        member_tier_rank=member_tier_rank,
+        activated_ids=activated_ids,
+        uses_by_offer=uses_by_offer,
+        tier_ranks=tier_ranks,
+    )
+
+
+def offers_for(
+    offers: Iterable[ApplicableOffer], *, partner_id: uuid.UUID, category: str | None
+) -> tuple[ApplicableOffer, ...]:
+    """The part of `applicable` that depends on the purchase's partner and category alone (an
+    earn path may keep it with the partner's cached offers): the partner's own offers and the
+    coalition-wide ones, of `category` if they name one. Order kept."""
+    return tuple(
+        o
+        for o in offers
+        if (o.partner_id is None or o.partner_id == partner_id)
+        and (o.category is None or o.category == category)
+    )
+
+
+def usable(
+    offers: Iterable[ApplicableOffer],
+    *,
+    at: datetime,
+    member_tier_rank: int | None,
+    activated_ids: Collection[uuid.UUID],
+    uses_by_offer: Mapping[uuid.UUID, int],
+    tier_ranks: Mapping[str, int] | None = None,
+) -> list[ApplicableOffer]:
+    """The rest of `applicable`, for offers that fit the purchase's partner and category
+    (`offers_for`): in their window at `at`, the member's tier reaching their min_tier,
+    activated if they require it, used fewer than max_uses_per_member times. Order kept."""
     ranks = tier_ranks or {}
     return [
         o
         for o in offers
         if o.starts_at <= at
         and (o.ends_at is None or at < o.ends_at)
-        and (o.partner_id is None or o.partner_id == partner_id)
-        and (o.category is None or o.category == category)
-        and tier_allows(o.min_tier, member_tier_rank, ranks)
+        and (o.min_tier is None or tier_allows(o.min_tier, member_tier_rank, ranks))
         and (not o.requires_activation or o.id in activated_ids)
         and (o.max_uses_per_member is None or uses_by_offer.get(o.id, 0) < o.max_uses_per_member)
     ]

@@ -18,6 +18,10 @@ PostgreSQL's own `commit_delay` groups flushes:
   index (keys first, in a fixed order) together with the result replays will get, the members'
   wallet and debt rows are locked in id order, entries are written by one INSERT and checked
   zero-sum by the trigger.
+- A member's earn waits for the next batch while a batch holding an earn of theirs runs (in
+  this process): two statements of this batcher never queue on one wallet's lock, and the
+  second never finds the wallet changed under its snapshot (which a tier upgrade's guard
+  refuses: `members.tiers`), sending its whole batch to the single path.
 - Anything unusual goes to the single path (`ledger.service.earn`, one transaction per earn),
   which gives the exact behaviour and typed errors: a key that already exists (replay or
   conflict), an unknown member or partner, a duplicate order, a second request with the same
@@ -44,7 +48,7 @@ from core.db import driver_unit_of_work
 from core.ids import uuid7s
 from ledger import service
 from ledger.outbox import EARN_DATA
-from ledger.service import EarnRequest, EarnResult
+from ledger.service import BreakdownLine, EarnRequest, EarnResult
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
 # 5. The transactions, their entries (one INSERT: the trigger checks each transaction sums to
 #    zero and adds to the wallets, already locked) and the lots, in arrival order: lots earned at
 #    the same instant are spent in the order they were earned (the lot id breaks the tie); and
-#    the breakdown lines of the earns that have more than a BASE line (`ledger.earn.lines_json`).
+#    the breakdowns of the earns that have more than a BASE line (`_lines`), one row each.
 #    An earn's `op` points (its coalition-wide offer lines) are the operator's, as on the single
 #    path (`ledger.earn._earn_statement`): taken from `promotions` (`promo`, one probe per
 #    statement) into a lot with no issuer, after the partner's lot of the rest (`share`: a share
@@ -131,10 +135,8 @@ WITH req AS (
     SELECT member, wallet_id, issuer, tx, pts, pts, at, available_at, expires_at, actor
     FROM share ORDER BY i, n
 ), bl AS (
-    INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
-    SELECT w.tx, x.n, x.source, x.points, x.offer, x.funded_by
-    FROM w CROSS JOIN LATERAL jsonb_to_recordset(w.lines)
-         AS x(n int, source text, points bigint, offer uuid, funded_by text)
+    INSERT INTO earn_breakdowns (transaction_id, lines)
+    SELECT tx, lines FROM w WHERE lines IS NOT NULL
 ), ob AS (
     INSERT INTO outbox_events (partner_id, member_id, type, data, created_at)
     SELECT w.partner, w.member, 'earn.recorded', """
@@ -212,6 +214,8 @@ class EarnBatcher:
         self.stats = BatchStats()
         self._pending: list[_Earn] = []
         self._in_flight = 0
+        # The members with an earn in a running batch (`_take`).
+        self._busy: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def earn(self, request: EarnRequest | None = None, /, **fields: Any) -> EarnResult:
@@ -248,13 +252,18 @@ class EarnBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
+        batch: list[_Earn] = []
         try:
             batch = self._take(self._share())
             if batch:
                 await self._settle(batch)
         finally:
             self._in_flight -= 1
-            self._kick()
+            self._busy.difference_update(r.request.member_id for r in batch)
+            # A batch that took nothing (every waiting earn's member was busy) starts no other:
+            # the running batch that holds them starts one when it ends.
+            if batch:
+                self._kick()
 
     def _share(self) -> int:
         """How many pending earns this starting batch takes: all of them (up to `max_batch`),
@@ -268,8 +277,9 @@ class EarnBatcher:
         return min(self.max_batch, max(share, self.split_at // 2))
 
     def _take(self, limit: int) -> list[_Earn]:
-        """Up to `limit` pending earns, at most one per key and per (partner, order), and of one
-        follow-up statement."""
+        """Up to `limit` pending earns, at most one per key and per (partner, order), of one
+        follow-up statement, and none of a member with an earn in a running batch (its later
+        earns wait too: a member's earns commit in arrival order)."""
         batch: list[_Earn] = []
         keys: set[tuple[str, str]] = set()
         orders: set[tuple[uuid.UUID, str]] = set()
@@ -281,6 +291,7 @@ class EarnBatcher:
             sql = None if q.follow_up is None else q.follow_up.sql
             if (
                 len(batch) >= limit
+                or q.member_id in self._busy
                 or (r.space, q.idempotency_key) in keys
                 or order in orders
                 or (sql is not None and kind is not None and sql != kind)
@@ -293,6 +304,7 @@ class EarnBatcher:
             if order is not None:
                 orders.add(order)
         self._pending = rest
+        self._busy.update(r.request.member_id for r in batch)
         return batch
 
     async def _settle(self, batch: list[_Earn]) -> None:
@@ -396,6 +408,15 @@ async def write_earns(
     return await write_prepared(conn, prepare_earns(requests))
 
 
+def _lines(lines: tuple[BreakdownLine, ...]) -> list[tuple[Any, ...]] | None:
+    """An earn's breakdown to store, as `ledger.earn.lines_json` gives it (orjson writes the
+    offer ids itself): one array per line (source, points, offer id, funder), in order; none
+    for an earn of its BASE line alone. The statement stores it as it comes."""
+    if len(lines) <= 1:
+        return None
+    return [(line.source, line.points, line.offer_id, line.funded_by) for line in lines]
+
+
 async def _statement(
     conn: psycopg.AsyncConnection[Any], batch: list[_Earn]
 ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
@@ -454,7 +475,7 @@ def _prepare(batch: list[_Earn]) -> PreparedEarns:
                 "available_at": x.available_at,
                 "expires_at": x.expires_at,
                 "result": x.stored_values(),  # what a replay gets back (`from_json`)
-                "lines": service.lines_json(q.lines),
+                "lines": _lines(q.lines),
                 "after": None if q.follow_up is None else q.follow_up.params,
             }
             for i, (r, q, x) in enumerate(

@@ -37,31 +37,29 @@ from ledger.results import BreakdownLine, EarnResult
 DEFAULT_VALIDITY_MONTHS = 36
 
 
-# An earn's breakdown lines (`:lines`, a JSON array), in the earn's statement (`ledger.batch`
-# has its own for a batch).
+# An earn's breakdown (`:lines`, a JSON array of `lines_json`'s), in the earn's statement
+# (`ledger.batch` has its own for a batch).
 _LINES = """
         , bl AS (
-            INSERT INTO earn_lines (transaction_id, position, source, points, offer_id, funded_by)
-            SELECT :tx, x.n, x.source, x.points, x.offer, x.funded_by
-            FROM jsonb_to_recordset(CAST(:lines AS jsonb))
-                 AS x(n int, source text, points bigint, offer uuid, funded_by text)
+            INSERT INTO earn_breakdowns (transaction_id, lines)
+            VALUES (:tx, CAST(:lines AS jsonb))
         )"""
 
 
-def lines_json(lines: tuple[BreakdownLine, ...]) -> list[dict[str, Any]] | None:
-    """The lines to store for an earn, as JSON-ready rows: none for an earn of its BASE line
+def lines_json(lines: tuple[BreakdownLine, ...]) -> list[list[Any]] | None:
+    """The breakdown to store for an earn (`earn_breakdowns`), JSON-ready: one array per line,
+    `[source, points, offer id or null, funded by]`, in order; none for an earn of its BASE line
     alone (it reads back as one BASE line of its points: `ledger.reads.earn_lines`)."""
     if len(lines) <= 1:
         return None
     return [
-        {
-            "n": n,
-            "source": line.source,
-            "points": line.points,
-            "offer": None if line.offer_id is None else str(line.offer_id),
-            "funded_by": line.funded_by,
-        }
-        for n, line in enumerate(lines)
+        [
+            line.source,
+            line.points,
+            None if line.offer_id is None else str(line.offer_id),
+            line.funded_by,
+        ]
+        for line in lines
     ]
 
 
@@ -192,6 +190,29 @@ class EarnRequest:
     follow_up: FollowUp | None = None
 
 
+_LINE_KINDS = frozenset(
+    {("BASE", False), ("TIER", False), ("OFFER", True)}  # (source, names an offer)
+)
+
+
+def _check_lines(lines: tuple[BreakdownLine, ...], points: int) -> None:
+    """A breakdown the ledger stores (`earn_breakdowns`, one JSON array: no per-line column
+    constraint checks it there): known sources and funders, an offer named by OFFER lines
+    alone, no line below zero, summing to the earn's points."""
+    total = 0
+    for line in lines:
+        if (
+            (line.source, line.offer_id is not None) not in _LINE_KINDS
+            or line.funded_by not in ("PARTNER", "OPERATOR")
+            or type(line.points) is not int
+            or line.points < 0
+        ):
+            raise LedgerValidation(f"malformed breakdown line {line!r}")
+        total += line.points
+    if total != points:
+        raise LedgerValidation("the breakdown's lines must sum to the earn's points")
+
+
 def check_earn(request: EarnRequest) -> tuple[datetime, str]:
     """Refuse a malformed earn before anything is written; returns its effective time and the
     digest that tells a replay from a different earn under the same key: the request's
@@ -204,8 +225,8 @@ def check_earn(request: EarnRequest) -> tuple[datetime, str]:
     _check_text(request.category, "category")
     if not 0 <= request.hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
-    if request.lines and sum(line.points for line in request.lines) != request.points:
-        raise LedgerValidation("the breakdown's lines must sum to the earn's points")
+    if request.lines:
+        _check_lines(request.lines, request.points)
     if request.digest is not None:
         return _at(request.at), request.digest
     digest = earn_digest(

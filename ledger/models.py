@@ -23,7 +23,6 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
-    SmallInteger,
     Text,
     UniqueConstraint,
     func,
@@ -383,28 +382,23 @@ class IdempotencyKey(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_ts(server_default=func.now()))
 
 
-class EarnLine(SQLModel, table=True):
-    """A line of an earn's breakdown (`ledger.earn`): stored only for an earn with more than
-    its BASE line; the lines of an earn sum to its points."""
+class EarnBreakdown(SQLModel, table=True):
+    """An earn's breakdown (`ledger.earn`), stored only for an earn with more than its BASE
+    line: its lines in order, each `[source, points, offer id or null, funded by]`, summing to
+    its points (one row per earn, not per line: migration 0024)."""
 
-    __tablename__ = "earn_lines"
+    __tablename__ = "earn_breakdowns"
     __table_args__ = (
-        CheckConstraint("source IN ('BASE','TIER','OFFER')", name="ck_earn_lines_source"),
-        CheckConstraint("funded_by IN ('PARTNER','OPERATOR')", name="ck_earn_lines_funded_by"),
-        CheckConstraint("points >= 0", name="ck_earn_lines_points"),
-        CheckConstraint("(source = 'OFFER') = (offer_id IS NOT NULL)", name="ck_earn_lines_offer"),
+        CheckConstraint(
+            "jsonb_typeof(lines) = 'array' AND jsonb_array_length(lines) > 1",
+            name="ck_earn_breakdowns_lines",
+        ),
     )
 
     transaction_id: uuid.UUID = Field(
         sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), primary_key=True)
     )
-    position: int = Field(sa_column=Column(SmallInteger, primary_key=True))
-    source: str = Field(sa_column=Column(Text, nullable=False))
-    points: int = Field(sa_column=Column(BigInteger, nullable=False))
-    offer_id: uuid.UUID | None = Field(
-        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
-    )
-    funded_by: str = Field(sa_column=Column(Text, nullable=False))
+    lines: list[Any] = Field(sa_column=Column(JSONB, nullable=False))
 
 
 class OutboxEvent(SQLModel, table=True):

@@ -290,9 +290,9 @@ async def members_with_earns(
 
 
 _EARN_LINES = text(
-    "SELECT t.id, t.points, l.source, l.points AS line_points, l.offer_id, l.funded_by "
-    "FROM transactions t LEFT JOIN earn_lines l ON l.transaction_id = t.id "
-    "WHERE t.id = ANY(:ids) AND t.kind = 'earn' ORDER BY t.id, l.position"
+    "SELECT t.id, t.points, b.lines FROM transactions t "
+    "LEFT JOIN earn_breakdowns b ON b.transaction_id = t.id "
+    "WHERE t.id = ANY(:ids) AND t.kind = 'earn'"
 )
 
 
@@ -304,14 +304,16 @@ async def earn_lines(
     Ids that are not earns are absent."""
     if not transaction_ids:
         return {}
-    found: dict[uuid.UUID, list[BreakdownLine]] = {}
+    found: dict[uuid.UUID, tuple[BreakdownLine, ...]] = {}
     for row in await conn.execute(_EARN_LINES, {"ids": list(transaction_ids)}):
-        lines = found.setdefault(row.id, [])
-        if row.source is None:
-            lines.append(BreakdownLine("BASE", row.points))
+        if row.lines is None:
+            found[row.id] = (BreakdownLine("BASE", row.points),)
         else:
-            lines.append(BreakdownLine(row.source, row.line_points, row.offer_id, row.funded_by))
-    return {k: tuple(v) for k, v in found.items()}
+            found[row.id] = tuple(
+                BreakdownLine(source, points, None if offer is None else uuid.UUID(offer), funder)
+                for source, points, offer, funder in row.lines
+            )
+    return found
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from aiodataloader import DataLoader
 from psycopg_pool import AsyncConnectionPool
 
 from catalog import offers as catalog_offers
-from catalog.breakdown import ApplicableOffer
+from catalog.breakdown import ApplicableOffer, offers_for
 from core.clock import utcnow
 from core.db import DriverConnection
 from members import service as members
@@ -225,6 +225,23 @@ class Caches:
     live_offers: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0))
     # The tier ladder in force (key None), for the earn path; `set_tiers` here invalidates it.
     tier_ladder: TTLCache = field(default_factory=lambda: TTLCache(ttl=5.0, maxsize=1))
+    # (partner id, category) -> (the partner's cached live offers, those of them that fit the
+    # category): derived from `live_offers`, recomputed when that entry is reloaded.
+    purchase_offers: dict[
+        tuple[uuid.UUID, str | None], tuple[tuple[ApplicableOffer, ...], PurchaseOffers]
+    ] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseOffers:
+    """A partner's live offers that fit a purchase's category (`catalog.breakdown.offers_for`),
+    and which of them need the member's activation."""
+
+    offers: tuple[ApplicableOffer, ...]
+    activation_ids: frozenset[uuid.UUID]
+
+
+MAX_PURCHASE_OFFERS = 10_000  # (partner, category) pairs kept: categories are the partners' words
 
 
 async def partner_config(rt: Runtime, partner_id: uuid.UUID) -> PartnerConfig:
@@ -257,3 +274,23 @@ async def live_offers(rt: Runtime, partner_id: uuid.UUID) -> tuple[ApplicableOff
         return tuple(found)
 
     return await rt.caches.live_offers.get(partner_id, load)
+
+
+async def purchase_offers(
+    rt: Runtime, partner_id: uuid.UUID, category: str | None
+) -> PurchaseOffers:
+    """The partner's live offers (`live_offers`, cached) that fit a purchase in `category`,
+    selected once per (partner, category) while that cache entry lives: an earn then checks
+    only what depends on the instant and the member (`catalog.breakdown.usable`)."""
+    live = await live_offers(rt, partner_id)
+    key = (partner_id, category)
+    kept = rt.caches.purchase_offers
+    hit = kept.get(key)
+    if hit is not None and hit[0] is live:
+        return hit[1]
+    selected = offers_for(live, partner_id=partner_id, category=category)
+    found = PurchaseOffers(selected, frozenset(o.id for o in selected if o.requires_activation))
+    if len(kept) >= MAX_PURCHASE_OFFERS:
+        kept.clear()
+    kept[key] = (live, found)
+    return found

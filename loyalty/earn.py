@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from catalog import offers as catalog_offers
-from catalog.breakdown import ApplicableOffer, Line, applicable, breakdown
+from catalog.breakdown import (
+    ApplicableOffer,
+    Funder,
+    Line,
+    Source,
+    breakdown,
+    offers_for,
+    usable,
+)
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
@@ -17,7 +26,13 @@ from core.money import Money
 from ledger import service as ledger
 from ledger.service import EarnResult
 from loyalty import bonuses
-from loyalty.caches import live_offers, partner_config, tier_ladder
+from loyalty.caches import (
+    PurchaseOffers,
+    live_offers,
+    partner_config,
+    purchase_offers,
+    tier_ladder,
+)
 from loyalty.checks import text
 from loyalty.runtime import Runtime
 from members import tiers
@@ -87,6 +102,18 @@ class EarnTerms:
     offers: tuple[ApplicableOffer, ...]
     validity_months: int
     settlement_currency: str
+    _by_category: dict[str | None, PurchaseOffers] = field(default_factory=dict, compare=False)
+
+    def for_category(self, category: str | None) -> PurchaseOffers:
+        """The offers that fit a purchase in `category` (`catalog.breakdown.offers_for`), and
+        which need an activation: selected once per category for these terms (an import's
+        chunk prices many purchases with one `EarnTerms`)."""
+        found = self._by_category.get(category)
+        if found is None:
+            fit = offers_for(self.offers, partner_id=self.partner_id, category=category)
+            found = PurchaseOffers(fit, frozenset(o.id for o in fit if o.requires_activation))
+            self._by_category[category] = found
+        return found
 
     def check_currency(self, purchase: Purchase) -> None:
         """A purchase in another currency than the partner's is refused (VALIDATION)."""
@@ -144,6 +171,7 @@ def price(
     actor: str,
     key_space: str,
     idempotency_key: str,
+    selected: PurchaseOffers | None = None,
 ) -> PricedEarn:
     """The earn's breakdown and ledger request, pure: the lines of `catalog.breakdown` (BASE,
     TIER for the tier the card's holder carries, one OFFER line per applying offer), the tier
@@ -154,17 +182,18 @@ def price(
     ladder = terms.ladder
     held = ladder.by_name(holder.tier) if ladder.tiers else None
     money, category = purchase.money, purchase.category
-    tier_ranks = {t.name: t.position for t in ladder.tiers}
+    # Its own and the coalition-wide ones, of this category (`selected`: cached per
+    # partner and category by the GraphQL earn; else selected here, once per category).
+    chosen_offers = selected if selected is not None else terms.for_category(category)
+    tier_ranks = ladder.ranks
 
     def candidates(
         activated: Collection[uuid.UUID], uses: Mapping[uuid.UUID, int]
     ) -> list[ApplicableOffer]:
         """The offers that may apply, given the member's activations and uses."""
-        return applicable(
-            terms.offers,
+        return usable(
+            chosen_offers.offers,
             at=at,
-            partner_id=terms.partner_id,
-            category=category,
             member_tier_rank=None if held is None else held.position,
             activated_ids=activated,
             uses_by_offer=uses,
@@ -187,7 +216,7 @@ def price(
     # A purchase that may raise the member's tier carries the upgrade, committed with the earn
     # (in the group commit's statement): no transaction of its own.
     follow_up = (
-        tiers.upgrade_follow_up(ladder, terms.settlement_currency)
+        _upgrade_follow_up(ladder, terms.settlement_currency)
         if ladder.id is not None and _may_upgrade(terms, held, money)
         else None
     )
@@ -210,7 +239,7 @@ def price(
             category=category,
             lines=tuple(
                 ledger.BreakdownLine(
-                    line.source.value, line.points, line.offer_id, line.funded_by.value
+                    _NAMES[line.source], line.points, line.offer_id, _NAMES[line.funded_by]
                 )
                 for line in lines
             ),
@@ -222,7 +251,7 @@ def price(
     # activation or uses then go unread): only when some of them depends on the member's
     # activations or uses are those read (and the uses counted), in the earn's own unit of
     # work; otherwise the earn goes to the group commit as any other.
-    maybe = candidates({o.id for o in terms.offers}, {})
+    maybe = candidates(chosen_offers.activation_ids, {})
     stateful = [o for o in maybe if o.requires_activation or o.max_uses_per_member is not None]
     if stateful:
         return PricedEarn(None, stateful, applying, request)
@@ -283,6 +312,8 @@ async def earn(
         actor=actor,
         key_space=key_space,
         idempotency_key=idempotency_key,
+        # Cached per (partner, category) across requests.
+        selected=await purchase_offers(rt, partner_id, purchase.category),
     )
     return await earn_priced(rt, priced, purchase, holder, key_space, idempotency_key)
 
@@ -328,6 +359,11 @@ async def after_commit(
         rt.caches.member_by_card.set_tier(card_number, result.follow_up)
 
 
+# A line's source and funder as the ledger stores them (an enum's `.value` is a slow lookup,
+# paid per line of every earn).
+_NAMES: dict[StrEnum, str] = {e: e.value for e in (*Source, *Funder)}
+
+
 def _earns(lines: list[Line]) -> bool:
     return sum(line.points for line in lines) > 0
 
@@ -359,6 +395,18 @@ async def _earn_with_member_state(
                 conn, member_id=member_id, offer_ids=[i for i in used if i is not None]
             )
     return result
+
+
+_follow_up_memo: tuple[Ladder, str, ledger.FollowUp] | None = None
+
+
+def _upgrade_follow_up(ladder: Ladder, currency: str) -> ledger.FollowUp:
+    """`members.tiers.upgrade_follow_up`, made once per cached ladder (not per earn)."""
+    global _follow_up_memo
+    memo = _follow_up_memo
+    if memo is None or memo[0] is not ladder or memo[1] != currency:
+        memo = _follow_up_memo = (ladder, currency, tiers.upgrade_follow_up(ladder, currency))
+    return memo[2]
 
 
 def _may_upgrade(terms: EarnTerms, held: TierRecord | None, money: Money) -> bool:

@@ -19,6 +19,7 @@ every member is without any record.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,11 @@ class Ladder:
 
     def by_name(self, name: str | None) -> TierRecord | None:
         return next((t for t in self.tiers if t.name == name), None)
+
+    @functools.cached_property
+    def ranks(self) -> dict[str, int]:
+        """Tier name -> position (higher is better), as `catalog.breakdown` takes the ladder."""
+        return {t.name: t.position for t in self.tiers}
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,8 @@ def test_check_constraints_agree_with_migrations(migrated: Connection) -> None:
 
 
 def _agrees(annotation: Any, column_type: Any) -> bool:
-    if isinstance(column_type, JSON):  # JSON objects: any dict[...]
-        return typing.get_origin(annotation) is dict
+    if isinstance(column_type, JSON):  # JSON objects or arrays: any dict[...] or list[...]
+        return typing.get_origin(annotation) in (dict, list)
     if isinstance(column_type, ARRAY):
         item = column_type.item_type.python_type
         return typing.get_origin(annotation) is list and typing.get_args(annotation) == (item,)

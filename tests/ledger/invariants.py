@@ -15,6 +15,20 @@ INVARIANTS: dict[str, str] = {
         FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
         GROUP BY t.id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.id) < 2
     """,
+    # An earn's breakdown (stored only beyond its BASE line) belongs to an earn and its lines
+    # sum to the earn's points.
+    "earn breakdown of no earn": """
+        SELECT b.transaction_id FROM earn_breakdowns b
+        LEFT JOIN transactions t ON t.id = b.transaction_id AND t.kind = 'earn'
+        WHERE t.id IS NULL
+    """,
+    "earn breakdown does not sum to the earn's points": """
+        SELECT t.id, t.points, s.total
+        FROM transactions t JOIN earn_breakdowns b ON b.transaction_id = t.id
+        CROSS JOIN LATERAL (SELECT sum(CAST(v->>1 AS bigint)) AS total
+                            FROM jsonb_array_elements(b.lines) v) s
+        WHERE s.total IS DISTINCT FROM t.points
+    """,
     "entry without a transaction": """
         SELECT e.id FROM entries e LEFT JOIN transactions t ON t.id = e.transaction_id
         WHERE t.id IS NULL

@@ -566,7 +566,7 @@ async def test_breakdown_lines_are_stored_in_the_batch_and_on_the_single_path(
         )
         stored = (
             await c.execute(
-                text("SELECT count(*) FROM earn_lines WHERE transaction_id = :t"),
+                text("SELECT count(*) FROM earn_breakdowns WHERE transaction_id = :t"),
                 {"t": y.transaction_id},
             )
         ).scalar_one()

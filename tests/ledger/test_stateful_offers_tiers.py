@@ -170,10 +170,12 @@ MAX_LADDERS = 3
 
 # Each purchase's earn, its points and its stored lines (none: its BASE line alone).
 LINES = text(
-    "SELECT t.id, t.points, coalesce(l.source, 'BASE'), coalesce(l.points, t.points), "
-    "l.offer_id FROM transactions t LEFT JOIN earn_lines l ON l.transaction_id = t.id "
+    "SELECT t.id, t.points, coalesce(l.v->>0, 'BASE'), coalesce(CAST(l.v->>1 AS bigint), "
+    "t.points), CAST(l.v->>2 AS uuid) FROM transactions t "
+    "LEFT JOIN earn_breakdowns b ON b.transaction_id = t.id "
+    "LEFT JOIN LATERAL jsonb_array_elements(b.lines) WITH ORDINALITY AS l(v, n) ON true "
     "WHERE t.id = ANY(:ids) "
-    "ORDER BY t.id, l.position"
+    "ORDER BY t.id, l.n"
 )
 RUN_SPAN = timedelta(days=365 * (RUN_YEARS - 1))  # as test_stateful.py's runs
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -878,3 +878,36 @@ async def test_earn_costs_two_statements_and_so_does_its_replay(
     assert r.status == "pending"
     b = await ledger.balance(c, member_id=world.m.id, at=world.t0)
     assert b.debt == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ledger.BreakdownLine("BONUS", 10),
+        ledger.BreakdownLine("OFFER", 10),  # an OFFER line names its offer
+        ledger.BreakdownLine("TIER", 10, uuid.UUID(int=1)),  # only an OFFER line does
+        ledger.BreakdownLine("OFFER", 10, uuid.UUID(int=1), "SOMEONE"),
+        ledger.BreakdownLine("TIER", -5),
+    ],
+)
+def test_a_malformed_breakdown_line_is_refused(line: ledger.BreakdownLine) -> None:
+    """The breakdown is stored as one JSON array (`earn_breakdowns`): the ledger checks each
+    line before writing, in place of per-line column constraints."""
+    base = ledger.BreakdownLine("BASE", 20)
+    request = ledger.EarnRequest(
+        actor="t",
+        idempotency_key="k",
+        member_id=uuid.UUID(int=2),
+        partner_id=uuid.UUID(int=3),
+        points=20 + line.points,
+        lines=(base, line),
+    )
+    with pytest.raises(LedgerValidation):
+        ledger.check_earn(request)
+    ledger.check_earn(  # the same earn with a well-formed line passes
+        replace(
+            request,
+            lines=(base, ledger.BreakdownLine("TIER", line.points % 7)),
+            points=20 + line.points % 7,
+        )
+    )

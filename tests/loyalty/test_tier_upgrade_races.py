@@ -175,6 +175,43 @@ async def test_an_earn_committed_meanwhile_sends_the_batch_to_the_single_path(
     await assert_invariants(world.engine)
 
 
+async def test_one_batchers_earns_of_a_member_wait_for_its_running_batch(world: World) -> None:
+    """`EarnBatcher._take`: a member's second earn arriving while a batch of this batcher holding
+    their first runs waits for the next batch. Taken at once, its statement would queue on the
+    wallet's lock behind the first, find the wallet changed under its snapshot and send its
+    batch to the single path (`tier_fresh`)."""
+    await world.set_ladder()
+    m = await world.member()
+    batcher = EarnBatcher(world.pool, max_in_flight=2)
+    async with world.engine.connect() as holder:
+        await holder.execute(
+            text("SELECT 1 FROM accounts WHERE kind = 'wallet' AND owner_id = :m FOR UPDATE"),
+            {"m": m},
+        )
+        tasks = [asyncio.create_task(batcher.earn(world.request(m, 4000)))]
+        await waiting_on_locks(world.engine, 1, still=tasks)
+        second = world.request(m, 10000)
+        tasks.append(asyncio.create_task(batcher.earn(second)))
+
+        def waiting() -> bool:
+            return any(r.request is second for r in batcher._pending)
+
+        # Two turns of the loop (no time waited): the earn is submitted and starts a batch, then
+        # that batch takes what it may.
+        for _ in range(2):
+            await asyncio.sleep(0)
+        assert batcher._starting == 0
+        if not waiting():  # taken (no guard): its statement queues on the lock too
+            await waiting_on_locks(world.engine, 2, still=tasks)
+        await holder.rollback()
+    results = await asyncio.gather(*tasks)
+    assert [r.follow_up for r in results] == ["Silver", "Gold"]
+    assert batcher.stats.batches == 2
+    assert batcher.stats.refused_batches == 0 and batcher.stats.single_path == 0
+    assert await world.tier(m) == "Gold"
+    await assert_invariants(world.engine)
+
+
 async def test_a_review_meanwhile_is_not_recorded_again_by_the_upsert(world: World) -> None:
     """The upsert's guard: the member had no tier row in the statement's snapshot; a review
     gave it Silver meanwhile; the earn reaching Silver must not record a second change."""
