@@ -260,6 +260,21 @@ class DriverPool(AsyncConnectionPool):
         return await super().getconn(timeout)
 
 
+async def long_lived_connection(url: str, application_name: str) -> psycopg.AsyncConnection[Any]:
+    """A connection held for as long as the process runs (a session advisory lock, LISTEN):
+    autocommit, with TCP keepalives so that a dead server or network path is noticed in about
+    25 s instead of never."""
+    return await psycopg.AsyncConnection.connect(
+        libpq_uri(url),
+        autocommit=True,
+        application_name=application_name,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+
+
 def create_driver_pool(
     url: str, *, max_size: int = 10, timeout: float = 30.0
 ) -> AsyncConnectionPool:

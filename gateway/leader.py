@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from core.db import libpq_uri
+from core.db import libpq_uri, long_lived_connection
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,7 @@ class Leadership:
         """Contend for the lock until cancelled."""
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.url,
-                    autocommit=True,
-                    application_name="coalition-leader",
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
-                ) as conn:
+                async with await long_lived_connection(self.url, "coalition-leader") as conn:
                     await self._wait_for_lock(conn)
                     await self._lead(conn)
             except (psycopg.Error, OSError) as exc:

@@ -31,7 +31,7 @@ import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import clock
-from core.db import libpq_uri
+from core.db import long_lived_connection
 from gateway.oauth import store
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,7 @@ class RevocationList:
         until cancelled, reconnecting after a lost connection."""
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    libpq_uri(url),
-                    autocommit=True,
-                    application_name="coalition-revocations",
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
-                ) as conn:
+                async with await long_lived_connection(url, "coalition-revocations") as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     # What was revoked before LISTEN took effect: the next use reloads.
                     self.invalidate()
