@@ -26,7 +26,7 @@ from core.errors import ValidationError
 from core.settings import Settings
 from ledger import service as ledger
 from loyalty.webhooks import Dispatcher
-from partners.webhooks import check_target, check_url
+from partners.webhooks import check_target, check_url, resolve
 from tests.gateway.conftest import BASE_URL
 from tests.gateway.gql_helpers import (
     EARN,
@@ -421,10 +421,16 @@ async def test_a_delivery_connects_to_the_address_it_checked_not_a_new_lookup(
     m = await register_and_login(client)
     await _earn(client, p, m.card, "rebind-1")
     names = {"hooks.rebind.test": [ipaddress.ip_address("127.0.0.1")]}
-    d = Dispatcher(
-        engine, client=http, allow_insecure=True, rng=lambda: 0.5, resolver=names.__getitem__
-    )
-    assert await d.step() == 1
+
+    def resolver(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        # other tests' leftover deliveries (to 127.0.0.1) may be due too: resolve those as usual
+        return names[host] if host in names else resolve(host)
+
+    d = Dispatcher(engine, client=http, allow_insecure=True, rng=lambda: 0.5, resolver=resolver)
+    for _ in range(10):
+        await d.step()
+        if not await _pending(engine, wh["id"]):
+            break
     assert await _pending(engine, wh["id"]) == 0
     [(headers, body, status)] = receiver.requests
     assert headers["host"] == f"hooks.rebind.test:{receiver.port}"
