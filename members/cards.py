@@ -7,16 +7,15 @@ import secrets
 CARD_PREFIX = "7"  # coalition cards start with 7 (ISO 7812 "petroleum and future industry")
 
 
+# A digit doubled as Luhn doubles it (digits summed: 7 -> 14 -> 5).
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
 def luhn_check_digit(payload: str) -> str:
-    """The Luhn digit that makes `payload + digit` valid."""
-    total = 0
-    for i, ch in enumerate(reversed(payload)):
-        d = int(ch)
-        if i % 2 == 0:  # doubled: these positions become odd ones once the check digit is added
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    """The Luhn digit that makes `payload + digit` valid (`payload`: ASCII digits)."""
+    digits = [ord(ch) - 48 for ch in reversed(payload)]
+    # Doubled: the positions that become odd ones once the check digit is added.
+    total = sum(_DOUBLED[d] for d in digits[0::2]) + sum(digits[1::2])
     return str((10 - total % 10) % 10)
 
 
