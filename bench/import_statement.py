@@ -1,6 +1,6 @@
 """The database's floor under a batch file: the group-commit statement alone, by chunk.
 
-    python -m bench.import_statement [--chunk 10000] [--chunks 4] [--database-url URL]
+    python -m bench.import_statement [--chunk 10000] [--chunks 4] [--lanes 2] [--database-url URL]
 
 A fresh migrated database (`--database-url` / `DATABASE_URL`, else the embedded PostgreSQL)
 seeded like `bench.imports` (one partner, 2,000 members) with a history of 20,000 earns and
@@ -8,6 +8,10 @@ ANALYZE. One connection writes `--chunks` chunks of `--chunk` prepared earns (an
 purchase each, as a file's lines) with `ledger.batch.write_earns`, one transaction per chunk as
 `loyalty.imports` does: earns/s and the server backend's CPU per earn (utime + stime from
 /proc/<pid>/stat: the server must run on this machine).
+
+With `--lanes N`, also N connections side by side, each writing `--chunks` chunks of earns of
+its own members (member index modulo N, as `loyalty.imports` splits a file into lanes), the
+chunks' parameters prepared beforehand: the database's earns/s with N backends at once.
 
 Then the statement's cost by stage, each stage the statement cut after one more CTE and rolled
 back (`--stages`): the JSON input alone, the lookups, the key claims, the wallet locks, the
@@ -99,6 +103,8 @@ async def run(args: argparse.Namespace) -> None:
                     wall, cpu = time.perf_counter() - t0, _backend_cpu(pid) - cpu0
                     n = sum(r is not None for r in results)
                     print(f"  {n / wall:8,.0f} earns/s  {cpu / n * 1e6:5.0f} us", flush=True)
+                if args.lanes > 1:
+                    await _lanes(pool_uri=uri, ms=ms, partner=partner, args=args)
                 if args.stages:
                     print("by stage (cumulative), backend CPU per earn:")
                     for name, sql in _stages().items():
@@ -119,10 +125,57 @@ async def run(args: argparse.Namespace) -> None:
         drop_database(admin, uri)
 
 
+async def _lanes(
+    *, pool_uri: str, ms: list[uuid.UUID], partner: uuid.UUID, args: argparse.Namespace
+) -> None:
+    """`args.lanes` connections at once, each its own members' chunks (prepared beforehand)."""
+    from core.db import create_driver_pool
+    from ledger import batch
+
+    n = args.lanes
+    rng = random.Random(2)
+    prepared = [
+        [
+            batch.prepare_earns(
+                _requests(
+                    [m for i, m in enumerate(ms) if i % n == lane],
+                    partner,
+                    f"l{lane}c{c}",
+                    args.chunk,
+                    rng,
+                )
+            )
+            for c in range(args.chunks)
+        ]
+        for lane in range(n)
+    ]
+    pool = create_driver_pool(pool_uri, max_size=n)
+    await pool.open(wait=True)
+
+    async def lane(chunks: list[Any]) -> int:
+        async with pool.connection() as conn:
+            await conn.set_autocommit(False)
+            done = 0
+            for p in chunks:
+                async with conn.transaction():
+                    results = await batch.write_prepared(conn, p)
+                done += sum(r is not None for r in results)
+            return done
+
+    try:
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(lane(c) for c in prepared))
+        wall = time.perf_counter() - t0
+        print(f"{n} lanes side by side: {sum(done) / wall:8,.0f} earns/s ({sum(done)} earns)")
+    finally:
+        await pool.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.import_statement", description=__doc__)
     ap.add_argument("--chunk", type=int, default=10_000)
     ap.add_argument("--chunks", type=int, default=4)
+    ap.add_argument("--lanes", type=int, default=1)
     ap.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
