@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     import_workers: int = Field(
         default=1, ge=0, le=8, description="Batch-file importers `serve` runs (0: none)."
     )
+    import_lanes: int = Field(
+        default=3,
+        ge=1,
+        le=8,
+        description="Connections one large import writes on side by side, its lines split by "
+        "member (1: one after another).",
+    )
     transfer_daily_limit: int = Field(
         default=10_000,
         ge=0,

@@ -243,6 +243,24 @@ async def order_earn(
     return None if row is None else OrderEarn(*row)
 
 
+async def order_members(
+    conn: AsyncConnection, *, partner_id: uuid.UUID, order_refs: list[str]
+) -> dict[str, uuid.UUID]:
+    """The member of each of the partner's orders that has an earn or a captured hold (an
+    order is one member's purchase); orders with neither are absent."""
+    rows = await conn.execute(
+        text(
+            "SELECT ref, member_id FROM transactions "
+            "WHERE partner_id = :p AND kind = 'earn' AND ref = ANY(CAST(:refs AS text[])) "
+            "UNION SELECT order_ref, member_id FROM holds "
+            "WHERE partner_id = :p AND status = 'captured' "
+            "AND order_ref = ANY(CAST(:refs AS text[]))"
+        ),
+        {"p": partner_id, "refs": order_refs},
+    )
+    return {ref: member for ref, member in rows}
+
+
 @dataclass(frozen=True)
 class CapturedHold:
     """A captured hold of a partner's order: the points paid and the purchase they paid for."""

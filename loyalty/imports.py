@@ -18,6 +18,14 @@ resumes at the first line of the chunk that did not commit, and never applies a 
 The steps after an earn's commit (a referral bonus, the card cache told of a tier upgrade) run
 after the chunk's commit.
 
+Lanes: an import of LANES_FROM lines or more is split by member into IMPORT_LANES lanes
+(`split_lanes`: a member's lines, their cards' and their orders' refunds, in one lane, in
+line order; every key and order in one lane), applied side by side, each on its own connection
+with its own chunks and its own position (`imports.lanes`), so that several backends write at
+once and no two lanes touch one wallet, key or order. A file whose key or order serves two
+members runs in one lane. One lane failing stops the others; a restart resumes each where it
+committed last.
+
 The slower path: earns that need the member's offer state (activation, use counts), that the
 partner's terms refuse (a replay may still answer) or that earn no points, and refund lines,
 run their use case each in its own unit of work as over GraphQL, before the chunk's statement
@@ -37,6 +45,7 @@ import csv
 import gc
 import logging
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -48,6 +57,7 @@ from core.clock import utcnow
 from core.db import DriverConnection
 from core.errors import DomainError, ErrorCode, NotFoundError, ValidationError
 from ledger import batch as ledger_batch
+from ledger import reads as ledger_reads
 from ledger import service as ledger
 from ledger.service import EarnRequest, EarnResult
 from loyalty import earn as earning
@@ -65,6 +75,7 @@ MAX_BYTES = 50 * 1024 * 1024
 MAX_LINES = 1_000_000
 MAX_LINE_BYTES = 4096
 CHUNK = 10_000
+LANES_FROM = 2 * CHUNK  # an import of fewer lines runs in one lane
 SLOW_CONCURRENCY = 8  # slow lines of different members run side by side, at most this many
 FORMATS = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 ERRORS = frozenset({ErrorCode.VALIDATION, ErrorCode.NOT_FOUND})
@@ -439,11 +450,14 @@ async def run(
     import_id: uuid.UUID,
     *,
     chunk_size: int = CHUNK,
+    lanes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     before_commit: Callable[[int], Awaitable[None]] | None = None,
 ) -> ImportRecord | None:
     """Apply an import's remaining lines, chunk by chunk; None when another worker holds it.
-    `before_commit(position)` runs inside each chunk's transaction (tests: a crash there)."""
+    `lanes`: how many lanes a starting import gets (default: IMPORT_LANES for an import of
+    LANES_FROM lines or more, else one). `before_commit(position)` runs inside each chunk's
+    transaction, `position` its lane's (tests: a crash there)."""
     async with rt.pool.connection() as conn:
         if not conn.autocommit:
             await conn.set_autocommit(True)
@@ -454,10 +468,71 @@ async def run(
         if not got or not got[0]:
             return None
         try:
-            return await _run_locked(rt, conn, import_id, chunk_size, progress, before_commit)
+            return await _run_locked(
+                rt, conn, import_id, chunk_size, lanes, progress, before_commit
+            )
         finally:
             if not conn.closed:
                 await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [lock])
+
+
+def lane_of(value: str | bytes, lanes: int) -> int:
+    """The lane of a member's id (its bytes), a card or an order among `lanes`: stable across
+    processes and restarts (not Python's salted `hash`)."""
+    return zlib.crc32(value.encode() if isinstance(value, str) else value) % lanes
+
+
+async def split_lanes(
+    rt: Runtime, record: ImportRecord, lines: list[tuple[int, bytes]], n: int
+) -> list[list[tuple[int, bytes]]] | None:
+    """The file's lines in `n` lanes, each in line order: a member's lines (their cards', and
+    refunds of their orders) in one lane, every idempotency key and order in one lane, so that
+    lanes applied side by side touch no common wallet, key or order and each member's lines
+    still run in line order. Deterministic (a resumed import gets the same lanes): a lane is
+    the member's id hashed, or, for a line without a known member (an unknown card, a refund
+    of an order nobody earned, a bad line), its card or order hashed. None when some key or
+    order is shared by lines of different lanes (the import then runs in one lane)."""
+    if n <= 1:
+        return [lines]
+    fields: list[tuple[str, str, str, str] | None] = []  # kind, card, order, key
+    for _, raw in lines:
+        try:
+            f = parse_line(raw, record.format)
+        except ValidationError:
+            fields.append(None)
+            continue
+        kind = f["kind"].strip()
+        fields.append((kind, f["card_number"], f["order_ref"].strip(), f["idempotency_key"]))
+    cards = {x[1] for x in fields if x is not None and x[0] == "earn"}
+    holders = await rt.caches.member_by_card.holders(rt.pool, list(cards))
+    member_of_order: dict[str, uuid.UUID] = {}
+    for x in fields:
+        if x is not None and x[0] == "earn" and x[1] in holders:
+            member_of_order.setdefault(x[2], holders[x[1]].member_id)
+    unknown = {x[2] for x in fields if x is not None and x[0] != "earn"} - set(member_of_order)
+    if unknown:
+        async with rt.engine.connect() as conn:
+            member_of_order.update(
+                await ledger_reads.order_members(
+                    conn, partner_id=record.partner_id, order_refs=sorted(unknown)
+                )
+            )
+
+    out: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
+    owner: dict[str, int] = {}  # a key's or an order's lane
+    for line, x in zip(lines, fields, strict=True):
+        if x is None:
+            out[lane_of(line[1], n)].append(line)
+            continue
+        kind, card, order, key = x
+        holder = holders.get(card) if kind == "earn" else None
+        member = holder.member_id if holder is not None else member_of_order.get(order)
+        lane = lane_of(member.bytes if member is not None else card if kind == "earn" else order, n)
+        marks = ("o" + order, ("k" if kind == "earn" else "r") + key)
+        if any(owner.setdefault(m, lane) != lane for m in marks):
+            return None
+        out[lane].append(line)
+    return out
 
 
 async def _run_locked(
@@ -465,6 +540,7 @@ async def _run_locked(
     conn: psycopg.AsyncConnection[Any],
     import_id: uuid.UUID,
     chunk_size: int,
+    lanes: int | None,
     progress: Callable[[int, int], None] | None,
     before_commit: Callable[[int], Awaitable[None]] | None,
 ) -> ImportRecord | None:
@@ -472,37 +548,107 @@ async def _run_locked(
     record = await store.get(driver, import_id=import_id)
     if record is None:
         return None
-    lines = (
-        data_lines(await store.body(driver, import_id=import_id), record.format)
-        if (record.status != "done")
-        else []
-    )
-    position = record.position
+    if record.status == "done":
+        return record
+    lines = data_lines(await store.body(driver, import_id=import_id), record.format)
+    positions, split = record.lanes, None
+    if positions is None:  # starting (or started in one lane before lanes existed)
+        if record.position == 0:
+            wanted = lanes or (rt.settings.import_lanes if record.lines >= LANES_FROM else 1)
+            split = await split_lanes(rt, record, lines, wanted)
+        positions = await store.start_lanes(
+            driver,
+            import_id=import_id,
+            lanes=[0] * len(split) if split is not None and len(split) > 1 else [record.position],
+        )
+    if split is None or len(split) != len(positions):
+        split = await split_lanes(rt, record, lines, len(positions))
+    if split is None:
+        raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
+    done = [record.position]
     if progress:
-        progress(position, record.lines)
+        progress(record.position, record.lines)
+
+    def advanced(by: int) -> None:
+        done[0] += by
+        if progress:
+            progress(done[0], record.lines)
+
+    with _gc_paused():
+        if len(split) == 1:
+            await _run_lane(
+                rt, conn, record, 0, split[0], positions[0], chunk_size, advanced, before_commit
+            )
+        else:
+            async with contextlib.AsyncExitStack() as stack:
+                conns = [conn]
+                for _ in split[1:]:
+                    extra = await stack.enter_async_context(rt.pool.connection())
+                    if not extra.autocommit:
+                        await extra.set_autocommit(True)
+                    conns.append(extra)
+                try:
+                    await _run_lanes(
+                        rt, conns, record, split, positions, chunk_size, advanced, before_commit
+                    )
+                except ExceptionGroup as failed:  # the first lane's error, as one lane raises it
+                    raise failed.exceptions[0] from None
+    return await store.get(driver, import_id=import_id)
+
+
+async def _run_lanes(
+    rt: Runtime,
+    conns: list[psycopg.AsyncConnection[Any]],
+    record: ImportRecord,
+    split: list[list[tuple[int, bytes]]],
+    positions: list[int],
+    chunk_size: int,
+    advanced: Callable[[int], None],
+    before_commit: Callable[[int], Awaitable[None]] | None,
+) -> None:
+    """The lanes side by side, each on its connection; one failing stops the others (their
+    chunks in flight roll back: a restart resumes every lane where it committed last)."""
+    async with asyncio.TaskGroup() as group:
+        for k, part in enumerate(split):
+            group.create_task(
+                _run_lane(
+                    rt, conns[k], record, k, part, positions[k], chunk_size, advanced, before_commit
+                )
+            )
+
+
+async def _run_lane(
+    rt: Runtime,
+    conn: psycopg.AsyncConnection[Any],
+    record: ImportRecord,
+    lane: int,
+    lines: list[tuple[int, bytes]],
+    position: int,
+    chunk_size: int,
+    advanced: Callable[[int], None],
+    before_commit: Callable[[int], Awaitable[None]] | None,
+) -> None:
+    """A lane's lines from `position` on, chunk by chunk, on `conn`."""
     ahead: asyncio.Task[_Plan] | None = None
     try:
-        with _gc_paused():
-            while position < record.lines:
-                plan = await (ahead or _plan(rt, record, lines[position : position + chunk_size]))
-                ahead = None
-                await _run_slow(plan)
-                end = position + plan.end
-                if end < record.lines and not plan.tiered:
-                    # The next chunk is prepared while this one's statement runs (the event loop
-                    # is free meanwhile). Not under a tier ladder: a chunk's earns are priced at
-                    # the tiers held before it, after the previous chunk's upgrades.
-                    ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + chunk_size]))
-                await _commit_chunk(rt, conn, record, plan, position, end, before_commit)
-                gc.collect(1)  # the young generations only: others' cyclic garbage meanwhile
-                position = end
-                if progress:
-                    progress(position, record.lines)
+        while position < len(lines):
+            plan = await (ahead or _plan(rt, record, lines[position : position + chunk_size]))
+            ahead = None
+            await _run_slow(plan)
+            end = position + plan.end
+            if end < len(lines) and not plan.tiered:
+                # The next chunk is prepared while this one's statement runs (the event loop
+                # is free meanwhile). Not under a tier ladder: a chunk's earns are priced at
+                # the tiers held before it, after the previous chunk's upgrades.
+                ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + chunk_size]))
+            await _commit_chunk(rt, conn, record, plan, lane, position, end, before_commit)
+            gc.collect(1)  # the young generations only: others' cyclic garbage meanwhile
+            advanced(end - position)
+            position = end
     finally:
         if ahead is not None:
             ahead.cancel()
             await asyncio.gather(ahead, return_exceptions=True)
-    return await store.get(driver, import_id=import_id)
 
 
 async def _commit_chunk(
@@ -510,18 +656,20 @@ async def _commit_chunk(
     conn: psycopg.AsyncConnection[Any],
     record: ImportRecord,
     plan: _Plan,
+    lane: int,
     start: int,
     end: int,
     before_commit: Callable[[int], Awaitable[None]] | None,
 ) -> None:
-    """The chunk's earns, its progress and its rejected lines in one transaction; then the
-    steps after an earn's commit."""
+    """The chunk's earns, its lane's progress and its rejected lines in one transaction; then
+    the steps after an earn's commit."""
     outcomes = plan.outcomes
     async with conn.transaction():
         done = await _write_chunk(conn, plan)
         if not await store.advance(
             cast(Any, DriverConnection(conn)),
             import_id=record.id,
+            lane=lane,
             start=start,
             end=end,
             applied=outcomes.applied,

@@ -1,9 +1,10 @@
 """Partners' batch files: the stored file, its progress and its rejected lines.
 
 A file is stored whole when it is accepted (so an import survives a restart); its lines are
-applied in chunks by `loyalty.imports`, each chunk's ledger writes, progress (`position`, the
-counts) and rejected lines committed in one transaction: a restarted import resumes at
-`position` and never applies a line twice.
+applied in chunks by `loyalty.imports` (in lanes: its lines split by member), each chunk's
+ledger writes, progress (its lane's position in `lanes`, `position`, the counts) and rejected
+lines committed in one transaction: a restarted import resumes each lane where it stopped and
+never applies a line twice.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ImportRecord:
     rejected: int
     created_at: datetime
     finished_at: datetime | None
+    lanes: list[int] | None  # each lane's position, once started (`loyalty.imports`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ class LineError:
 
 _COLUMNS = (
     "id, partner_id, actor, status, format, lines, position, applied, replayed, rejected, "
-    "created_at, finished_at"
+    "created_at, finished_at, lanes"
 )
 
 
@@ -106,35 +108,55 @@ async def unfinished(conn: AsyncConnection) -> list[uuid.UUID]:
     return [r[0] for r in rows]
 
 
+async def start_lanes(conn: Any, *, import_id: uuid.UUID, lanes: list[int]) -> list[int]:
+    """The import's lanes' positions: `lanes` if it had none yet (an import starting, or one
+    started before lanes: `[position]`), else those it has."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE imports SET lanes = COALESCE(lanes, CAST(:lanes AS int[])) "
+                "WHERE id = :id RETURNING lanes"
+            ),
+            {"id": import_id, "lanes": lanes},
+        )
+    ).one()
+    return list(row[0])
+
+
 async def advance(
     conn: Any,
     *,
     import_id: uuid.UUID,
+    lane: int,
     start: int,
     end: int,
     applied: int,
     replayed: int,
     rejected: list[LineError],
 ) -> bool:
-    """Record a chunk's outcome, in the chunk's transaction: lines [start, end) are done. False
-    (nothing recorded) when the import is no longer at `start` (another worker got there)."""
+    """Record a chunk's outcome, in the chunk's transaction: lines [start, end) of `lane` are
+    done. False (nothing recorded) when that lane is no longer at `start` (another worker got
+    there). Lanes committing at once queue on this row, for the commit only."""
     row = (
         await conn.execute(
             text(
                 """
-                UPDATE imports SET position = :end, applied = applied + :applied,
+                UPDATE imports SET lanes[CAST(:lane AS int) + 1] = :end,
+                    position = position + :done, applied = applied + :applied,
                     replayed = replayed + :replayed, rejected = rejected + :rejected,
-                    status = CASE WHEN :end >= lines THEN 'done' ELSE 'running' END,
-                    finished_at = CASE WHEN :end >= lines THEN now() END,
-                    body = CASE WHEN :end >= lines THEN NULL ELSE body END
-                WHERE id = :id AND position = :start
+                    status = CASE WHEN position + :done >= lines THEN 'done' ELSE 'running' END,
+                    finished_at = CASE WHEN position + :done >= lines THEN now() END,
+                    body = CASE WHEN position + :done >= lines THEN NULL ELSE body END
+                WHERE id = :id AND lanes[CAST(:lane AS int) + 1] = :start
                 RETURNING id
                 """
             ),
             {
                 "id": import_id,
+                "lane": lane,
                 "start": start,
                 "end": end,
+                "done": end - start,
                 "applied": applied,
                 "replayed": replayed,
                 "rejected": len(rejected),

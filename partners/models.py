@@ -204,6 +204,9 @@ class ImportFile(SQLModel, table=True):
     body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     lines: int = Field(sa_column=Column(Integer, nullable=False))
     position: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
+    # Each lane's position once started (`loyalty.imports`: lines split by member, applied side
+    # by side); `position` is the lines done in all.
+    lanes: list[int] | None = Field(default=None, sa_column=Column(ARRAY(Integer), nullable=True))
     applied: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     replayed: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     rejected: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))

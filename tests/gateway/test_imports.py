@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
 from loyalty import imports
+from partners import imports as store
 from tests.gateway import oauth_helpers as oh
 from tests.gateway.conftest import BASE_URL
 from tests.gateway.gql_helpers import (
@@ -24,6 +25,7 @@ from tests.gateway.gql_helpers import (
     register_and_login,
     setup_partner,
 )
+from tests.ledger.invariants import assert_invariants
 
 HEADER = "kind,order_ref,card_number,amount,currency,category,idempotency_key\n"
 
@@ -181,6 +183,50 @@ async def test_an_import_interrupted_by_a_restart_applies_every_line_once(
         0,
     )
     assert await _earns(engine, partner) == 1000
+
+
+async def test_an_import_in_lanes_interrupted_by_a_restart_applies_every_line_once(
+    app: Any, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Two lanes side by side (the file split by member); one fails inside its fifth chunk's
+    transaction overall, which stops the other: every lane resumes where it committed last."""
+    op = await operator_token(client, engine)
+    partner = await setup_partner(client, op, name="Lanes")
+    cards = [(await register_and_login(client)).card for _ in range(12)]
+    r = await _upload(client, partner.token, _file(cards, 1000, "l"))
+    import_id = uuid.UUID(r.json()["id"])
+    rt = await _runtime(app)
+
+    class Crash(Exception):
+        pass
+
+    calls = 0
+
+    async def crash_at_fifth(position: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        await imports.run(rt, import_id, chunk_size=100, lanes=2, before_commit=crash_at_fifth)
+    mid = await _status(client, partner.token, str(import_id))
+    assert mid["status"] == "running" and 0 < mid["processed"] < 1000
+    assert mid["processed"] == mid["applied"] == await _earns(engine, partner)
+    async with engine.connect() as conn:
+        record = await store.get(conn, import_id=import_id)
+    assert record is not None and record.lanes is not None and len(record.lanes) == 2
+    assert sum(record.lanes) == mid["processed"]
+    await imports.run_pending(rt)
+    done = await _status(client, partner.token, str(import_id))
+    assert (done["status"], done["applied"], done["replayed"], done["rejected"]) == (
+        "done",
+        1000,
+        0,
+        0,
+    )
+    assert await _earns(engine, partner) == 1000
+    await assert_invariants(engine)
 
 
 async def test_jsonl_is_accepted(app: Any, client: httpx.AsyncClient, engine: AsyncEngine) -> None:

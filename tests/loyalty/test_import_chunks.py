@@ -63,6 +63,11 @@ FILE = [
 ]
 
 
+# FILE without its two lines that use another member's order (line 11) or key (line 14): every
+# key and order is one member's, so the file splits into lanes (`imports.split_lanes`).
+LANE_FILE = [row for n, row in enumerate(FILE, 2) if n not in (12, 15)]
+
+
 @dataclass
 class World:
     partner: uuid.UUID
@@ -70,10 +75,10 @@ class World:
     members: list[uuid.UUID]
     offers: dict[uuid.UUID, str]  # id -> name
 
-    def file(self, unknown: str) -> bytes:
+    def file(self, unknown: str, rows: list[str] = FILE) -> bytes:
         cards = {f"c{i}": c for i, c in enumerate(self.cards)}
         return (
-            HEADER + "".join(row.format(**cards, unknown=unknown) + "\n" for row in FILE)
+            HEADER + "".join(row.format(**cards, unknown=unknown) + "\n" for row in rows)
         ).encode()
 
 
@@ -259,6 +264,64 @@ async def test_a_chunk_gives_the_ledger_of_one_line_at_a_time(
     await assert_invariants(rt.engine)
 
 
+async def _imported(rt: Services, world: World, body: bytes, **run: Any) -> Any:
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn,
+            partner_id=world.partner,
+            actor="client",
+            fmt="csv",
+            body=body,
+            lines=len(imports.data_lines(body, "csv")),
+        )
+    done = await imports.run(rt, record.id, **run)
+    assert done is not None and done.status == "done"
+    async with rt.engine.connect() as conn:
+        errors = await store.errors(conn, import_id=record.id)
+    return done, (done.applied, done.replayed, [(e.line, e.code) for e in errors])
+
+
+@pytest.mark.parametrize("chunk_size", [3, 100])
+async def test_lanes_give_the_ledger_of_one_line_at_a_time(
+    fresh_services: Services, chunk_size: int
+) -> None:
+    """The file split by member into two lanes applied side by side: the same outcomes and
+    ledger as its lines one by one in line order."""
+    rt = fresh_services
+    unknown = new_card_number()
+    reference = await _world(rt, "one by one")
+    imported = await _world(rt, "in lanes")
+    expected = await _one_by_one(rt, reference, reference.file(unknown, LANE_FILE))
+    done, got = await _imported(
+        rt, imported, imported.file(unknown, LANE_FILE), chunk_size=chunk_size, lanes=2
+    )
+    assert done.lanes is not None and len(done.lanes) == 2  # it ran in two lanes
+    assert sum(done.lanes) == done.position == len(LANE_FILE)
+    assert got == expected
+    assert await _ledger(rt, imported) == await _ledger(rt, reference) != {}
+    await assert_invariants(rt.engine)
+
+
+async def test_a_key_or_order_of_two_members_keeps_the_import_in_one_lane(
+    fresh_services: Services,
+) -> None:
+    """FILE uses member 0's order and key for member 2's earns: split by member (into as many
+    lanes as put them apart), those lines would race in two lanes; the import runs in one
+    lane, in line order, as one by one."""
+    rt = fresh_services
+    unknown = new_card_number()
+    reference = await _world(rt, "one by one")
+    imported = await _world(rt, "one lane")
+    lines = imports.data_lines(imported.file(unknown), "csv")
+    m0, m2 = imported.members[0].bytes, imported.members[2].bytes
+    lanes = next(n for n in range(2, 1000) if imports.lane_of(m0, n) != imports.lane_of(m2, n))
+    expected = await _one_by_one(rt, reference, reference.file(unknown))
+    done, got = await _imported(rt, imported, imported.file(unknown), chunk_size=5, lanes=lanes)
+    assert done.lanes == [len(lines)]  # one lane
+    assert got == expected
+    assert await _ledger(rt, imported) == await _ledger(rt, reference) != {}
+
+
 async def test_a_slow_line_sharing_a_key_with_an_earlier_line_starts_the_next_chunk(
     fresh_services: Services,
 ) -> None:
@@ -279,3 +342,24 @@ async def test_a_slow_line_sharing_a_key_with_an_earlier_line_starts_the_next_ch
     plan = await imports._plan(rt, record, imports.data_lines(body, "csv"))
     assert plan.end == 13  # lines 2..14; line 15 starts the next chunk
     assert [e.line for e in plan.earns] == [2, 10, 11, 12, 13]
+
+
+async def test_a_lane_advances_only_from_where_it_stands(fresh_services: Services) -> None:
+    """A lane's progress moves from its recorded position only (a second runner of the same
+    chunk records nothing); its lines count in `position`; lanes are set once."""
+    rt = fresh_services
+    world = await _world(rt, "advance")
+    body = world.file(new_card_number(), LANE_FILE)
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=25
+        )
+        assert await store.start_lanes(conn, import_id=record.id, lanes=[0, 0]) == [0, 0]
+        assert await store.start_lanes(conn, import_id=record.id, lanes=[7]) == [0, 0]
+        moved = dict(import_id=record.id, lane=1, applied=3, replayed=0, rejected=[])
+        assert await store.advance(conn, start=0, end=3, **moved)
+        assert not await store.advance(conn, start=0, end=4, **moved)  # lane 1 is at 3
+        assert await store.advance(conn, start=3, end=5, **moved)
+        got = await store.get(conn, import_id=record.id)
+    assert got is not None
+    assert (got.lanes, got.position, got.applied, got.status) == ([0, 5], 5, 6, "running")
