@@ -482,34 +482,59 @@ def lane_of(value: str | bytes, lanes: int) -> int:
     return zlib.crc32(value.encode() if isinstance(value, str) else value) % lanes
 
 
+def _lane_fields(raw: bytes, fmt: str) -> tuple[str, str, str, str] | None:
+    """What places a line in a lane: its kind, card, order (stripped) and key, as `_plan`
+    reads them (`parse_line`; a plain CSV line split directly); None for a line that does not
+    parse (rejected wherever it runs)."""
+    if fmt == "csv" and b'"' not in raw:
+        cells = raw.rstrip(b"\r").split(b",")
+        if len(cells) != len(HEADER):
+            return None
+        kind, order, card, key = (cells[i].decode("utf-8", "replace") for i in (0, 1, 2, 6))
+        return kind.strip(), card, order.strip(), key
+    try:
+        f = parse_line(raw, fmt)
+    except ValidationError:
+        return None
+    return f["kind"].strip(), f["card_number"], f["order_ref"].strip(), f["idempotency_key"]
+
+
 async def split_lanes(
-    rt: Runtime, record: ImportRecord, lines: list[tuple[int, bytes]], n: int
+    rt: Runtime,
+    record: ImportRecord,
+    lines: list[tuple[int, bytes]],
+    n: int,
+    *,
+    check: bool = True,
 ) -> list[list[tuple[int, bytes]]] | None:
     """The file's lines in `n` lanes, each in line order: a member's lines (their cards', and
     refunds of their orders) in one lane, every idempotency key and order in one lane, so that
     lanes applied side by side touch no common wallet, key or order and each member's lines
     still run in line order. Deterministic (a resumed import gets the same lanes): a lane is
     the member's id hashed, or, for a line without a known member (an unknown card, a refund
-    of an order nobody earned, a bad line), its card or order hashed. None when some key or
-    order is shared by lines of different lanes (the import then runs in one lane)."""
+    of an order nobody earned, a bad line), its card or order hashed. `check`: None when some
+    key or order is shared by lines of different lanes (the import then runs in one lane);
+    a resumed import's lanes were checked when it started.
+
+    Two passes over the file, nothing kept per line but its lane: the cards and refunded orders
+    first (their members in one query each), then each line's lane; the check keeps a number
+    per key and order (their salted `hash`: a collision only ever keeps a file in one lane)."""
     if n <= 1:
         return [lines]
-    fields: list[tuple[str, str, str, str] | None] = []  # kind, card, order, key
+    fmt = record.format
+    cards: set[str] = set()
+    refunded: set[str] = set()
     for _, raw in lines:
-        try:
-            f = parse_line(raw, record.format)
-        except ValidationError:
-            fields.append(None)
-            continue
-        kind = f["kind"].strip()
-        fields.append((kind, f["card_number"], f["order_ref"].strip(), f["idempotency_key"]))
-    cards = {x[1] for x in fields if x is not None and x[0] == "earn"}
+        x = _lane_fields(raw, fmt)
+        if x is not None:
+            (cards if x[0] == "earn" else refunded).add(x[1] if x[0] == "earn" else x[2])
     holders = await rt.caches.member_by_card.holders(rt.pool, list(cards))
     member_of_order: dict[str, uuid.UUID] = {}
-    for x in fields:
-        if x is not None and x[0] == "earn" and x[1] in holders:
+    for _, raw in lines if refunded else ():
+        x = _lane_fields(raw, fmt)
+        if x is not None and x[0] == "earn" and x[2] in refunded and x[1] in holders:
             member_of_order.setdefault(x[2], holders[x[1]].member_id)
-    unknown = {x[2] for x in fields if x is not None and x[0] != "earn"} - set(member_of_order)
+    unknown = refunded - set(member_of_order)
     if unknown:
         async with rt.engine.connect() as conn:
             member_of_order.update(
@@ -517,10 +542,10 @@ async def split_lanes(
                     conn, partner_id=record.partner_id, order_refs=sorted(unknown)
                 )
             )
-
     out: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
-    owner: dict[str, int] = {}  # a key's or an order's lane
-    for line, x in zip(lines, fields, strict=True):
+    owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
+    for line in lines:
+        x = _lane_fields(line[1], fmt)
         if x is None:
             out[lane_of(line[1], n)].append(line)
             continue
@@ -528,8 +553,10 @@ async def split_lanes(
         holder = holders.get(card) if kind == "earn" else None
         member = holder.member_id if holder is not None else member_of_order.get(order)
         lane = lane_of(member.bytes if member is not None else card if kind == "earn" else order, n)
-        marks = ("o" + order, ("k" if kind == "earn" else "r") + key)
-        if any(owner.setdefault(m, lane) != lane for m in marks):
+        if check and (
+            owner.setdefault(hash(("o", order)), lane) != lane
+            or owner.setdefault(hash(("k" if kind == "earn" else "r", key)), lane) != lane
+        ):
             return None
         out[lane].append(line)
     return out
@@ -562,7 +589,7 @@ async def _run_locked(
             lanes=[0] * len(split) if split is not None and len(split) > 1 else [record.position],
         )
     if split is None or len(split) != len(positions):
-        split = await split_lanes(rt, record, lines, len(positions))
+        split = await split_lanes(rt, record, lines, len(positions), check=False)
     if split is None:
         raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
     done = [record.position]

@@ -363,3 +363,32 @@ async def test_a_lane_advances_only_from_where_it_stands(fresh_services: Service
         got = await store.get(conn, import_id=record.id)
     assert got is not None
     assert (got.lanes, got.position, got.applied, got.status) == ([0, 5], 5, 6, "running")
+
+
+async def test_a_refund_runs_in_the_lane_of_its_orders_member(fresh_services: Services) -> None:
+    """A refund line has no card: its order's member places it (an earn of the file, else the
+    ledger's), so that it runs in line order with that member's earns."""
+    rt = fresh_services
+    world = await _world(rt, "refund lane")  # member 0 earned order "pre" before the file
+    rows = [f"earn,a{i},{{c{i}}},10.00,RUB,shop,a{i}" for i in range(4)]
+    rows += ["refund,pre,,10.00,RUB,,r-pre", "refund,a1,,5.00,RUB,,r-a1"]
+    body = world.file(new_card_number(), rows)
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=6
+        )
+    lines = imports.data_lines(body, "csv")
+    m0, m1 = world.members[0].bytes, world.members[1].bytes
+    # As many lanes as put each refund's order apart from its member (placed by the order, the
+    # refund would land elsewhere).
+    n = next(
+        n
+        for n in range(2, 1000)
+        if imports.lane_of(m0, n) != imports.lane_of("pre", n)
+        and imports.lane_of(m1, n) != imports.lane_of("a1", n)
+    )
+    split = await imports.split_lanes(rt, record, lines, n)
+    assert split is not None
+    lane = {line: k for k, part in enumerate(split) for line, _ in part}
+    assert lane[6] == lane[2] == imports.lane_of(m0, n)  # refund of "pre": member 0's lane
+    assert lane[7] == lane[3] == imports.lane_of(m1, n)  # refund of a1: member 1's lane
