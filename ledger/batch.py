@@ -378,14 +378,17 @@ class PreparedEarns:
     params: dict[str, Any]
 
 
-def prepare_earns(requests: list[EarnRequest]) -> PreparedEarns:
+def prepare_earns(
+    requests: list[EarnRequest], checked: list[tuple[datetime, str]] | None = None
+) -> PreparedEarns:
     """The group commit's statement for `requests` (at most one per key and per order), made
     ready without the database: a batch file prepares its next chunk while the current one's
-    statement runs (`loyalty.imports`). LedgerValidation as `check_earn`."""
+    statement runs (`loyalty.imports`). LedgerValidation as `check_earn`; `checked`: what
+    `check_earn` returned for each request, when the caller has checked them already."""
     unused: asyncio.Future[EarnResult] = asyncio.get_running_loop().create_future()
     batch = []
-    for q in requests:  # nobody awaits these earns (their results are returned): one future
-        at, digest = service.check_earn(q)
+    for i, q in enumerate(requests):  # nobody awaits these earns (results are returned)
+        at, digest = service.check_earn(q) if checked is None else checked[i]
         batch.append(_Earn(q, q.key_space or q.actor, digest, at, unused))
     return _prepare(batch)
 

@@ -48,6 +48,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -199,6 +200,7 @@ class _Earn:
     request: EarnRequest
     purchase: earning.Purchase
     holder: CardHolder
+    checked: tuple[datetime, str]  # what `ledger.check_earn` returned (`prepare_earns`)
 
 
 # A line for the slower path: its use case (or the rest of it, once priced), in its own unit of
@@ -310,11 +312,11 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
                 )
                 if priced.request is not None:
                     try:  # the ledger's own checks (a key too long), line by line
-                        ledger.check_earn(priced.request)
+                        checked = ledger.check_earn(priced.request)
                     except DomainError as exc:
                         plan.outcomes.add(line, exc)
                         continue
-                    plan.earns.append(_Earn(line, priced.request, purchase, holder))
+                    plan.earns.append(_Earn(line, priced.request, purchase, holder, checked))
                     taken.update(marks)
                     continue
                 slow = _priced(rt, priced, purchase, holder, key_space, key)
@@ -342,7 +344,9 @@ def _prepare(plan: _Plan) -> None:
         keys.add(k)
         orders.add(o)
         plan.first.append(e)
-    plan.prepared = ledger_batch.prepare_earns([e.request for e in plan.first])
+    plan.prepared = ledger_batch.prepare_earns(
+        [e.request for e in plan.first], [e.checked for e in plan.first]
+    )
 
 
 def _refund(rt: Runtime, record: ImportRecord, f: dict[str, str]) -> _Slow:

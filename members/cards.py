@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 CARD_PREFIX = "7"  # coalition cards start with 7 (ISO 7812 "petroleum and future industry")
@@ -21,7 +22,12 @@ def luhn_check_digit(payload: str) -> str:
 
 def is_valid_card_number(value: object) -> bool:
     """True for 16 ASCII digits whose Luhn checksum holds."""
-    if not isinstance(value, str) or len(value) != 16 or not value.isascii() or not value.isdigit():
+    return isinstance(value, str) and _valid(value)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a member's card comes back (a batch file: many times)
+def _valid(value: str) -> bool:
+    if len(value) != 16 or not value.isascii() or not value.isdigit():
         return False
     return luhn_check_digit(value[:-1]) == value[-1]
 
