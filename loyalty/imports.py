@@ -673,6 +673,7 @@ async def _run_lane(
                 # the tiers held before it, after the previous chunk's upgrades.
                 ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + chunk_size]))
             await _commit_chunk(rt, conn, record, plan, lane, position, end, before_commit)
+            del plan  # freed before the collection, which would otherwise walk all of it
             gc.collect(1)  # the young generations only: others' cyclic garbage meanwhile
             advanced(end - position)
             position = end
