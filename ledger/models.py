@@ -107,7 +107,6 @@ class LedgerTransaction(SQLModel, table=True):
             name="ck_transactions_operator_points",
         ),
         Index("ix_transactions_effective_at", "effective_at"),
-        Index("ix_transactions_partner_ref", "partner_id", "ref"),
         Index(
             "ix_transactions_reverses",
             "reverses_id",

@@ -1,4 +1,5 @@
-"""partners: an import's lanes (its lines split by member, applied side by side)
+"""partners: an import's lanes (its lines split by member, applied side by side); ledger: the
+unused (partner_id, ref) index of every transaction dropped
 
 Revision ID: 0025
 Revises: 0024
@@ -9,6 +10,10 @@ its own chunks on its own connection, so that two backends write at once. `lanes
 lane's position (lines of that lane done), set when the import starts; `position` stays the
 number of lines done in all. NULL: not started, or started before lanes existed (one lane,
 at `position`).
+
+`ix_transactions_partner_ref` (0001) served no query: every lookup of an order is of its earn
+(`kind = 'earn'`), which `uq_transactions_earn_order` (partial, unique) serves; it cost an index
+entry per transaction written.
 """
 
 from collections.abc import Sequence
@@ -25,7 +30,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("imports", sa.Column("lanes", ARRAY(sa.Integer()), nullable=True))
+    op.drop_index("ix_transactions_partner_ref", table_name="transactions")
 
 
 def downgrade() -> None:
+    op.create_index("ix_transactions_partner_ref", "transactions", ["partner_id", "ref"])
     op.drop_column("imports", "lanes")
