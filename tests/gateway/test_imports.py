@@ -90,6 +90,26 @@ async def _world(
     return partner, cards
 
 
+async def _restarted_applies_the_rest(
+    app: Any,
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    partner: PartnerHandle,
+    import_id: uuid.UUID,
+) -> None:
+    """A new run (what serve's importer does with unfinished imports) applies the rest of the
+    file's 1,000 lines, each once."""
+    await imports.run_pending(await _runtime(app))
+    done = await _status(client, partner.token, str(import_id))
+    assert (done["status"], done["applied"], done["replayed"], done["rejected"]) == (
+        "done",
+        1000,
+        0,
+        0,
+    )
+    assert await _earns(engine, partner) == 1000
+
+
 async def test_a_file_applies_once_and_again_replays(
     app: Any, client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
@@ -173,16 +193,7 @@ async def test_an_import_interrupted_by_a_restart_applies_every_line_once(
     mid = await _status(client, partner.token, str(import_id))
     assert (mid["status"], mid["processed"], mid["applied"]) == ("running", 200, 200)
     assert await _earns(engine, partner) == 200
-    # "Restart": a new run (what serve's importer does with unfinished imports).
-    await imports.run_pending(rt)
-    done = await _status(client, partner.token, str(import_id))
-    assert (done["status"], done["applied"], done["replayed"], done["rejected"]) == (
-        "done",
-        1000,
-        0,
-        0,
-    )
-    assert await _earns(engine, partner) == 1000
+    await _restarted_applies_the_rest(app, client, engine, partner, import_id)
 
 
 async def test_an_import_in_lanes_interrupted_by_a_restart_applies_every_line_once(
@@ -217,15 +228,7 @@ async def test_an_import_in_lanes_interrupted_by_a_restart_applies_every_line_on
         record = await store.get(conn, import_id=import_id)
     assert record is not None and record.lanes is not None and len(record.lanes) == 2
     assert sum(record.lanes) == mid["processed"]
-    await imports.run_pending(rt)
-    done = await _status(client, partner.token, str(import_id))
-    assert (done["status"], done["applied"], done["replayed"], done["rejected"]) == (
-        "done",
-        1000,
-        0,
-        0,
-    )
-    assert await _earns(engine, partner) == 1000
+    await _restarted_applies_the_rest(app, client, engine, partner, import_id)
     await assert_invariants(engine)
 
 
