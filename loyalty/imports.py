@@ -585,7 +585,9 @@ async def _run_locked(
     positions, split = record.lanes, None
     if positions is None:  # starting (or started in one lane before lanes existed)
         if record.position == 0:
-            wanted = lanes or (rt.settings.import_lanes if record.lines >= LANES_FROM else 1)
+            # At most half the pool's connections (it serves requests too), unless told.
+            default = min(rt.settings.import_lanes, max(1, rt.pool.max_size // 2))
+            wanted = lanes or (default if record.lines >= LANES_FROM else 1)
             split = await split_lanes(rt, record, lines, wanted)
         positions = await store.start_lanes(
             driver,
@@ -606,10 +608,13 @@ async def _run_locked(
             progress(done[0], record.lines)
 
     with _gc_paused():
-        if len(split) == 1:
-            await _run_lane(
-                rt, conn, record, 0, split[0], positions[0], chunk_size, advanced, before_commit
-            )
+        if len(split) == 1 or len(split) > rt.pool.max_size // 2:
+            # One lane; or a pool too small to lend the others a connection each (a restart
+            # with a smaller DB_POOL_SIZE): the lanes one after another, still each in order.
+            for k, part in enumerate(split):
+                await _run_lane(
+                    rt, conn, record, k, part, positions[k], chunk_size, advanced, before_commit
+                )
         else:
             async with contextlib.AsyncExitStack() as stack:
                 conns = [conn]

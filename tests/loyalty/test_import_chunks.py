@@ -266,21 +266,22 @@ async def test_a_chunk_gives_the_ledger_of_one_line_at_a_time(
     await assert_invariants(rt.engine)
 
 
-@pytest.mark.parametrize("chunk_size", [3, 100])
+@pytest.mark.parametrize(("chunk_size", "lanes"), [(3, 2), (100, 2), (3, 3)])
 async def test_lanes_give_the_ledger_of_one_line_at_a_time(
-    fresh_services: Services, chunk_size: int
+    fresh_services: Services, chunk_size: int, lanes: int
 ) -> None:
-    """The file split by member into two lanes applied side by side: the same outcomes and
-    ledger as its lines one by one in line order."""
+    """The file split by member into lanes applied side by side (two; three are more than the
+    pool of 4 can lend: one after another): the same outcomes and ledger as its lines one by
+    one in line order."""
     rt = fresh_services
     unknown = new_card_number()
     reference = await _world(rt, "one by one")
     imported = await _world(rt, "in lanes")
     expected = await _one_by_one(rt, reference, reference.file(unknown, LANE_FILE))
     done, got = await _imported(
-        rt, imported, imported.file(unknown, LANE_FILE), chunk_size=chunk_size, lanes=2
+        rt, imported, imported.file(unknown, LANE_FILE), chunk_size=chunk_size, lanes=lanes
     )
-    assert done.lanes is not None and len(done.lanes) == 2  # it ran in two lanes
+    assert done.lanes is not None and len(done.lanes) == lanes  # it ran in lanes
     assert sum(done.lanes) == done.position == len(LANE_FILE)
     assert got == expected
     assert await _ledger(rt, imported) == await _ledger(rt, reference) != {}
