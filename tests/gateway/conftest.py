@@ -10,6 +10,8 @@ another's rows whatever the order. A test that needs more isolation than its mod
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -22,6 +24,7 @@ from core.db import create_engine
 from core.settings import Settings
 from gateway.app import create_app
 from tests.db import create_test_database, drop_database
+from tests.gateway.receiver import Receiver
 
 BASE_URL = "http://testserver"
 
@@ -69,3 +72,31 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url=BASE_URL, follow_redirects=False
     ) as c:
         yield c
+
+
+@contextlib.asynccontextmanager
+async def served_client(
+    app: Starlette, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of `app` running its lifespan (for a test's own app)."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(
+                app=manager.app, raise_app_exceptions=raise_app_exceptions
+            ),
+            base_url=BASE_URL,
+        ) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
+    r.port = server.sockets[0].getsockname()[1]
+    yield r
+    if r.hold is not None:
+        r.hold.set()
+    server.close()

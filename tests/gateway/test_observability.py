@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from core.settings import Settings
 from gateway import metrics, tracing
 from gateway.app import create_app, create_scheduler_app
-from tests.gateway.conftest import BASE_URL
+from tests.gateway.conftest import served_client
 from tests.gateway.gql_helpers import (
     AUTHORIZE,
     CAPTURE,
@@ -230,10 +230,7 @@ async def guarded(settings: Settings, db_uri: str) -> AsyncIterator[httpx.AsyncC
     app = create_app(
         settings.model_copy(update={"metrics_token": SecretStr("m-s3cret")}), database_url=db_uri
     )
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url=BASE_URL) as c,
-    ):
+    async with served_client(app) as c:
         yield c
 
 
@@ -338,10 +335,7 @@ async def test_scheduler_runs_apart_from_the_gateway(settings: Settings, db_uri:
     async with LifespanManager(gateway):
         assert len(gateway.state.scheduled) == 3
     sched = create_scheduler_app(jobs_on)
-    async with (
-        LifespanManager(sched) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url=BASE_URL) as c,
-    ):
+    async with served_client(sched) as c:
         assert len(sched.state.scheduled) == 3
         health = (await c.get("/healthz")).json()
         assert (health["status"], health["scheduler"]) == ("ok", "dedicated")
@@ -353,10 +347,7 @@ async def test_a_graphql_request_is_traced_with_its_sql(settings: Settings, db_u
     exporter = InMemorySpanExporter()
     app = create_app(settings, database_url=db_uri)
     tracing.enable(app, settings, exporter=exporter)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url=BASE_URL) as c,
-    ):
+    async with served_client(app) as c:
         exporter.clear()  # the lifespan's own statements
         op = await operator_token(c, engine)
         exporter.clear()

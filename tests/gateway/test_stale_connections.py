@@ -4,15 +4,13 @@ the database does not answer, never a 500."""
 
 from __future__ import annotations
 
-import httpx
 import psycopg
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
 from core.settings import Settings
 from gateway.app import create_app
 from tests.db import admin_uri
-from tests.gateway.conftest import BASE_URL
+from tests.gateway.conftest import served_client
 from tests.gateway.gql_helpers import (
     EARN,
     gql,
@@ -52,13 +50,7 @@ async def test_requests_after_the_database_terminated_the_backends_succeed(
 ):
     monkeypatch.setenv("COALITION_APP", APP_NAME)
     app = create_app(settings, database_url=db_uri)
-    async with (
-        LifespanManager(app) as m,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False),
-            base_url=BASE_URL,
-        ) as c,
-    ):
+    async with served_client(app, raise_app_exceptions=False) as c:
         op = await operator_token(c, engine)
         partner = await setup_partner(c, op, name="Reconnect")
         member = await register_and_login(c)
@@ -99,13 +91,7 @@ async def test_healthz_answers_503_with_a_reason_when_the_database_does_not_answ
     app = create_app(
         Settings(**{**settings.model_dump(), "database_url": nowhere}), database_url=nowhere
     )
-    async with (
-        LifespanManager(app) as m,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False),
-            base_url=BASE_URL,
-        ) as c,
-    ):
+    async with served_client(app, raise_app_exceptions=False) as c:
         r = await c.get("/healthz")
     assert r.status_code == 503
     assert r.json() == {"status": "unavailable", "reason": "database"}
@@ -122,11 +108,7 @@ async def test_an_earn_while_the_database_refuses_connections_is_a_503_to_retry_
     quick = Settings(**{**settings.model_dump(), "db_pool_timeout_seconds": 0.5})
     app = create_app(quick, database_url=db_uri)
     async with (
-        LifespanManager(app) as m,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False),
-            base_url=BASE_URL,
-        ) as c,
+        served_client(app, raise_app_exceptions=False) as c,
         engine.connect() as admin,
     ):
         await admin.execution_options(isolation_level="AUTOCOMMIT")

@@ -32,7 +32,7 @@ from gateway.workers import HEADER
 from members import codes as member_codes
 from tests.gateway import oauth_helpers as oh
 from tests.gateway.gql_helpers import AUTHORIZE, EARN, gql, key, operator_token, rub, setup_partner
-from tests.gateway.test_webhooks import Receiver
+from tests.gateway.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 BURST = 30  # RATE_LIMIT_BURST of the served app: under 40, a lease is one request (exact)
@@ -141,15 +141,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
-    r.port = server.sockets[0].getsockname()[1]
-    yield r
-    server.close()
 
 
 @pytest.fixture
