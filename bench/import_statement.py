@@ -86,6 +86,12 @@ async def run(args: argparse.Namespace) -> None:
     print(f"database: {mode}", flush=True)
     try:
         ms_, ps = await seed(uri, 2000, 1, history=20000)
+        if args.sql:
+            import psycopg
+
+            with psycopg.connect(uri, autocommit=True) as c:
+                for statement in args.sql:
+                    c.execute(statement)
         ms, partner = [uuid.UUID(m) for m in ms_], uuid.UUID(ps[0])
         pool = create_driver_pool(uri, max_size=1)
         await pool.open(wait=True)
@@ -178,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", type=int, default=1)
     ap.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--sql", action="append", help="SQL run after seeding, to try a change (repeatable)"
+    )
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     asyncio.run(run(ap.parse_args(argv)))
     return 0

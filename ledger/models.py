@@ -207,6 +207,8 @@ class Lot(SQLModel, table=True):
     one (-N): a lot's remaining is what its earn credited (a transferred lot: nothing) plus its
     postings, minus live holds; and the points liability at any past instant (settlement reads
     lots as of then by subtracting later postings) counts transferred points once.
+    Its references (earn, transfer, wallet, origin) are checked once per INSERT statement by the
+    trigger `lots_references`, not by per-row foreign keys (migration 0026).
     """
 
     __tablename__ = "lots"
@@ -240,13 +242,11 @@ class Lot(SQLModel, table=True):
 
     id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     member_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    wallet_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
+    wallet_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     issuer_id: uuid.UUID | None = Field(
         default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
     )
-    earn_tx_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False)
-    )
+    earn_tx_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     points: int = Field(sa_column=Column(BigInteger, nullable=False))
     remaining: int = Field(sa_column=Column(BigInteger, nullable=False))
     reversed: int = Field(
@@ -256,12 +256,9 @@ class Lot(SQLModel, table=True):
     available_at: datetime = Field(sa_column=_ts())
     expires_at: datetime = Field(sa_column=_ts())
     actor: str = Field(sa_column=Column(Text, nullable=False))
-    origin_lot_id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, ForeignKey("lots.id"), nullable=True)
-    )
+    origin_lot_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     transfer_tx_id: uuid.UUID | None = Field(
-        default=None,
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=True),
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
     )
 
 

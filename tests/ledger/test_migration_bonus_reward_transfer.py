@@ -50,12 +50,14 @@ async def test_the_downgrade_refuses_while_a_bonus_exists_and_works_without(db_u
         for sql in (
             "ALTER TABLE transactions DISABLE TRIGGER transactions_insert_only",
             "ALTER TABLE entries DISABLE TRIGGER entries_insert_only",
+            "ALTER TABLE lots DISABLE TRIGGER lots_permanent",
             "DELETE FROM idempotency_keys",
             "DELETE FROM lots",
             "DELETE FROM entries",
             "DELETE FROM transactions",
             "ALTER TABLE transactions ENABLE TRIGGER transactions_insert_only",
             "ALTER TABLE entries ENABLE TRIGGER entries_insert_only",
+            "ALTER TABLE lots ENABLE TRIGGER lots_permanent",
         ):
             await c.execute(text(sql))
     await engine.dispose()

@@ -670,7 +670,7 @@ async def db_refuses(conn: AsyncConnection, sqlstate: str, sql: str, **params: A
     return str(info.value.orig)
 
 
-CHECK_VIOLATION, RESTRICT_VIOLATION = "23514", "23001"
+CHECK_VIOLATION, RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION = "23514", "23001", "23503"
 
 
 async def wallet_of(conn: AsyncConnection, member_id: uuid.UUID, kind: str = "wallet") -> int:
@@ -830,6 +830,66 @@ async def test_entries_must_name_an_existing_transaction_and_account(world: Worl
     before = (await ledger.balance(c, member_id=world.m.id, at=world.t0)).wallet
     await c.execute(text(entries.rstrip(", ")), {"tx2": tx2, "w": wallet, "a": adjustments})
     assert (await ledger.balance(c, member_id=world.m.id, at=world.t0)).wallet == before + 5
+
+
+async def test_lots_must_name_existing_transactions_wallet_and_origin(world: World) -> None:
+    """The per-statement check that replaced the lots' foreign keys (migration 0026) refuses
+    what the keys refused, also when a good lot comes in the same statement."""
+    c, wallet = world.conn, await wallet_of(world.conn, world.m.id)
+    origin = (
+        await c.execute(text("SELECT id FROM lots WHERE earn_tx_id = :e"), {"e": world.earn})
+    ).scalar_one()
+    transfer = uuid.uuid4()
+    await c.execute(
+        text(
+            "INSERT INTO transactions (id, kind, points, effective_at, actor) "
+            "VALUES (:tx, 'adjustment', 1, now(), 'raw')"
+        ),
+        {"tx": transfer},
+    )
+    row = (
+        "(:m{s}, :w{s}, :e{s}, 1, 1, now(), now(), now() + interval '1 year', 'raw', :o{s}, :t{s})"
+    )
+    insert = (
+        "INSERT INTO lots (member_id, wallet_id, earn_tx_id, points, remaining, earned_at, "
+        "available_at, expires_at, actor, origin_lot_id, transfer_tx_id) VALUES "
+    ) + row.format(s="")
+    good = {"m": world.m.id, "w": wallet, "e": world.earn, "o": origin, "t": transfer}
+    ghost = uuid.uuid4()
+    for column, value, named in (
+        ("e", ghost, f"earn transaction {ghost}"),
+        ("t", ghost, f"transfer transaction {ghost}"),
+        ("w", 987654321, "wallet 987654321"),
+        ("o", 987654321, "origin lot 987654321"),
+    ):
+        bad = {f"{k}2": v for k, v in {**good, column: value}.items()}
+        sql = f"{insert}, {row.format(s='2')}"
+        msg = await db_refuses(c, FOREIGN_KEY_VIOLATION, sql, **good, **bad)
+        assert f"lot names unknown {named}" in msg
+    # The good lot alone passes the same check.
+    await c.execute(text(insert), good)
+    assert (
+        await c.execute(text("SELECT count(*) FROM lots WHERE origin_lot_id = :o"), {"o": origin})
+    ).scalar_one() == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE lots SET wallet_id = wallet_id WHERE false",
+        "UPDATE lots SET earn_tx_id = earn_tx_id WHERE false",
+        "UPDATE lots SET origin_lot_id = origin_lot_id, remaining = remaining WHERE false",
+        "UPDATE lots SET transfer_tx_id = NULL WHERE false",
+        "DELETE FROM lots WHERE false",
+        "TRUNCATE lots CASCADE",
+    ],
+)
+async def test_lots_references_never_change(world: World, statement: str) -> None:
+    """What the lots' foreign keys also prevented: a reference changed or a referenced lot gone."""
+    msg = await db_refuses(world.conn, RESTRICT_VIOLATION, statement)
+    assert "lots are permanent" in msg or "never change" in msg
+    # What the ledger does update (remaining, reversed) still works.
+    await world.conn.execute(text("UPDATE lots SET remaining = remaining, reversed = reversed"))
 
 
 @pytest.mark.parametrize(
