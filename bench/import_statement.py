@@ -37,10 +37,13 @@ from bench.earn_statement import _backend_cpu
 def _requests(
     ms: list[uuid.UUID], partner: uuid.UUID, tag: str, n: int, rng: random.Random
 ) -> list[Any]:
+    from core.clock import utcnow
     from ledger import service
 
+    at = utcnow()  # a chunk's lines share their instant (`loyalty.imports`)
     return [
         service.EarnRequest(
+            at=at,
             actor="bench",
             key_space=f"partner:{partner}",
             idempotency_key=f"{tag}-{k}",
@@ -69,8 +72,8 @@ def _stages() -> dict[str, str]:
         "+ entries, trigger": "), l AS",
         "+ lots, foreign keys": "), bl AS",
     }
-    source = ctes.split("), promo AS")[0].split("FROM jsonb_to_recordset", 1)[1].split("JOIN")[0]
-    stages = {"JSON input alone": "SELECT count(*) FROM jsonb_to_recordset" + source}
+    source = ctes.split("), promo AS")[0].split("    FROM (", 1)[1].split("    ) r\n")[0]
+    stages = {"JSON input alone": "SELECT count(*) FROM (" + source + ") r"}
     for name, at in cut.items():
         stages[name] = ctes.split(at)[0] + ") SELECT count(*) FROM req"
     stages["the whole statement"] = batch._EARN_BATCH

@@ -53,9 +53,12 @@ from ledger.service import BreakdownLine, EarnRequest, EarnResult
 log = logging.getLogger(__name__)
 
 REFUSED = "LR001"  # SQLSTATE of ledger_refuse() (migration 0005)
+# A UTC instant as orjson writes a datetime with microseconds (`EarnResult.from_json` reads it)
+_ISO = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
 
 # ONE autocommit statement per batch (one round trip, one commit):
-# 1. `req`: the requests whose partner and member exist and whose order has no earn yet. The
+# 1. `req`: the requests (`rows`, each with the values it does not share with the first earn,
+#    `common`) whose partner and member exist and whose order has no earn yet. The
 #    `OFFSET 0`s keep each lookup one index probe per earn: without them the generic plan read
 #    every partner's issuance account per batch, or hashed all earns for the order check.
 # 2. `claim`: their idempotency keys, with the result replays will get, sorted (two batches never
@@ -78,11 +81,22 @@ _EARN_BATCH_CTES = (
     """
 WITH req AS (
     SELECT r.*, p.id AS issuance_id, w.id AS wallet_id, w.xmin AS wallet_seen
-    FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
-        i int, space text, actor text, key text, hash text, member uuid, partner uuid, ref text, tx uuid,
-        points bigint, op bigint, amount numeric, currency text, category text, at timestamptz,
-        available_at timestamptz, expires_at timestamptz, result jsonb, lines jsonb, after jsonb
-    )
+    FROM (
+        SELECT r.i, coalesce(r.space, c.space) AS space, coalesce(r.actor, c.actor) AS actor,
+               r.key, r.hash, r.member, coalesce(r.partner, c.partner) AS partner, r.ref, r.tx,
+               r.points, coalesce(r.op, 0) AS op, r.amount, r.currency, r.category,
+               coalesce(r.at, c.at) AS at, coalesce(r.available_at, c.available_at) AS available_at,
+               coalesce(r.expires_at, c.expires_at) AS expires_at, r.lines, r.after
+        FROM jsonb_to_record(CAST(%(common)s AS jsonb)) AS c(
+            space text, actor text, partner uuid, at timestamptz, available_at timestamptz,
+            expires_at timestamptz
+        ) CROSS JOIN json_to_recordset(CAST(%(rows)s AS json)) AS r(
+            i int, space text, actor text, key text, hash text, member uuid, partner uuid,
+            ref text, tx uuid, points bigint, op bigint, amount numeric, currency text,
+            category text, at timestamptz, available_at timestamptz, expires_at timestamptz,
+            lines jsonb, after jsonb
+        )
+    ) r
     JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
                   OFFSET 0) p ON true
     JOIN LATERAL (SELECT id, xmin FROM accounts WHERE kind = 'wallet' AND owner_id = r.member
@@ -94,7 +108,14 @@ WITH req AS (
     SELECT id FROM accounts WHERE kind = 'promotions' AND owner_id IS NULL
 ), claim AS (
     INSERT INTO idempotency_keys (key_space, actor, operation, key, request_hash, result)
-    SELECT space, actor, 'earn', key, hash, result FROM req ORDER BY space, key
+    SELECT space, actor, 'earn', key, hash,
+           -- what a replay gets back (`EarnResult.from_json`), as `_prepare`'s results
+           jsonb_build_object(
+               'transaction_id', tx, 'points', points,
+               'status', CASE WHEN available_at > at THEN 'pending' ELSE 'available' END,
+               'available_at', to_char(available_at AT TIME ZONE 'UTC', %(iso)s),
+               'expires_at', to_char(expires_at AT TIME ZONE 'UTC', %(iso)s), 'debt_repaid', 0)
+    FROM req ORDER BY space, key
     ON CONFLICT (key_space, operation, key) DO NOTHING
     RETURNING key_space, key
 ), ok AS (
@@ -453,42 +474,71 @@ def _prepare(batch: list[_Earn]) -> PreparedEarns:
                 lines=q.lines,
             )
         )
-    # The batch travels as one JSON document (one parameter): psycopg's per-element array
-    # dumping cost more client CPU than everything else in the batch together. orjson
-    # writes the uuids and datetimes itself (RFC 3339, offset kept), which str(), isoformat()
-    # and the json module did one call at a time.
-    rows = orjson.dumps(
-        [
-            {
-                "i": i,
-                "space": r.space,
-                "actor": q.actor,
-                "key": q.idempotency_key,
-                "hash": r.digest,
-                "member": q.member_id,
-                "partner": q.partner_id,
-                "ref": q.ref,
-                "tx": x.transaction_id,
-                "points": q.points,
-                "op": service.operator_points(q.lines),
-                "amount": None if q.amount is None else str(q.amount),
-                "currency": q.currency,
-                "category": q.category,
-                "at": r.at,
-                "available_at": x.available_at,
-                "expires_at": x.expires_at,
-                "result": x.stored_values(),  # what a replay gets back (`from_json`)
-                "lines": _lines(q.lines),
-                "after": None if q.follow_up is None else q.follow_up.params,
-            }
-            for i, (r, q, x) in enumerate(
-                zip(batch, (r.request for r in batch), results, strict=True)
-            )
-        ]
-    ).decode()
+    # The batch travels as JSON (one document of rows, one of the values most of its rows
+    # share: psycopg's per-element array dumping cost more client CPU than everything else in
+    # the batch together). orjson writes the uuids and datetimes itself (RFC 3339, offset kept).
+    # A row carries only what it does not share with the first earn (`common`: the key space,
+    # actor, partner and dates, which a batch file's chunk shares) and leaves out what is
+    # empty: the database parses each value of each row (the dates most dearly), and that
+    # parse was the largest single cost of a chunk's statement (`bench.import_statement`).
+    # The result a replay gets back is built by the statement from the same values.
+    if not batch:
+        return PreparedEarns(
+            batch, results, _EARN_BATCH, {"rows": "[]", "common": "{}", "iso": _ISO}
+        )
+    first, x0 = batch[0], results[0]
+    space, actor, partner, at = first.space, first.request.actor, first.request.partner_id, first.at
+    available_at, expires_at = x0.available_at, x0.expires_at
+    common = {
+        "space": space,
+        "actor": actor,
+        "partner": partner,
+        "at": at,
+        "available_at": available_at,
+        "expires_at": expires_at,
+    }
+    rows = []
+    for i, (r, x) in enumerate(zip(batch, results, strict=True)):
+        q = r.request
+        row = {
+            "i": i,
+            "key": q.idempotency_key,
+            "hash": r.digest,
+            "member": q.member_id,
+            "ref": q.ref,
+            "tx": x.transaction_id,
+            "points": q.points,
+            "amount": None if q.amount is None else str(q.amount),
+            "currency": q.currency,
+            "category": q.category,
+        }
+        if r.space != space:
+            row["space"] = r.space
+        if q.actor != actor:
+            row["actor"] = q.actor
+        if q.partner_id != partner:
+            row["partner"] = q.partner_id
+        if r.at != at:
+            row["at"] = r.at
+        if x.available_at != available_at:
+            row["available_at"] = x.available_at
+        if x.expires_at != expires_at:
+            row["expires_at"] = x.expires_at
+        if q.lines:
+            op = service.operator_points(q.lines)
+            if op:
+                row["op"] = op
+            if len(q.lines) > 1:
+                row["lines"] = _lines(q.lines)
+        if q.follow_up is not None:
+            row["after"] = q.follow_up.params
+        rows.append(row)
     kinds = {r.request.follow_up.sql for r in batch if r.request.follow_up is not None}
     return PreparedEarns(
-        batch, results, _statement_for(kinds.pop() if kinds else None), {"rows": rows}
+        batch,
+        results,
+        _statement_for(kinds.pop() if kinds else None),
+        {"rows": orjson.dumps(rows).decode(), "common": orjson.dumps(common).decode(), "iso": _ISO},
     )
 
 

@@ -32,8 +32,11 @@ def scans(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def test_the_order_check_probes_the_unique_order_index_in_the_generic_plan(db_uri: str) -> None:
     with psycopg.connect(db_uri, autocommit=True) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.execute(f"PREPARE earn_batch(jsonb) AS {_EARN_BATCH.replace('%(rows)s', '$1')}")
-        row = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE earn_batch('[]')").fetchone()
+        sql = _EARN_BATCH.replace("%(rows)s", "$1").replace("%(common)s", "$2")
+        conn.execute(f"PREPARE earn_batch(jsonb, jsonb, text) AS {sql.replace('%(iso)s', '$3')}")
+        row = conn.execute(
+            "EXPLAIN (FORMAT JSON) EXECUTE earn_batch('[]', '{}', 'YYYY')"
+        ).fetchone()
     assert row is not None
     found = list(scans(row[0][0]["Plan"]))
     assert found, "the statement no longer reads transactions: update this test"
