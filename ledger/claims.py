@@ -50,8 +50,16 @@ def client_digest(operation: str, *values: str | None) -> str:
 def earn_request_digest(
     *, card_number: str, amount: Decimal, currency: str, category: str | None, ref: str
 ) -> str:
-    """An earn request as the partner sent it (the amount at the ledger's scale, 4 places)."""
-    return client_digest("earn", card_number, f"{amount:.4f}", currency, category, ref)
+    """An earn request as the partner sent it (the amount at the ledger's scale, 4 places):
+    `client_digest("earn", card_number, amount, currency, category, ref)`, written out (it runs
+    on every earn and every line of a batch file)."""
+    a = f"{amount:.4f}"
+    c = "-" if category is None else f"{len(category)}:{category}"
+    raw = (
+        f"earn,{len(card_number)}:{card_number},{len(a)}:{a},{len(currency)}:{currency},{c},"
+        f"{len(ref)}:{ref}"
+    )
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def partner_key_space(partner_id: uuid.UUID) -> str:
