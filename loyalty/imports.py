@@ -493,11 +493,10 @@ def _lane_fields(raw: bytes, fmt: str) -> tuple[str, str, str, str] | None:
     reads them (`parse_line`; a plain CSV line split directly); None for a line that does not
     parse (rejected wherever it runs)."""
     if fmt == "csv" and b'"' not in raw:
-        cells = raw.rstrip(b"\r").split(b",")
+        cells = raw.decode("utf-8", "replace").rstrip("\r").split(",")
         if len(cells) != len(HEADER):
             return None
-        kind, order, card, key = (cells[i].decode("utf-8", "replace") for i in (0, 1, 2, 6))
-        return kind.strip(), card, order.strip(), key
+        return cells[0].strip(), cells[2], cells[1].strip(), cells[6]
     try:
         f = parse_line(raw, fmt)
     except ValidationError:
