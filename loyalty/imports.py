@@ -77,6 +77,7 @@ MAX_BYTES = 50 * 1024 * 1024
 MAX_LINES = 1_000_000
 MAX_LINE_BYTES = 4096
 CHUNK = 10_000
+RAMP = 8  # a lane's first chunk is CHUNK / RAMP lines, each next one twice as many, up to CHUNK
 LANES_FROM = 2 * CHUNK  # an import of fewer lines runs in one lane
 YOUNG_EVERY = 5.0  # seconds between collections of the young generations while imports run
 SLOW_CONCURRENCY = 8  # slow lines of different members run side by side, at most this many
@@ -665,19 +666,24 @@ async def _run_lane(
     advanced: Callable[[int], None],
     before_commit: Callable[[int], Awaitable[None]] | None,
 ) -> None:
-    """A lane's lines from `position` on, chunk by chunk, on `conn`."""
+    """A lane's lines from `position` on, chunk by chunk, on `conn`. Its first chunks are
+    smaller (RAMP: 1/8 of `chunk_size`, then twice as many each time): the first one is
+    planned before anything is written, so the lanes' statements start sooner, while the
+    next, larger chunks are planned."""
     ahead: asyncio.Task[_Plan] | None = None
+    size = max(1, chunk_size // RAMP)
     try:
         while position < len(lines):
-            plan = await (ahead or _plan(rt, record, lines[position : position + chunk_size]))
+            plan = await (ahead or _plan(rt, record, lines[position : position + size]))
             ahead = None
             await _run_slow(plan)
             end = position + plan.end
+            size = min(chunk_size, 2 * size)
             if end < len(lines) and not plan.tiered:
                 # The next chunk is prepared while this one's statement runs (the event loop
                 # is free meanwhile). Not under a tier ladder: a chunk's earns are priced at
                 # the tiers held before it, after the previous chunk's upgrades.
-                ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + chunk_size]))
+                ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + size]))
             await _commit_chunk(rt, conn, record, plan, lane, position, end, before_commit)
             del plan  # freed before the collection, which would otherwise walk all of it
             _GcPause.collect_young()

@@ -184,15 +184,20 @@ async def test_an_import_interrupted_by_a_restart_applies_every_line_once(
     class Crash(Exception):
         pass
 
+    starts: list[int] = []
+
     async def crash_at_third(position: int) -> None:
-        if position == 200:
+        starts.append(position)
+        if len(starts) == 3:
             raise Crash  # inside the third chunk's transaction, before its commit
 
     with pytest.raises(Crash):
         await imports.run(rt, import_id, chunk_size=100, before_commit=crash_at_third)
+    # The first chunks ramp up (12, 24, 48, 96 lines: `imports.RAMP`), then 100 each.
+    assert starts == [0, 12, 36]
     mid = await _status(client, partner.token, str(import_id))
-    assert (mid["status"], mid["processed"], mid["applied"]) == ("running", 200, 200)
-    assert await _earns(engine, partner) == 200
+    assert (mid["status"], mid["processed"], mid["applied"]) == ("running", 36, 36)
+    assert await _earns(engine, partner) == 36
     await _restarted_applies_the_rest(app, client, engine, partner, import_id)
 
 
