@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.earn_setup import create_database, seed
 from bench.earn_statement import _backend_cpu
+from loyalty.imports import CHUNK_WORK_MEM
 
 
 def _requests(
@@ -108,6 +109,7 @@ async def run(args: argparse.Namespace) -> None:
                     requests = _requests(ms, partner, f"c{c}", args.chunk, rng)
                     cpu0, t0 = _backend_cpu(pid), time.perf_counter()
                     async with conn.transaction():
+                        await conn.execute(CHUNK_WORK_MEM)  # as `loyalty.imports` does
                         results = await batch.write_earns(conn, requests)
                     wall, cpu = time.perf_counter() - t0, _backend_cpu(pid) - cpu0
                     n = sum(r is not None for r in results)
@@ -124,6 +126,7 @@ async def run(args: argparse.Namespace) -> None:
                             )
                             params: dict[str, Any] = prepared.params
                             cpu0 = _backend_cpu(pid)
+                            await conn.execute(CHUNK_WORK_MEM)
                             await conn.execute(sql, params)
                             await conn.rollback()
                             cpu += _backend_cpu(pid) - cpu0
@@ -167,6 +170,7 @@ async def _lanes(
             done = 0
             for p in chunks:
                 async with conn.transaction():
+                    await conn.execute(CHUNK_WORK_MEM)
                     results = await batch.write_prepared(conn, p)
                 done += sum(r is not None for r in results)
             return done

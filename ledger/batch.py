@@ -163,7 +163,12 @@ WITH req AS (
     SELECT w.partner, w.member, 'earn.recorded', """
     + EARN_DATA
     + """, w.at
-    FROM w WHERE webhook_wanted(w.partner, 'earn.recorded') ORDER BY w.i
+    FROM w
+    -- one probe per partner of the statement, not per earn (2 us of a chunk's earn; OFFSET 0
+    -- keeps the probe above the DISTINCT)
+    WHERE w.partner = ANY (ARRAY(SELECT d.partner FROM (SELECT DISTINCT partner FROM w OFFSET 0) d
+                                 WHERE webhook_wanted(d.partner, 'earn.recorded')))
+    ORDER BY w.i
 )"""
 )
 

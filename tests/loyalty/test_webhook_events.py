@@ -433,3 +433,41 @@ async def test_settlement_closed_to_each_partner_with_a_statement(
     # Closing a closed period changes nothing: no second event.
     await settlement.expire_and_close(rt.engine, period_id=period.id, actor="operator")
     assert len(await _events(rt.engine, hooked, "settlement.closed")) == 1
+
+
+async def test_one_group_commit_writes_earn_events_for_the_partners_that_want_them(
+    rt: Services,
+) -> None:
+    """A batch statement (`ledger.batch`: the group commit, a batch file's chunk) with earns of
+    three partners, the one with an `earn.recorded` webhook not first: one event per earn of
+    that partner, in order, none for a partner whose webhook wants other types or who has none
+    (the statement asks once per partner, not once per earn)."""
+    from ledger import batch
+
+    wanted = await _partner(rt, ["earn.recorded"])
+    other_types = await _partner(rt, ["refund.recorded"])
+    none = await _partner(rt, [])
+    members = [(await _member(rt))[0] for _ in range(3)]
+    order = [none, wanted, other_types, wanted, none, wanted]
+    requests = [
+        ledger.EarnRequest(
+            actor="test",
+            key_space=ledger.partner_key_space(p),
+            idempotency_key=f"mixed-{k}-{uuid.uuid4()}",
+            member_id=members[k % 3],
+            partner_id=p,
+            points=10 + k,
+            ref=f"mixed-{k}-{uuid.uuid4()}",
+        )
+        for k, p in enumerate(order)
+    ]
+    async with rt.pool.connection() as conn, conn.transaction():
+        results = await batch.write_earns(conn, requests)
+    assert all(r is not None for r in results)
+    events = await _events(rt.engine, wanted, "earn.recorded")
+    assert [e["data"]["points"] for e in events] == [11, 13, 15]
+    assert [e["data"]["transactionId"] for e in events] == [
+        str(r.transaction_id) for r, p in zip(results, order, strict=True) if p == wanted and r
+    ]
+    assert await _events(rt.engine, other_types) == []
+    assert await _events(rt.engine, none) == []
