@@ -119,7 +119,11 @@ WITH req AS (
     ON CONFLICT (key_space, operation, key) DO NOTHING
     RETURNING key_space, key
 ), ok AS (
-    SELECT req.* FROM req JOIN claim ON claim.key_space = req.space AND claim.key = req.key
+    -- what the rest reads (each CTE keeps its rows: a chunk's are 10,000)
+    SELECT req.i, req.actor, req.member, req.partner, req.ref, req.tx, req.points, req.op,
+           req.amount, req.currency, req.category, req.at, req.available_at, req.expires_at,
+           req.lines, req.after, req.issuance_id, req.wallet_id, req.wallet_seen
+    FROM req JOIN claim ON claim.key_space = req.space AND claim.key = req.key
 ), locked AS (
     SELECT id, kind, balance, xmin FROM accounts
     WHERE kind IN ('wallet', 'debt') AND owner_id IN (SELECT member FROM ok)
@@ -141,7 +145,8 @@ WITH req AS (
     SELECT tx, 'earn', points, op, partner, member, ref, amount, currency, category, at, actor
     FROM w ORDER BY i
 ), share AS (
-    SELECT w.*, s.n, s.issuer, s.account, s.pts
+    SELECT w.i, w.tx, w.member, w.wallet_id, w.at, w.available_at, w.expires_at, w.actor, s.n,
+           s.issuer, s.account, s.pts
     FROM w CROSS JOIN LATERAL (VALUES
         (0, w.partner, w.issuance_id, w.points - w.op),
         (1, CAST(NULL AS uuid), (SELECT id FROM promo), w.op)) s(n, issuer, account, pts)
