@@ -8,6 +8,7 @@ migrating), so a module or a test can afford a database of its own.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 from pathlib import Path
@@ -52,6 +53,8 @@ def migrated_template() -> tuple[str, str]:
         uri = with_database(admin, name)
         upgrade(uri)
         _template = admin, uri
+        # A process that is not a pytest session (a benchmark) drops it on its way out too.
+        atexit.register(drop_template)
     return _template
 
 
