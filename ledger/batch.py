@@ -442,12 +442,10 @@ async def write_earns(
     return await write_prepared(conn, prepare_earns(requests))
 
 
-def _lines(lines: tuple[BreakdownLine, ...]) -> list[tuple[Any, ...]] | None:
+def _lines(lines: tuple[BreakdownLine, ...]) -> list[tuple[Any, ...]]:
     """An earn's breakdown to store, as `ledger.earn.lines_json` gives it (orjson writes the
-    offer ids itself): one array per line (source, points, offer id, funder), in order; none
-    for an earn of its BASE line alone. The statement stores it as it comes."""
-    if len(lines) <= 1:
-        return None
+    offer ids itself): one array per line (source, points, offer id, funder), in order (an
+    earn of its BASE line alone stores none: `_prepare`). The statement stores it as it comes."""
     return [(line.source, line.points, line.offer_id, line.funded_by) for line in lines]
 
 
@@ -538,7 +536,7 @@ def _prepare(batch: list[_Earn]) -> PreparedEarns:
             op = service.operator_points(q.lines)
             if op:
                 row["op"] = op
-            if len(q.lines) > 1:
+            if len(q.lines) > 1:  # more than its BASE line: stored (`earn_breakdowns`)
                 row["lines"] = _lines(q.lines)
         if q.follow_up is not None:
             row["after"] = q.follow_up.params

@@ -10,13 +10,12 @@ import psycopg
 
 from tests.db import ROOT, admin_uri
 
-SCRIPT = (
-    "from tests.db import create_test_database, drop_database\n"
-    "admin, uri = create_test_database('coalition_exit')\n"
-    "drop_database(admin, uri)\n"
-    "from tests import db\n"
-    "print(db._template[1].rsplit('/', 1)[1])\n"
-)
+SCRIPT = """
+from tests import db
+admin, uri = db.create_test_database("coalition_exit")
+db.drop_database(admin, uri)
+print(db._template[1].rsplit("/", 1)[1])
+"""
 
 
 def test_a_process_drops_its_template_when_it_exits() -> None:
