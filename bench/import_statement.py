@@ -121,7 +121,7 @@ async def run(args: argparse.Namespace) -> None:
                     for name, sql in _stages().items():
                         cpu = 0.0
                         for rep in range(args.repeat):
-                            prepared = batch.prepare_earns(
+                            prepared = await batch.prepare_earns(
                                 _requests(ms, partner, f"s{name}{rep}", args.chunk, rng)
                             )
                             params: dict[str, Any] = prepared.params
@@ -148,7 +148,7 @@ async def _lanes(
     rng = random.Random(2)
     prepared = [
         [
-            batch.prepare_earns(
+            await batch.prepare_earns(
                 _requests(
                     [m for i, m in enumerate(ms) if i % n == lane],
                     partner,

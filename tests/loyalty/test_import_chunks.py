@@ -9,6 +9,7 @@ file as an import, the other the same lines one by one through the use cases."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -384,3 +385,40 @@ async def test_a_refund_runs_in_the_lane_of_its_orders_member(fresh_services: Se
     lane = {line: k for k, part in enumerate(split) for line, _ in part}
     assert lane[6] == lane[2] == imports.lane_of(m0, n)  # refund of "pre": member 0's lane
     assert lane[7] == lane[3] == imports.lane_of(m1, n)  # refund of a1: member 1's lane
+
+
+async def test_planning_a_chunk_gives_the_event_loop_turns(fresh_services: Services) -> None:
+    """A chunk's plan (parse, price, the statement's parameter) hands the event loop a turn every
+    `STEP` lines: the other lanes' statements and the requests the process serves are not held
+    up for the whole chunk."""
+    rt = fresh_services
+    world = await _world(rt, "turns")
+    n = 3 * imports.STEP
+    rows = [f"earn,t{i},{{c{i % 4}}},10.00,RUB,shop,t{i}" for i in range(n)]
+    body = world.file(new_card_number(), rows)
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=n
+        )
+    part = imports.data_lines(body, "csv")
+    await imports._plan(rt, record, part[:10])  # the partner's terms and the cards, cached
+
+    turns = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = turns
+    plan = await imports._plan(rt, record, part)
+    during = turns - before
+    stop.set()
+    await task
+    assert len(plan.first) == n
+    # parse, price, prepare: each gives a turn after every STEP lines (2 each at 3 * STEP)
+    assert during >= 6, during
