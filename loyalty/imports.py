@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from array import array
 import csv
 import gc
 import logging
@@ -531,19 +532,35 @@ async def split_lanes(
     key or order is shared by lines of different lanes (the import then runs in one lane);
     a resumed import's lanes were checked when it started.
 
-    Two passes over the file, nothing kept per line but its lane: the cards and refunded orders
-    first (their members in one query each), then each line's lane; the check keeps a number
-    per key and order (their salted `hash`: a collision only ever keeps a file in one lane)."""
+    One parse of each line (`_lane_fields`), keeping per line three numbers (its placing card
+    or order, as an index into the file's distinct ones, and its order's and key's salted
+    `hash`: a collision only ever keeps a file in one lane), then the cards' members in one
+    query and each distinct card's or order's lane once; the lines are dealt from those."""
     if n <= 1:
         return [lines]
     fmt = record.format
-    cards: set[str] = set()
+    places: dict[tuple[bool, str], int] = {}  # (is an earn, its card or order) -> its index
+    placed = array("q")  # per line: its index in `places`, -1 for a line that does not parse
+    hashes = array("q")  # per line: its order's and its key's hash (2 numbers)
     refunded: set[str] = set()
-    for _, raw in lines:
+    for index, (_, raw) in enumerate(lines):
+        if index and not index % (20 * STEP):
+            await asyncio.sleep(0)
         x = _lane_fields(raw, fmt)
-        if x is not None:
-            (cards if x[0] == "earn" else refunded).add(x[1] if x[0] == "earn" else x[2])
-    holders = await rt.caches.member_by_card.holders(rt.pool, list(cards))
+        if x is None:
+            placed.append(-1)
+            hashes.extend((0, 0))
+            continue
+        kind, card, order, key = x
+        earn = kind == "earn"
+        if not earn:
+            refunded.add(order)
+        place = (earn, card if earn else order)
+        placed.append(places.setdefault(place, len(places)))
+        hashes.extend((hash(("o", order)), hash(("k" if earn else "r", key))))
+    holders = await rt.caches.member_by_card.holders(
+        rt.pool, [card for earn, card in places if earn]
+    )
     member_of_order: dict[str, uuid.UUID] = {}
     for _, raw in lines if refunded else ():
         x = _lane_fields(raw, fmt)
@@ -557,20 +574,34 @@ async def split_lanes(
                     conn, partner_id=record.partner_id, order_refs=sorted(unknown)
                 )
             )
+    # Each card's or order's lane: its member's; an unknown card's earn line's depends on its
+    # order too (-1: placed line by line).
+    lane_of_place = []
+    for earn, value in places:
+        if earn:
+            holder = holders.get(value)
+            member = None if holder is None else holder.member_id
+        else:
+            member = member_of_order.get(value)
+        unplaced = earn and member is None and bool(refunded)
+        lane_of_place.append(
+            -1 if unplaced else lane_of(member.bytes if member is not None else value, n)
+        )
     out: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
     owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
-    for line in lines:
-        x = _lane_fields(line[1], fmt)
-        if x is None:
+    for index, line in enumerate(lines):
+        place = placed[index]
+        if place < 0:
             out[lane_of(line[1], n)].append(line)
             continue
-        kind, card, order, key = x
-        holder = holders.get(card) if kind == "earn" else None
-        member = holder.member_id if holder is not None else member_of_order.get(order)
-        lane = lane_of(member.bytes if member is not None else card if kind == "earn" else order, n)
+        lane = lane_of_place[place]
+        if lane < 0:  # an unknown card: its order's member's lane, if a refund placed one
+            x = cast(tuple[str, str, str, str], _lane_fields(line[1], fmt))
+            member = member_of_order.get(x[2])
+            lane = lane_of(member.bytes if member is not None else x[1], n)
         if check and (
-            owner.setdefault(hash(("o", order)), lane) != lane
-            or owner.setdefault(hash(("k" if kind == "earn" else "r", key)), lane) != lane
+            owner.setdefault(hashes[2 * index], lane) != lane
+            or owner.setdefault(hashes[2 * index + 1], lane) != lane
         ):
             return None
         out[lane].append(line)
@@ -592,33 +623,36 @@ async def _run_locked(
         return None
     if record.status == "done":
         return record
-    lines = data_lines(await store.body(driver, import_id=import_id), record.format)
-    positions, split = record.lanes, None
-    if positions is None:  # starting (or started in one lane before lanes existed)
-        if record.position == 0:
-            # At most half the pool's connections (it serves requests too), unless told.
-            default = min(rt.settings.import_lanes, max(1, rt.pool.max_size // 2))
-            wanted = lanes or (default if record.lines >= LANES_FROM else 1)
-            split = await split_lanes(rt, record, lines, wanted)
-        positions = await store.start_lanes(
-            driver,
-            import_id=import_id,
-            lanes=[0] * len(split) if split is not None and len(split) > 1 else [record.position],
-        )
-    if split is None or len(split) != len(positions):
-        split = await split_lanes(rt, record, lines, len(positions), check=False)
-    if split is None:
-        raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
-    done = [record.position]
-    if progress:
-        progress(record.position, record.lines)
-
-    def advanced(by: int) -> None:
-        done[0] += by
-        if progress:
-            progress(done[0], record.lines)
-
+    # The collector paused from the file's split on (200,000 lines are as many tuples).
     with _gc_paused():
+        lines = data_lines(await store.body(driver, import_id=import_id), record.format)
+        positions, split = record.lanes, None
+        if positions is None:  # starting (or started in one lane before lanes existed)
+            if record.position == 0:
+                # At most half the pool's connections (it serves requests too), unless told.
+                default = min(rt.settings.import_lanes, max(1, rt.pool.max_size // 2))
+                wanted = lanes or (default if record.lines >= LANES_FROM else 1)
+                split = await split_lanes(rt, record, lines, wanted)
+            positions = await store.start_lanes(
+                driver,
+                import_id=import_id,
+                lanes=[0] * len(split)
+                if split is not None and len(split) > 1
+                else [record.position],
+            )
+        if split is None or len(split) != len(positions):
+            split = await split_lanes(rt, record, lines, len(positions), check=False)
+        if split is None:
+            raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
+        done = [record.position]
+        if progress:
+            progress(record.position, record.lines)
+
+        def advanced(by: int) -> None:
+            done[0] += by
+            if progress:
+                progress(done[0], record.lines)
+
         if len(split) == 1 or len(split) > rt.pool.max_size // 2:
             # One lane; or a pool too small to lend the others a connection each (a restart
             # with a smaller DB_POOL_SIZE): the lanes one after another, still each in order.
