@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from array import array
 import csv
 import gc
 import logging
 import time
 import uuid
 import zlib
+from array import array
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
