@@ -555,8 +555,7 @@ async def split_lanes(
         earn = kind == "earn"
         if not earn:
             refunded.add(order)
-        place = (earn, card if earn else order)
-        placed.append(places.setdefault(place, len(places)))
+        placed.append(places.setdefault((earn, card if earn else order), len(places)))
         hashes.extend((hash(("o", order)), hash(("k" if earn else "r", key))))
     holders = await rt.caches.member_by_card.holders(
         rt.pool, [card for earn, card in places if earn]
@@ -590,11 +589,11 @@ async def split_lanes(
     out: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
     owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
     for index, line in enumerate(lines):
-        place = placed[index]
-        if place < 0:
+        at = placed[index]
+        if at < 0:
             out[lane_of(line[1], n)].append(line)
             continue
-        lane = lane_of_place[place]
+        lane = lane_of_place[at]
         if lane < 0:  # an unknown card: its order's member's lane, if a refund placed one
             x = cast(tuple[str, str, str, str], _lane_fields(line[1], fmt))
             member = member_of_order.get(x[2])
