@@ -81,42 +81,60 @@ _ISO = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
 #    same statement: no event without its earn, no earn without its event.
 _EARN_BATCH_CTES = (
     """
-WITH req AS (
-    SELECT r.*, p.id AS issuance_id, w.id AS wallet_id, w.xmin AS wallet_seen
+WITH c AS MATERIALIZED (
+    -- the values most rows share, and what they make once: the issuance account of the shared
+    -- partner (one probe, not one per row) and the part of the replay result built from the
+    -- shared dates
+    SELECT c.*, p.id AS issuance_id,
+           jsonb_build_object(
+               'status', CASE WHEN c.available_at > c.at THEN 'pending' ELSE 'available' END,
+               'available_at', to_char(c.available_at AT TIME ZONE 'UTC', %(iso)s),
+               'expires_at', to_char(c.expires_at AT TIME ZONE 'UTC', %(iso)s),
+               'debt_repaid', 0) AS result
+    FROM jsonb_to_record(CAST(%(common)s AS jsonb)) AS c(
+        space text, actor text, partner uuid, at timestamptz, available_at timestamptz,
+        expires_at timestamptz
+    ) LEFT JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = c.partner
+                         OFFSET 0) p ON true
+), req AS (
+    SELECT r.*, w.id AS wallet_id, w.xmin AS wallet_seen
     FROM (
         SELECT r.i, coalesce(r.space, c.space) AS space, coalesce(r.actor, c.actor) AS actor,
                r.key, r.hash, r.member, coalesce(r.partner, c.partner) AS partner, r.ref, r.tx,
                r.points, coalesce(r.op, 0) AS op, r.amount, r.currency, r.category,
                coalesce(r.at, c.at) AS at, coalesce(r.available_at, c.available_at) AS available_at,
-               coalesce(r.expires_at, c.expires_at) AS expires_at, r.lines, r.after
-        FROM jsonb_to_record(CAST(%(common)s AS jsonb)) AS c(
-            space text, actor text, partner uuid, at timestamptz, available_at timestamptz,
-            expires_at timestamptz
-        ) CROSS JOIN json_to_recordset(CAST(%(rows)s AS json)) AS r(
+               coalesce(r.expires_at, c.expires_at) AS expires_at, r.lines, r.after,
+               CASE WHEN r.partner IS NULL THEN c.issuance_id
+                    ELSE (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner)
+               END AS issuance_id,
+               CASE WHEN r.at IS NULL AND r.available_at IS NULL AND r.expires_at IS NULL
+                    THEN c.result END AS shared_result
+        FROM c CROSS JOIN json_to_recordset(CAST(%(rows)s AS json)) AS r(
             i int, space text, actor text, key text, hash text, member uuid, partner uuid,
             ref text, tx uuid, points bigint, op bigint, amount numeric, currency text,
             category text, at timestamptz, available_at timestamptz, expires_at timestamptz,
             lines jsonb, after jsonb
         )
     ) r
-    JOIN LATERAL (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = r.partner
-                  OFFSET 0) p ON true
     JOIN LATERAL (SELECT id, xmin FROM accounts WHERE kind = 'wallet' AND owner_id = r.member
                   OFFSET 0) w ON true
-    WHERE r.ref IS NULL OR NOT EXISTS (
+    WHERE r.issuance_id IS NOT NULL AND (r.ref IS NULL OR NOT EXISTS (
         SELECT 1 FROM transactions t
-        WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref OFFSET 0)
+        WHERE t.kind = 'earn' AND t.partner_id = r.partner AND t.ref = r.ref OFFSET 0))
 ), promo AS (
     SELECT id FROM accounts WHERE kind = 'promotions' AND owner_id IS NULL
 ), claim AS (
     INSERT INTO idempotency_keys (key_space, actor, operation, key, request_hash, result)
     SELECT space, actor, 'earn', key, hash,
-           -- what a replay gets back (`EarnResult.from_json`), as `_prepare`'s results
-           jsonb_build_object(
-               'transaction_id', tx, 'points', points,
-               'status', CASE WHEN available_at > at THEN 'pending' ELSE 'available' END,
-               'available_at', to_char(available_at AT TIME ZONE 'UTC', %(iso)s),
-               'expires_at', to_char(expires_at AT TIME ZONE 'UTC', %(iso)s), 'debt_repaid', 0)
+           -- what a replay gets back (`EarnResult.from_json`), as `_prepare`'s results: the
+           -- shared dates' part built once (`c`)
+           jsonb_build_object('transaction_id', tx, 'points', points) || coalesce(
+               shared_result,
+               jsonb_build_object(
+                   'status', CASE WHEN available_at > at THEN 'pending' ELSE 'available' END,
+                   'available_at', to_char(available_at AT TIME ZONE 'UTC', %(iso)s),
+                   'expires_at', to_char(expires_at AT TIME ZONE 'UTC', %(iso)s),
+                   'debt_repaid', 0))
     FROM req ORDER BY space, key
     ON CONFLICT (key_space, operation, key) DO NOTHING
     RETURNING key_space, key
