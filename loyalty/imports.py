@@ -233,7 +233,6 @@ class _Plan:
 
     end: int
     tiered: bool = False  # a tier ladder is in force: its earns were priced at the members' tiers
-    earns: list[_Earn] = field(default_factory=list)
     first: list[_Earn] = field(default_factory=list)  # the statement's (`_prepare`)
     rest: list[_Earn] = field(default_factory=list)  # a key's or order's later lines
     prepared: ledger_batch.PreparedEarns | None = None
@@ -329,7 +328,10 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
                     except DomainError as exc:
                         plan.outcomes.add(line, exc)
                         continue
-                    plan.earns.append(_Earn(line, priced.request, purchase, holder, checked))
+                    # The first earn of each key and order goes into the statement, a later one
+                    # (or one sharing either with it) to the single path after it, in line order.
+                    earn = _Earn(line, priced.request, purchase, holder, checked)
+                    (plan.rest if taken.intersection(marks) else plan.first).append(earn)
                     taken.update(marks)
                     continue
                 slow = _priced(rt, priced, purchase, holder, key_space, key)
@@ -344,19 +346,7 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
 
 
 async def _prepare(plan: _Plan) -> None:
-    """The chunk's statement made ready: the first earn of each key and order goes into it,
-    the others (`rest`) to the single path after it, in line order."""
-    keys: set[tuple[str | None, str]] = set()
-    orders: set[tuple[uuid.UUID, str | None]] = set()
-    for e in plan.earns:
-        q = e.request
-        k, o = (q.key_space, q.idempotency_key), (q.partner_id, q.ref)
-        if k in keys or (q.ref is not None and o in orders):
-            plan.rest.append(e)
-            continue
-        keys.add(k)
-        orders.add(o)
-        plan.first.append(e)
+    """The chunk's statement made ready (its `first` earns)."""
     plan.prepared = await ledger_batch.prepare_earns(
         [e.request for e in plan.first], [e.checked for e in plan.first]
     )
