@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Generator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -443,13 +443,10 @@ async def prepare_earns(
     for i, q in enumerate(requests):  # nobody awaits these earns (results are returned)
         at, digest = service.check_earn(q) if checked is None else checked[i]
         batch.append(_Earn(q, q.key_space or q.actor, digest, at, unused))
-    steps = _preparing(batch)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return cast(PreparedEarns, done.value)
+    out: list[PreparedEarns] = []
+    for _ in _preparing(batch, out):
         await asyncio.sleep(0)
+    return out[0]
 
 
 async def write_prepared(
@@ -487,16 +484,14 @@ async def _statement(
 
 def _prepare(batch: list[_Earn]) -> PreparedEarns:
     """The batch's results if written, its statement and its parameter."""
-    steps = _preparing(batch)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return cast(PreparedEarns, done.value)
+    out: list[PreparedEarns] = []
+    for _ in _preparing(batch, out):
+        pass
+    return out[0]
 
 
-def _preparing(batch: list[_Earn]) -> Generator[None, None, PreparedEarns]:
-    """`_prepare`, pausing (a bare `yield`) after every `STEP` earns."""
+def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
+    """`_prepare` into `out`, pausing (a bare `yield`) after every `STEP` earns."""
     results = []
     # The dates of earns made at one instant under one rule are the same: computed once (a
     # batch file's chunk shares its instant).
@@ -531,9 +526,10 @@ def _preparing(batch: list[_Earn]) -> Generator[None, None, PreparedEarns]:
     # parse was the largest single cost of a chunk's statement (`bench.import_statement`).
     # The result a replay gets back is built by the statement from the same values.
     if not batch:
-        return PreparedEarns(
-            batch, results, _EARN_BATCH, {"rows": "[]", "common": "{}", "iso": _ISO}
+        out.append(
+            PreparedEarns(batch, results, _EARN_BATCH, {"rows": "[]", "common": "{}", "iso": _ISO})
         )
+        return
     first, x0 = batch[0], results[0]
     space, actor, partner, at = first.space, first.request.actor, first.request.partner_id, first.at
     available_at, expires_at = x0.available_at, x0.expires_at
@@ -584,11 +580,17 @@ def _preparing(batch: list[_Earn]) -> Generator[None, None, PreparedEarns]:
             row["after"] = q.follow_up.params
         rows.append(row)
     kinds = {r.request.follow_up.sql for r in batch if r.request.follow_up is not None}
-    return PreparedEarns(
-        batch,
-        results,
-        _statement_for(kinds.pop() if kinds else None),
-        {"rows": orjson.dumps(rows).decode(), "common": orjson.dumps(common).decode(), "iso": _ISO},
+    out.append(
+        PreparedEarns(
+            batch,
+            results,
+            _statement_for(kinds.pop() if kinds else None),
+            {
+                "rows": orjson.dumps(rows).decode(),
+                "common": orjson.dumps(common).decode(),
+                "iso": _ISO,
+            },
+        )
     )
 
 
