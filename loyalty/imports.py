@@ -233,7 +233,7 @@ class _Plan:
 
     end: int
     tiered: bool = False  # a tier ladder is in force: its earns were priced at the members' tiers
-    first: list[_Earn] = field(default_factory=list)  # the statement's (`_prepare`)
+    first: list[_Earn] = field(default_factory=list)  # the statement's (`prepared`)
     rest: list[_Earn] = field(default_factory=list)  # a key's or order's later lines
     prepared: ledger_batch.PreparedEarns | None = None
     slow: list[_SlowLine] = field(default_factory=list)
@@ -341,15 +341,10 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
         plan.slow.append(_SlowLine(line, slow, None if holder is None else holder.member_id, marks))
     if plan.end < len(part):  # the lines from `end` on are the next chunk's
         plan.outcomes.rejected = [e for e in plan.outcomes.rejected if e.line < part[plan.end][0]]
-    await _prepare(plan)
-    return plan
-
-
-async def _prepare(plan: _Plan) -> None:
-    """The chunk's statement made ready (its `first` earns)."""
-    plan.prepared = await ledger_batch.prepare_earns(
+    plan.prepared = await ledger_batch.prepare_earns(  # the statement, for its `first` earns
         [e.request for e in plan.first], [e.checked for e in plan.first]
     )
+    return plan
 
 
 def _refund(rt: Runtime, record: ImportRecord, f: dict[str, str]) -> _Slow:
