@@ -74,7 +74,8 @@ def _stages() -> dict[str, str]:
         "+ lots, foreign keys": "), bl AS",
     }
     source = ctes.split("), promo AS")[0].split("    FROM (", 1)[1].split("    ) r\n")[0]
-    stages = {"JSON input alone": "SELECT count(*) FROM (" + source + ") r"}
+    shared = ctes.split("), req AS")[0] + ")\n"  # `c`: the values the rows share
+    stages = {"JSON input alone": shared + "SELECT count(*) FROM (" + source + ") r"}
     for name, at in cut.items():
         stages[name] = ctes.split(at)[0] + ") SELECT count(*) FROM req"
     stages["the whole statement"] = batch._EARN_BATCH

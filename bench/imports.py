@@ -118,11 +118,14 @@ def main() -> None:
         started = time.perf_counter()
         cpu_before = _cpu(server.pid, uri)
         import_id = r.json()["id"]
-        while True:
-            status = httpx.get(f"{base}/imports/{import_id}", headers=auth, timeout=60).json()
-            if status["status"] == "done":
-                break
-            time.sleep(0.05)
+        # One client for the polls: a new one per poll (TLS context, pool) cost the bench's own
+        # process about 5 ms of CPU each, 10 % of a core taken from the server it measures.
+        with httpx.Client(headers=auth, timeout=60) as poller:
+            while True:
+                status = poller.get(f"{base}/imports/{import_id}").json()
+                if status["status"] == "done":
+                    break
+                time.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu_after = _cpu(server.pid, uri)
         with psycopg.connect(uri) as conn:
