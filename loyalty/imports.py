@@ -23,8 +23,9 @@ Lanes: an import of LANES_FROM lines or more is split by member into IMPORT_LANE
 line order; every key and order in one lane), applied side by side, each on its own connection
 with its own chunks and its own position (`imports.lanes`), so that several backends write at
 once and no two lanes touch one wallet, key or order. A file whose key or order serves two
-members runs in one lane. One lane failing stops the others; a restart resumes each where it
-committed last.
+members runs in one lane. The split is stored when the import starts (`imports.lane_map`, one
+byte per line): a restart deals the lines from it, whatever the cards' holders have become
+meanwhile, and resumes each lane where it committed last. One lane failing stops the others.
 
 The slower path: earns that need the member's offer state (activation, use counts), that the
 partner's terms refuse (a replay may still answer) or that earn no points, and refund lines,
@@ -508,21 +509,47 @@ async def split_lanes(
     *,
     check: bool = True,
 ) -> list[list[tuple[int, bytes]]] | None:
-    """The file's lines in `n` lanes, each in line order: a member's lines (their cards', and
-    refunds of their orders) in one lane, every idempotency key and order in one lane, so that
-    lanes applied side by side touch no common wallet, key or order and each member's lines
-    still run in line order. Deterministic (a resumed import gets the same lanes): a lane is
-    the member's id hashed, or, for a line without a known member (an unknown card, a refund
-    of an order nobody earned, a bad line), its card or order hashed. `check`: None when some
-    key or order is shared by lines of different lanes (the import then runs in one lane);
-    a resumed import's lanes were checked when it started.
+    """The file's lines in `n` lanes (`lane_map`, dealt by `deal`)."""
+    if n <= 1:
+        return [lines]
+    lanes = await lane_map(rt, record, lines, n, check=check)
+    return None if lanes is None else deal(lines, lanes, n)
+
+
+def deal(lines: list[tuple[int, bytes]], lanes: bytes, n: int) -> list[list[tuple[int, bytes]]]:
+    """The file's lines in `n` lanes by their `lane_map`, each lane in line order."""
+    if len(lanes) != len(lines):
+        raise ValueError("the lane map does not fit the file")
+    out: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
+    for line, lane in zip(lines, lanes, strict=True):
+        out[lane].append(line)
+    return out
+
+
+async def lane_map(
+    rt: Runtime,
+    record: ImportRecord,
+    lines: list[tuple[int, bytes]],
+    n: int,
+    *,
+    check: bool = True,
+) -> bytes | None:
+    """Each of the file's lines' lane among `n` (one byte per line), for lanes each in line
+    order: a member's lines (their cards', and refunds of their orders) in one lane, every
+    idempotency key and order in one lane, so that lanes applied side by side touch no common
+    wallet, key or order and each member's lines still run in line order. A lane is the
+    member's id hashed, or, for a line without a known member (an unknown card, a refund of an
+    order nobody earned, a bad line), its card or order hashed: what the cards' holders are
+    now, which is why the map is stored when an import starts (`_run_locked`). `check`: None
+    when some key or order is shared by lines of different lanes (the import then runs in one
+    lane); an import started before maps were stored was checked when it started.
 
     One parse of each line (`_lane_fields`), keeping per line three numbers (its placing card
     or order, as an index into the file's distinct ones, and its order's and key's salted
     `hash`: a collision only ever keeps a file in one lane), then the cards' members in one
-    query and each distinct card's or order's lane once; the lines are dealt from those."""
-    if n <= 1:
-        return [lines]
+    query and each distinct card's or order's lane once; each line's lane from those."""
+    if not 1 <= n <= 256:
+        raise ValueError("a lane map holds 1 to 256 lanes")
     fmt = record.format
     places: dict[tuple[bool, str], int] = {}  # (is an earn, its card or order) -> its index
     placed = array("q")  # per line: its index in `places`, -1 for a line that does not parse
@@ -571,12 +598,12 @@ async def split_lanes(
         lane_of_place.append(
             -1 if unplaced else lane_of(member.bytes if member is not None else value, n)
         )
-    out: list[list[tuple[int, bytes]]] = [[] for _ in range(n)]
+    out = bytearray(len(lines))
     owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
     for index, line in enumerate(lines):
         at = placed[index]
         if at < 0:
-            out[lane_of(line[1], n)].append(line)
+            out[index] = lane_of(line[1], n)
             continue
         lane = lane_of_place[at]
         if lane < 0:  # an unknown card: its order's member's lane, if a refund placed one
@@ -588,8 +615,8 @@ async def split_lanes(
             or owner.setdefault(hashes[2 * index + 1], lane) != lane
         ):
             return None
-        out[lane].append(line)
-    return out
+        out[index] = lane
+    return bytes(out)
 
 
 async def _run_locked(
@@ -610,24 +637,28 @@ async def _run_locked(
     # The collector paused from the file's split on (200,000 lines are as many tuples).
     with _gc_paused():
         lines = data_lines(await store.body(driver, import_id=import_id), record.format)
-        positions, split = record.lanes, None
-        if positions is None:  # starting (or started in one lane before lanes existed)
-            if record.position == 0:
-                # At most half the pool's connections (it serves requests too), unless told.
-                default = min(rt.settings.import_lanes, max(1, rt.pool.max_size // 2))
-                wanted = lanes or (default if record.lines >= LANES_FROM else 1)
-                split = await split_lanes(rt, record, lines, wanted)
-            positions = await store.start_lanes(
-                driver,
-                import_id=import_id,
-                lanes=[0] * len(split)
-                if split is not None and len(split) > 1
-                else [record.position],
-            )
-        if split is None or len(split) != len(positions):
-            split = await split_lanes(rt, record, lines, len(positions), check=False)
-        if split is None:
-            raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
+        start, made = [record.position], None  # one lane, unless the import starts in several
+        if record.lanes is None and record.position == 0:  # starting
+            # At most half the pool's connections (it serves requests too), unless told.
+            default = min(rt.settings.import_lanes, max(1, rt.pool.max_size // 2))
+            wanted = lanes or (default if record.lines >= LANES_FROM else 1)
+            if wanted > 1:
+                made = await lane_map(rt, record, lines, wanted)  # None: one lane
+                start = [0] * wanted if made is not None else start
+        # Set once: a resume gets the positions and the map of its start (the lines dealt as
+        # they were, whatever the cards' holders have become since).
+        positions, stored = await store.start_lanes(
+            driver, import_id=import_id, lanes=start, lane_map=made
+        )
+        if len(positions) == 1:
+            split = [lines]
+        elif stored is not None:
+            split = deal(lines, stored, len(positions))
+        else:  # lanes started before lane maps were stored (migration 0027): split again
+            again = await split_lanes(rt, record, lines, len(positions), check=False)
+            if again is None:
+                raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
+            split = again
         done = [record.position]
         if progress:
             progress(record.position, record.lines)

@@ -108,19 +108,25 @@ async def unfinished(conn: AsyncConnection) -> list[uuid.UUID]:
     return [r[0] for r in rows]
 
 
-async def start_lanes(conn: Any, *, import_id: uuid.UUID, lanes: list[int]) -> list[int]:
-    """The import's lanes' positions: `lanes` if it had none yet (an import starting, or one
-    started before lanes: `[position]`), else those it has."""
+async def start_lanes(
+    conn: Any, *, import_id: uuid.UUID, lanes: list[int], lane_map: bytes | None = None
+) -> tuple[list[int], bytes | None]:
+    """The import's lanes' positions and its lane map (each data line's lane, one byte each):
+    `lanes` and `lane_map` if it had no lanes yet (an import starting, or one started before
+    lanes: `[position]`), else those it has (a resume: the split made when it started)."""
+    if lane_map is not None and len(lanes) > 256:
+        raise ValueError("a lane map holds at most 256 lanes")
     row = (
         await conn.execute(
             text(
-                "UPDATE imports SET lanes = COALESCE(lanes, CAST(:lanes AS int[])) "
-                "WHERE id = :id RETURNING lanes"
+                "UPDATE imports SET lanes = COALESCE(lanes, CAST(:lanes AS int[])), "
+                "lane_map = CASE WHEN lanes IS NULL THEN :map ELSE lane_map END "
+                "WHERE id = :id RETURNING lanes, lane_map"
             ),
-            {"id": import_id, "lanes": lanes},
+            {"id": import_id, "lanes": lanes, "map": lane_map},
         )
     ).one()
-    return list(row[0])
+    return list(row[0]), None if row[1] is None else bytes(row[1])
 
 
 async def advance(
@@ -146,7 +152,8 @@ async def advance(
                     replayed = replayed + :replayed, rejected = rejected + :rejected,
                     status = CASE WHEN position + :done >= lines THEN 'done' ELSE 'running' END,
                     finished_at = CASE WHEN position + :done >= lines THEN now() END,
-                    body = CASE WHEN position + :done >= lines THEN NULL ELSE body END
+                    body = CASE WHEN position + :done >= lines THEN NULL ELSE body END,
+                    lane_map = CASE WHEN position + :done >= lines THEN NULL ELSE lane_map END
                 WHERE id = :id AND lanes[CAST(:lane AS int) + 1] = :start
                 RETURNING id
                 """

@@ -207,6 +207,9 @@ class ImportFile(SQLModel, table=True):
     # Each lane's position once started (`loyalty.imports`: lines split by member, applied side
     # by side); `position` is the lines done in all.
     lanes: list[int] | None = Field(default=None, sa_column=Column(ARRAY(Integer), nullable=True))
+    # Each data line's lane, one byte per line, stored when the import starts in several lanes:
+    # a resume deals the lines from it (migration 0027). Dropped with `body` once done.
+    lane_map: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     applied: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     replayed: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))
     rejected: int = Field(sa_column=Column(Integer, nullable=False, server_default="0"))

@@ -343,8 +343,13 @@ async def test_a_lane_advances_only_from_where_it_stands(fresh_services: Service
         record = await store.create(
             conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=25
         )
-        assert await store.start_lanes(conn, import_id=record.id, lanes=[0, 0]) == [0, 0]
-        assert await store.start_lanes(conn, import_id=record.id, lanes=[7]) == [0, 0]
+        lane_map = bytes([0, 1] * 12 + [0])
+        assert await store.start_lanes(
+            conn, import_id=record.id, lanes=[0, 0], lane_map=lane_map
+        ) == ([0, 0], lane_map)
+        assert await store.start_lanes(conn, import_id=record.id, lanes=[7]) == ([0, 0], lane_map)
+        with pytest.raises(ValueError, match="256"):
+            await store.start_lanes(conn, import_id=record.id, lanes=[0] * 257, lane_map=b"\0")
         moved: dict[str, Any] = {
             "import_id": record.id,
             "lane": 1,
@@ -358,6 +363,12 @@ async def test_a_lane_advances_only_from_where_it_stands(fresh_services: Service
         got = await store.get(conn, import_id=record.id)
     assert got is not None
     assert (got.lanes, got.position, got.applied, got.status) == ([0, 5], 5, 6, "running")
+    lines = imports.data_lines(body, "csv")
+    assert [len(part) for part in imports.deal(lines, lane_map, 2)] == [13, 12]
+    with pytest.raises(ValueError, match="does not fit"):
+        imports.deal(lines[1:], lane_map, 2)  # a map of another file
+    with pytest.raises(ValueError, match="256"):
+        await imports.lane_map(rt, record, lines, 257)
 
 
 async def test_a_refund_runs_in_the_lane_of_its_orders_member(fresh_services: Services) -> None:
