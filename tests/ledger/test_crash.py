@@ -59,7 +59,8 @@ async def backend_pid(c: AsyncConnection) -> int:
 async def wait_until_blocked(
     engine: AsyncEngine, pid: int, blocker: int, task: asyncio.Task[Any]
 ) -> str:
-    """Poll until backend `pid` waits for a lock held by backend `blocker`; its query."""
+    """Poll until backend `pid` waits for a lock held by backend `blocker`; its query (as
+    pg_stat_activity shows it)."""
     for _ in range(POLL_LIMIT):
         if task.done():  # the victim finished (or failed) without blocking: the test is wrong
             await task
@@ -106,9 +107,22 @@ async def kill_mid_transaction(
 
         task = asyncio.create_task(run())
         try:
-            query = await wait_until_blocked(engine, pid, control_pid, task)
-            assert lock_table in query
+            await wait_until_blocked(engine, pid, control_pid, task)
             async with engine.connect() as c:
+                # Blocked on `lock_table` itself (its lock request waits): pg_stat_activity's
+                # query text can still show the statement before while the next one is parsed.
+                waiting = set(
+                    (
+                        await c.execute(
+                            text(
+                                "SELECT relation::regclass::text FROM pg_locks WHERE pid = :pid "
+                                "AND NOT granted"
+                            ),
+                            {"pid": pid},
+                        )
+                    ).scalars()
+                )
+                assert waiting == {lock_table}, waiting
                 written = set(
                     (
                         await c.execute(
