@@ -29,6 +29,7 @@ import httpx
 import psycopg
 
 from bench.graphql_earn import EARN_LUA, client_token, free_port, seed, start_server, wrk
+from bench.speed import SpeedProbe
 from tests.db import create_test_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,10 +83,14 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = None
+    probe = SpeedProbe()
     try:
         client_id, secret, cards = asyncio.run(seed(uri, args.members))
         server = start_server(uri, port, RATE_LIMIT_SETTLEMENT="1000000/minute", IMPORT_WORKERS="1")
         token = client_token(base, client_id, secret)
+        probe.__enter__()
+        time.sleep(2)  # the machine idle, the server up: the probe's reference
+        probe.phase("warm-up")
         cards_lua = ",".join(f'"{c}"' for c in cards)
         url = f"{base}/graphql"
         wrk(
@@ -95,6 +100,7 @@ def main() -> None:
             args.connections,
             1,
         )
+        probe.phase("graphql")
         earn = wrk(
             url,
             EARN_LUA.format(token=token, cards=cards_lua, seed=2, run="run"),
@@ -102,6 +108,7 @@ def main() -> None:
             args.connections,
             1,
         )
+        probe.phase("between")
         body = csv_file(cards, args.lines)
         auth = {"Authorization": f"Bearer {token}"}
         with psycopg.connect(uri) as conn:
@@ -116,6 +123,7 @@ def main() -> None:
         )
         assert r.status_code == 202, r.text
         started = time.perf_counter()
+        probe.phase("import")
         cpu_before = _cpu(server.pid, uri)
         import_id = r.json()["id"]
         # One client for the polls: a new one per poll (TLS context, pool) cost the bench's own
@@ -127,6 +135,7 @@ def main() -> None:
                     break
                 time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        probe.phase("after")
         cpu_after = _cpu(server.pid, uri)
         with psycopg.connect(uri) as conn:
             after = conn.execute(
@@ -138,6 +147,7 @@ def main() -> None:
             ).fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
     finally:
+        probe.__exit__()
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
@@ -155,6 +165,11 @@ def main() -> None:
         "server_cpu_us_per_line": round((cpu_after[0] - cpu_before[0]) / args.lines * 1e6, 1),
         "database_cpu_us_per_line": round((cpu_after[1] - cpu_before[1]) / args.lines * 1e6, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        # The machine's speed by phase (`bench.speed`): CPU ms of a fixed piece of work, idle
+        # ("start") and under each load; a phase run on a slower machine shows higher figures.
+        "speed_probe_ms": {
+            k: v for k, v in probe.summary().items() if k in ("start", "graphql", "import")
+        },
         "applied": status["applied"],
         "replayed": status["replayed"],
         "rejected": status["rejected"],
