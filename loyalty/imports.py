@@ -80,7 +80,9 @@ MAX_LINES = 1_000_000
 MAX_LINE_BYTES = 4096
 CHUNK = 10_000
 CHUNK_WORK_MEM = "SET LOCAL work_mem = '32MB'"  # for a chunk's transaction (`_commit_chunk`)
-RAMP = 8  # a lane's first chunk is CHUNK / RAMP lines, each next one twice as many, up to CHUNK
+# A lane's first chunk is CHUNK / RAMP lines, each next one twice as many, up to CHUNK; its last
+# ones half of what it has left, down to CHUNK / RAMP (`_run_lane`).
+RAMP = 8
 LANES_FROM = 2 * CHUNK  # an import of fewer lines runs in one lane
 YOUNG_EVERY = 5.0  # seconds between collections of the young generations while imports run
 # Lines a chunk's plan parses, prices or prepares between turns of the event loop: planning a
@@ -727,16 +729,20 @@ async def _run_lane(
     """A lane's lines from `position` on, chunk by chunk, on `conn`. Its first chunks are
     smaller (RAMP: 1/8 of `chunk_size`, then twice as many each time): the first one is
     planned before anything is written, so the lanes' statements start sooner, while the
-    next, larger chunks are planned."""
+    next, larger chunks are planned. So are its last ones (half the lines it has left, down to
+    1/8 of `chunk_size`): the next chunk is planned while a statement runs, but the last
+    statement has nothing to overlap, and with whole chunks the lanes' last statements kept
+    the machine half idle for a second at the end of a large import (`bench.imports`)."""
     ahead: asyncio.Task[_Plan] | None = None
-    size = max(1, chunk_size // RAMP)
+    least = max(1, chunk_size // RAMP)
+    size = least
     try:
         while position < len(lines):
             plan = await (ahead or _plan(rt, record, lines[position : position + size]))
             ahead = None
             await _run_slow(plan)
             end = position + plan.end
-            size = min(chunk_size, 2 * size)
+            size = min(chunk_size, 2 * size, max(least, (len(lines) - end) // 2))
             if end < len(lines) and not plan.tiered:
                 # The next chunk is prepared while this one's statement runs (the event loop
                 # is free meanwhile). Not under a tier ladder: a chunk's earns are priced at

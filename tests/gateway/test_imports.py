@@ -200,6 +200,15 @@ async def test_an_import_interrupted_by_a_restart_applies_every_line_once(
     mid = await _status(client, partner.token, str(import_id))
     assert (mid["status"], mid["processed"], mid["applied"]) == ("running", 36, 36)
     assert await _earns(engine, partner) == 36
+    starts.clear()
+
+    async def record(position: int) -> None:
+        starts.append(position)
+
+    await imports.run(rt, import_id, chunk_size=100, before_commit=record)
+    # Resumed at 36 (ramping up again), then 100 each; from 816 on, half of what is left, down
+    # to 12 (92, 46, 23, 12, then the last 11 lines).
+    assert starts == [36, 48, 72, 120, 216, 316, 416, 516, 616, 716, 816, 908, 954, 977, 989]
     await _restarted_applies_the_rest(app, client, engine, partner, import_id)
 
 
