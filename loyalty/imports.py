@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import csv
 import gc
+import heapq
 import logging
 import time
 import uuid
@@ -510,12 +511,26 @@ async def split_lanes(
     n: int,
     *,
     check: bool = True,
+    balanced: bool = True,
 ) -> list[list[tuple[int, bytes]]] | None:
     """The file's lines in `n` lanes (`lane_map`, dealt by `deal`)."""
     if n <= 1:
         return [lines]
-    lanes = await lane_map(rt, record, lines, n, check=check)
+    lanes = await lane_map(rt, record, lines, n, check=check, balanced=balanced)
     return None if lanes is None else deal(lines, lanes, n)
+
+
+def _balanced(sizes: list[int], n: int) -> list[int]:
+    """A lane for each unit of `sizes` lines among `n`, the lanes' line counts as even as whole
+    units allow: the largest unit first, each to the lane with the fewest lines so far (ties:
+    the unit met first, the lowest lane), so that the lanes end together."""
+    lanes = [0] * len(sizes)
+    loads = [(0, k) for k in range(n)]
+    for u in sorted(range(len(sizes)), key=lambda u: -sizes[u]):
+        load, k = heapq.heappop(loads)
+        lanes[u] = k
+        heapq.heappush(loads, (load + sizes[u], k))
+    return lanes
 
 
 def deal(lines: list[tuple[int, bytes]], lanes: bytes, n: int) -> list[list[tuple[int, bytes]]]:
@@ -535,16 +550,21 @@ async def lane_map(
     n: int,
     *,
     check: bool = True,
+    balanced: bool = True,
 ) -> bytes | None:
     """Each of the file's lines' lane among `n` (one byte per line), for lanes each in line
     order: a member's lines (their cards', and refunds of their orders) in one lane, every
     idempotency key and order in one lane, so that lanes applied side by side touch no common
-    wallet, key or order and each member's lines still run in line order. A lane is the
-    member's id hashed, or, for a line without a known member (an unknown card, a refund of an
-    order nobody earned, a bad line), its card or order hashed: what the cards' holders are
-    now, which is why the map is stored when an import starts (`_run_locked`). `check`: None
-    when some key or order is shared by lines of different lanes (the import then runs in one
-    lane); an import started before maps were stored was checked when it started.
+    wallet, key or order and each member's lines still run in line order. A line's unit is
+    its member, or, for a line without a known member (an unknown card, a refund of an order
+    nobody earned, a bad line), its card or order: what the cards' holders are now, which is
+    why the map is stored when an import starts (`_run_locked`). `balanced`: the units dealt
+    so that the lanes have as many lines as whole units allow (`_balanced`: hashed, the lanes
+    of a large file differed by 3-5 %, and the import ended with one lane running alone);
+    else each unit's lane is its hash (`lane_of`), as imports started before maps were stored
+    were split. `check`: None when some key or order is shared by lines of different lanes
+    (the import then runs in one lane); an import started before maps were stored was checked
+    when it started.
 
     One parse of each line (`_lane_fields`), keeping per line three numbers (its placing card
     or order, as an index into the file's distinct ones, and its order's and key's salted
@@ -587,9 +607,10 @@ async def lane_map(
                     conn, partner_id=record.partner_id, order_refs=sorted(unknown)
                 )
             )
-    # Each card's or order's lane: its member's; an unknown card's earn line's depends on its
-    # order too (-1: placed line by line).
-    lane_of_place = []
+    # Each card's or order's unit (what keeps its lines in one lane): its member, else itself;
+    # an unknown card's earn line's depends on its order too (-1: placed line by line).
+    units: dict[bytes | str, int] = {}  # a member's id (bytes), a card, an order, a bad line
+    unit_of_place = array("q")
     for earn, value in places:
         if earn:
             holder = holders.get(value)
@@ -597,21 +618,31 @@ async def lane_map(
         else:
             member = member_of_order.get(value)
         unplaced = earn and member is None and bool(refunded)
-        lane_of_place.append(
-            -1 if unplaced else lane_of(member.bytes if member is not None else value, n)
-        )
-    out = bytearray(len(lines))
-    owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
+        unit = member.bytes if member is not None else value
+        unit_of_place.append(-1 if unplaced else units.setdefault(unit, len(units)))
+    unit_of_line = array("q")
     for index, line in enumerate(lines):
         at = placed[index]
-        if at < 0:
-            out[index] = lane_of(line[1], n)
+        if at < 0:  # a line that does not parse: by itself
+            unit_of_line.append(units.setdefault(line[1], len(units)))
             continue
-        lane = lane_of_place[at]
-        if lane < 0:  # an unknown card: its order's member's lane, if a refund placed one
+        u = unit_of_place[at]
+        if u < 0:  # an unknown card: its order's member's, if a refund placed one
             x = cast(tuple[str, str, str, str], _lane_fields(line[1], fmt))
             member = member_of_order.get(x[2])
-            lane = lane_of(member.bytes if member is not None else x[1], n)
+            u = units.setdefault(member.bytes if member is not None else x[1], len(units))
+        unit_of_line.append(u)
+    if balanced:
+        sizes = [0] * len(units)
+        for u in unit_of_line:
+            sizes[u] += 1
+        lane_of_unit = _balanced(sizes, n)
+    else:
+        lane_of_unit = [lane_of(unit, n) for unit in units]
+    out = bytearray(len(lines))
+    owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
+    for index, u in enumerate(unit_of_line):
+        lane = lane_of_unit[u]
         if check and (
             owner.setdefault(hashes[2 * index], lane) != lane
             or owner.setdefault(hashes[2 * index + 1], lane) != lane
@@ -657,7 +688,9 @@ async def _run_locked(
         elif stored is not None:
             split = deal(lines, stored, len(positions))
         else:  # lanes started before lane maps were stored (migration 0027): split again
-            again = await split_lanes(rt, record, lines, len(positions), check=False)
+            again = await split_lanes(
+                rt, record, lines, len(positions), check=False, balanced=False
+            )
             if again is None:
                 raise RuntimeError(f"import {import_id}: its lanes cannot be made again")
             split = again
