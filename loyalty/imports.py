@@ -351,6 +351,15 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
     return plan
 
 
+async def _plan_in_turn(
+    rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]], turns: asyncio.Lock
+) -> _Plan:
+    """`_plan` once the plans asked for before it are done (`turns`: the lanes' plans one at a
+    time, first asked first planned, `_run_lane`)."""
+    async with turns:
+        return await _plan(rt, record, part)
+
+
 def _refund(rt: Runtime, record: ImportRecord, f: dict[str, str]) -> _Slow:
     return lambda: refunding.refund(
         rt,
@@ -708,7 +717,16 @@ async def _run_locked(
             # with a smaller DB_POOL_SIZE): the lanes one after another, still each in order.
             for k, part in enumerate(split):
                 await _run_lane(
-                    rt, conn, record, k, part, positions[k], chunk_size, advanced, before_commit
+                    rt,
+                    conn,
+                    record,
+                    k,
+                    part,
+                    positions[k],
+                    chunk_size,
+                    advanced,
+                    before_commit,
+                    turns=asyncio.Lock(),
                 )
         else:
             async with contextlib.AsyncExitStack() as stack:
@@ -739,11 +757,21 @@ async def _run_lanes(
 ) -> None:
     """The lanes side by side, each on its connection; one failing stops the others (their
     chunks in flight roll back: a restart resumes every lane where it committed last)."""
+    turns = asyncio.Lock()  # the lanes' plans, one at a time (`_run_lane`)
     async with asyncio.TaskGroup() as group:
         for k, part in enumerate(split):
             group.create_task(
                 _run_lane(
-                    rt, conns[k], record, k, part, positions[k], chunk_size, advanced, before_commit
+                    rt,
+                    conns[k],
+                    record,
+                    k,
+                    part,
+                    positions[k],
+                    chunk_size,
+                    advanced,
+                    before_commit,
+                    turns=turns,
                 )
             )
 
@@ -758,6 +786,8 @@ async def _run_lane(
     chunk_size: int,
     advanced: Callable[[int], None],
     before_commit: Callable[[int], Awaitable[None]] | None,
+    *,
+    turns: asyncio.Lock,
 ) -> None:
     """A lane's lines from `position` on, chunk by chunk, on `conn`. Its first chunks are
     smaller (RAMP: 1/8 of `chunk_size`, then twice as many each time): the first one is
@@ -765,13 +795,22 @@ async def _run_lane(
     next, larger chunks are planned. So are its last ones (half the lines it has left, down to
     1/8 of `chunk_size`): the next chunk is planned while a statement runs, but the last
     statement has nothing to overlap, and with whole chunks the lanes' last statements kept
-    the machine half idle for a second at the end of a large import (`bench.imports`)."""
+    the machine half idle for a second at the end of a large import (`bench.imports`).
+
+    The lanes' plans take `turns`, one plan at a time in the order the lanes asked (each still
+    gives the event loop a turn every STEP lines, to send the statements): planned side by
+    side, the lanes' plans all finished together, late, while the database had finished their
+    statements and waited."""
     ahead: asyncio.Task[_Plan] | None = None
     least = max(1, chunk_size // RAMP)
     size = least
+
+    def planned(part: list[tuple[int, bytes]]) -> Awaitable[_Plan]:
+        return _plan_in_turn(rt, record, part, turns)
+
     try:
         while position < len(lines):
-            plan = await (ahead or _plan(rt, record, lines[position : position + size]))
+            plan = await (ahead or planned(lines[position : position + size]))
             ahead = None
             await _run_slow(plan)
             end = position + plan.end
@@ -780,7 +819,7 @@ async def _run_lane(
                 # The next chunk is prepared while this one's statement runs (the event loop
                 # is free meanwhile). Not under a tier ladder: a chunk's earns are priced at
                 # the tiers held before it, after the previous chunk's upgrades.
-                ahead = asyncio.ensure_future(_plan(rt, record, lines[end : end + size]))
+                ahead = asyncio.ensure_future(planned(lines[end : end + size]))
             await _commit_chunk(rt, conn, record, plan, lane, position, end, before_commit)
             del plan  # freed before the collection, which would otherwise walk all of it
             _GcPause.collect_young()

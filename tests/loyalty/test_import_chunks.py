@@ -459,3 +459,34 @@ async def test_planning_a_chunk_gives_the_event_loop_turns(fresh_services: Servi
     assert len(plan.first) == n
     # parse, price, prepare: each gives a turn after every STEP lines (2 each at 3 * STEP)
     assert during >= 6, during
+
+
+async def test_the_lanes_plans_run_one_at_a_time_first_asked_first(
+    fresh_services: Services,
+) -> None:
+    """A lane's plan of 3 * STEP lines, asked first, is done before a one-line plan asked after
+    it starts (side by side, the short one would finish first): the lane waiting longest gets
+    its statement first, rather than every lane's plan finishing together, late."""
+    rt = fresh_services
+    world = await _world(rt, "turns in order")
+    n = 3 * imports.STEP
+    rows = [f"earn,q{i},{{c{i % 4}}},10.00,RUB,shop,q{i}" for i in range(n)]
+    body = world.file(new_card_number(), rows)
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=n
+        )
+    part = imports.data_lines(body, "csv")
+    await imports._plan(rt, record, part[:10])  # the partner's terms and the cards, cached
+    turns = asyncio.Lock()
+    finished: list[str] = []
+
+    async def plan(name: str, lines: list[tuple[int, bytes]]) -> None:
+        await imports._plan_in_turn(rt, record, lines, turns)
+        finished.append(name)
+
+    long = asyncio.create_task(plan("long", part))
+    await asyncio.sleep(0)  # the long plan has asked (and started)
+    short = asyncio.create_task(plan("short", part[:1]))
+    await asyncio.gather(long, short)
+    assert finished == ["long", "short"]
