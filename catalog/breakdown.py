@@ -22,6 +22,7 @@ from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 
+from core.frozen import fast_init
 from partners.service import base_points
 
 
@@ -69,6 +70,7 @@ class ApplicableOffer:
         return Funder.PARTNER if self.partner_id is not None else Funder.OPERATOR
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Line:
     """One line of an earn's breakdown; an earn's points are the sum of its lines."""

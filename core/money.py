@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from iso4217 import Currency
 
 from core.errors import ValidationError
+from core.frozen import fast_init
 
 # Minor units of every current ISO 4217 currency, from ISO's own published table (list one, as
 # shipped by the `iso4217` package, which is re-released with each amendment): CLP 0, ISK 0,
@@ -54,6 +55,7 @@ def format_amount(amount: Decimal, currency: str) -> str:
     return f"{quantize(Decimal(amount), currency):f}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Money:
     """An exact amount in one currency."""

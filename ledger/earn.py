@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.frozen import fast_init
 from core.ids import uuid7
 from ledger import outbox
 from ledger.claims import (
@@ -160,6 +161,7 @@ class FollowUp:
     single: Callable[[Any, EarnRequest, EarnResult], Awaitable[str | None]]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EarnRequest:
     """One earn, as every earn path takes it (`earn`, `EarnBatcher.earn`, the use case).

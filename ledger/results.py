@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from core.frozen import fast_init
 from ledger.models import HoldStatus
 
 
@@ -20,6 +21,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # uuid, datetime (isoformat with a space), Decimal
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BreakdownLine:
     """A line of an earn's breakdown as the ledger stores it (`catalog.breakdown` computes
@@ -68,6 +70,7 @@ class _Result:
         return cls(**kwargs, replayed=replayed)
 
 
+@fast_init
 @dataclass(frozen=True)
 class EarnResult(_Result):
     transaction_id: uuid.UUID

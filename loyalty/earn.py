@@ -21,6 +21,7 @@ from catalog.breakdown import (
 from core.clock import utcnow
 from core.errors import DomainError, ErrorCode
 from core.errors import ValidationError as DomainValidation
+from core.frozen import fast_init
 from core.metrics import ISSUED_BY_EARN
 from core.money import Money
 from ledger import service as ledger
@@ -54,6 +55,7 @@ ERRORS = frozenset(
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Purchase:
     """An earn request as the partner sent it, checked (`parse_purchase`): no database, no
@@ -149,6 +151,7 @@ async def earn_terms(rt: Runtime, partner_id: uuid.UUID) -> EarnTerms:
     )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PricedEarn:
     """An earn priced under `EarnTerms` (`price`): either its ledger request (`request`, None
