@@ -166,6 +166,8 @@ def usable(
 def chosen(offers: Sequence[ApplicableOffer], base: Decimal) -> list[ApplicableOffer]:
     """Of applicable `offers`: every stackable one, and the non-stackable one adding the most
     to `base` (ties: the earliest created, then the smallest id), in creation order."""
+    if not offers:  # most purchases (every line of a batch file without live offers)
+        return []
     stackable = [o for o in offers if o.stackable]
     others = [o for o in offers if not o.stackable]
     if others:

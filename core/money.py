@@ -67,16 +67,25 @@ class Money:
     def parse(cls, amount: str | Decimal, currency: str, *, positive: bool = False) -> Money:
         """Parse a decimal string strictly: currency digits at most, 12 integer digits at most."""
         cur = currency_code(currency)
-        if isinstance(amount, str) and not _DECIMAL_STRING.fullmatch(amount.strip()):
-            raise ValidationError(f"amount {amount!r} is not a decimal number")
-        try:
-            value = Decimal(str(amount).strip())
-        except (InvalidOperation, ValueError):
-            raise ValidationError(f"amount {amount!r} is not a decimal number") from None
-        if not value.is_finite():
-            raise ValidationError("amount must be a finite number")
-        exponent = value.as_tuple().exponent
-        assert isinstance(exponent, int)
+        if isinstance(amount, str):
+            text = amount.strip()
+            if not _DECIMAL_STRING.fullmatch(text):
+                raise ValidationError(f"amount {amount!r} is not a decimal number")
+            value = Decimal(text)  # finite: the pattern admits nothing else
+            # Its digits after the point, read off the string (what `as_tuple` would give,
+            # at a third of the cost: this runs on every line of a batch file).
+            point = text.find(".")
+            exponent = 0 if point < 0 else point + 1 - len(text)
+        else:
+            try:
+                value = Decimal(str(amount).strip())
+            except (InvalidOperation, ValueError):
+                raise ValidationError(f"amount {amount!r} is not a decimal number") from None
+            if not value.is_finite():
+                raise ValidationError("amount must be a finite number")
+            found = value.as_tuple().exponent
+            assert isinstance(found, int)
+            exponent = found
         # Integer digits first: quantizing a value wider than Decimal's precision would raise.
         if value.adjusted() >= MAX_INTEGER_DIGITS:
             raise ValidationError(f"amount has more than {MAX_INTEGER_DIGITS} integer digits")

@@ -3,7 +3,7 @@ integer digits (API.md); anything else is a ValidationError, never another excep
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import pytest
 from hypothesis import given
@@ -244,3 +244,26 @@ def test_an_extra_decimal_digit_is_refused(units: int, extra: int, currency: str
     digits = minor_units(currency)
     text = format(Decimal(units).scaleb(-digits), "f") + ("" if digits else ".") + str(extra)
     refused(text, currency)
+
+
+@given(st.from_regex(r"\A\s*[+-]?[0-9]{0,20}(\.[0-9]{0,8})?\s*\Z"), currencies)
+def test_a_string_parses_as_its_decimal_would(amount: str, currency: str) -> None:
+    """The decimal places read off the string (`Money.parse`'s shortcut) decide as the
+    Decimal's own exponent would: the same amounts accepted, the same refused."""
+    text = amount.strip()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = None
+    try:
+        m = Money.parse(amount, currency)
+    except ValidationError:
+        m = None
+    if value is None or not value.is_finite() or value.adjusted() >= MAX_INTEGER_DIGITS:
+        assert m is None
+        return
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    assert (m is not None) == (-exponent <= minor_units(currency))
+    if m is not None:
+        assert m.amount == value
