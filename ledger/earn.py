@@ -132,7 +132,11 @@ def _earn_statement(
 
 def operator_points(lines: tuple[BreakdownLine, ...]) -> int:
     """Of an earn's points, those the operator issues: its coalition-wide offer lines."""
-    return sum(line.points for line in lines if line.funded_by == "OPERATOR")
+    points = 0
+    for line in lines:  # a loop, not sum() over a generator: it runs on every earn
+        if line.funded_by == "OPERATOR":
+            points += line.points
+    return points
 
 
 def split_debt(issued: int, operator: int, repaid: int) -> tuple[int, int]:

@@ -233,7 +233,7 @@ def price(
             idempotency_key=idempotency_key,
             member_id=holder.member_id,
             partner_id=terms.partner_id,
-            points=sum(line.points for line in lines),
+            points=sum([line.points for line in lines]),
             hold_days=rule.hold_days,
             validity_months=terms.validity_months,
             ref=purchase.order_ref,
@@ -241,10 +241,12 @@ def price(
             currency=money.currency,
             category=category,
             lines=tuple(
-                ledger.BreakdownLine(
-                    _NAMES[line.source], line.points, line.offer_id, _NAMES[line.funded_by]
-                )
-                for line in lines
+                [
+                    ledger.BreakdownLine(
+                        _NAMES[line.source], line.points, line.offer_id, _NAMES[line.funded_by]
+                    )
+                    for line in lines
+                ]
             ),
             follow_up=follow_up,
         )
@@ -368,7 +370,7 @@ _NAMES: dict[StrEnum, str] = {e: e.value for e in (*Source, *Funder)}
 
 
 def _earns(lines: list[Line]) -> bool:
-    return sum(line.points for line in lines) > 0
+    return sum([line.points for line in lines]) > 0
 
 
 async def _earn_with_member_state(
