@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -90,6 +91,23 @@ async def _world(
     partner = await setup_partner(client, op, name=name)
     cards = [(await register_and_login(client)).card for _ in range(5)]
     return partner, cards
+
+
+class Crash(Exception):
+    """A restart, inside a chunk's transaction before its commit."""
+
+
+def _crash_at(n: int) -> Callable[[int], Awaitable[None]]:
+    """A `before_commit` that crashes the `n`th chunk's transaction (of any lane)."""
+    calls = 0
+
+    async def before_commit(position: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise Crash
+
+    return before_commit
 
 
 async def _restarted_applies_the_rest(
@@ -183,9 +201,6 @@ async def test_an_import_interrupted_by_a_restart_applies_every_line_once(
     import_id = uuid.UUID(r.json()["id"])
     rt = await _runtime(app)
 
-    class Crash(Exception):
-        pass
-
     starts: list[int] = []
 
     async def crash_at_third(position: int) -> None:
@@ -224,19 +239,8 @@ async def test_an_import_in_lanes_interrupted_by_a_restart_applies_every_line_on
     import_id = uuid.UUID(r.json()["id"])
     rt = await _runtime(app)
 
-    class Crash(Exception):
-        pass
-
-    calls = 0
-
-    async def crash_at_fifth(position: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            raise Crash
-
     with pytest.raises(Crash):
-        await imports.run(rt, import_id, chunk_size=100, lanes=2, before_commit=crash_at_fifth)
+        await imports.run(rt, import_id, chunk_size=100, lanes=2, before_commit=_crash_at(5))
     mid = await _status(client, partner.token, str(import_id))
     assert mid["status"] == "running" and 0 < mid["processed"] < 1000
     assert mid["processed"] == mid["applied"] == await _earns(engine, partner)
@@ -269,19 +273,8 @@ async def test_a_resumed_import_keeps_the_lanes_it_started_with(
     import_id = uuid.UUID(r.json()["id"])
     rt = await _runtime(app)
 
-    class Crash(Exception):
-        pass
-
-    calls = 0
-
-    async def crash_at_fifth(position: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            raise Crash
-
     with pytest.raises(Crash):
-        await imports.run(rt, import_id, chunk_size=100, lanes=2, before_commit=crash_at_fifth)
+        await imports.run(rt, import_id, chunk_size=100, lanes=2, before_commit=_crash_at(5))
     mid = await _status(client, partner.token, str(import_id))
     assert mid["status"] == "running" and 0 < mid["rejected"] < 250
     async with engine.begin() as conn:

@@ -27,6 +27,7 @@ from loyalty.runtime import Services
 from members import service as members
 from members.cards import new_card_number
 from partners import imports as store
+from partners.imports import ImportRecord
 from tests.ledger.invariants import assert_invariants
 from tests.loyalty.conftest import partner_in_force
 
@@ -424,13 +425,12 @@ async def test_lanes_get_as_many_lines_as_whole_members_allow(fresh_services: Se
             assert len({lane_of_line[i + 2] for i, o in enumerate(owners) if o == m}) == 1
 
 
-async def test_planning_a_chunk_gives_the_event_loop_turns(fresh_services: Services) -> None:
-    """A chunk's plan (parse, price, the statement's parameter) hands the event loop a turn every
-    `STEP` lines: the other lanes' statements and the requests the process serves are not held
-    up for the whole chunk."""
-    rt = fresh_services
-    world = await _world(rt, "turns")
-    n = 3 * imports.STEP
+async def _long_chunk(
+    rt: Services, name: str, n: int
+) -> tuple[ImportRecord, list[tuple[int, bytes]]]:
+    """A stored file of `n` plain earn lines of a new world's four members, and its lines; the
+    partner's terms and the cards cached by a first small plan."""
+    world = await _world(rt, name)
     rows = [f"earn,t{i},{{c{i % 4}}},10.00,RUB,shop,t{i}" for i in range(n)]
     body = world.file(new_card_number(), rows)
     async with rt.engine.begin() as conn:
@@ -438,7 +438,17 @@ async def test_planning_a_chunk_gives_the_event_loop_turns(fresh_services: Servi
             conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=n
         )
     part = imports.data_lines(body, "csv")
-    await imports._plan(rt, record, part[:10])  # the partner's terms and the cards, cached
+    await imports._plan(rt, record, part[:10])
+    return record, part
+
+
+async def test_planning_a_chunk_gives_the_event_loop_turns(fresh_services: Services) -> None:
+    """A chunk's plan (parse, price, the statement's parameter) hands the event loop a turn every
+    `STEP` lines: the other lanes' statements and the requests the process serves are not held
+    up for the whole chunk."""
+    rt = fresh_services
+    n = 3 * imports.STEP
+    record, part = await _long_chunk(rt, "turns", n)
 
     turns = 0
     stop = asyncio.Event()
@@ -468,16 +478,7 @@ async def test_the_lanes_plans_run_one_at_a_time_first_asked_first(
     it starts (side by side, the short one would finish first): the lane waiting longest gets
     its statement first, rather than every lane's plan finishing together, late."""
     rt = fresh_services
-    world = await _world(rt, "turns in order")
-    n = 3 * imports.STEP
-    rows = [f"earn,q{i},{{c{i % 4}}},10.00,RUB,shop,q{i}" for i in range(n)]
-    body = world.file(new_card_number(), rows)
-    async with rt.engine.begin() as conn:
-        record = await store.create(
-            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=n
-        )
-    part = imports.data_lines(body, "csv")
-    await imports._plan(rt, record, part[:10])  # the partner's terms and the cards, cached
+    record, part = await _long_chunk(rt, "turns in order", 3 * imports.STEP)
     turns = asyncio.Lock()
     finished: list[str] = []
 
