@@ -335,8 +335,10 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
                     # The first earn of each key and order goes into the statement, a later one
                     # (or one sharing either with it) to the single path after it, in line order.
                     earn = _Earn(line, priced.request, purchase, holder, checked)
-                    (plan.rest if taken.intersection(marks) else plan.first).append(earn)
-                    taken.update(marks)
+                    k, o = marks
+                    (plan.rest if k in taken or o in taken else plan.first).append(earn)
+                    taken.add(k)
+                    taken.add(o)
                     continue
                 slow = _priced(rt, priced, purchase, holder, key_space, key)
         if taken.intersection(marks):
