@@ -33,6 +33,7 @@ from gateway.oauth.state import oauth_state
 from gateway.ratelimit import RateLimits
 from ledger.batch import EarnBatcher
 from loyalty import imports
+from loyalty import webhooks as webhook_dispatch
 from loyalty.runtime import Services
 from loyalty.webhooks import Dispatcher
 from settlement import service as settlement
@@ -257,7 +258,10 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             jobs.append(asyncio.create_task(imports.work(app.state.runtime, app.state.import_wake)))
         # Webhook dispatchers, apart from the earns (their own connections and HTTP client).
         app.state.webhook_client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100), trust_env=False
+            connector=aiohttp.TCPConnector(
+                limit=webhook_dispatch.CONNECTIONS, limit_per_host=webhook_dispatch.PER_ENDPOINT
+            ),
+            trust_env=False,
         )
         for _ in range(settings.webhook_workers):
             dispatcher = Dispatcher(
