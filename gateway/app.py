@@ -259,7 +259,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         # Webhook dispatchers, apart from the earns (their own connections and HTTP client).
         app.state.webhook_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=webhook_dispatch.CONNECTIONS, limit_per_host=webhook_dispatch.PER_ENDPOINT
+                limit=webhook_dispatch.connections(settings.webhook_workers),
+                limit_per_host=webhook_dispatch.PER_ENDPOINT,
             ),
             trust_env=False,
         )

@@ -38,14 +38,20 @@ BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_CAP = timedelta(hours=1)
 # Deliveries one step claims at most. A step's claim, delivery and record run one after another
 # and share the event loop with the requests `serve` answers: under a full GraphQL earn load a
-# step took long enough that 100 per step fell behind (`bench.webhooks`: 0.86-0.98 deliveries
-# per earn at 500-530 earns/s, 2026-12-06); 500 kept up (1.00 at 561-654 earns/s).
+# step of 100 fell behind (`bench.webhooks`, 2026-12-06: 0.86-0.98 deliveries per earn, the
+# oldest pending 2.58 s); of 500, 0.91-0.99 with the oldest pending under 0.9 s (bench/RESULTS.md).
 STEP_BATCH = 500
-# Connections the dispatchers' HTTP client opens at once, and to one endpoint: a step's
-# deliveries never queue behind the client's limit (their 10 s timeout counts that wait), and a
-# slow endpoint holds at most PER_ENDPOINT of them.
-CONNECTIONS = STEP_BATCH
+# Connections the dispatchers' shared HTTP client opens at once (`connections`), and to one
+# endpoint: a step's deliveries never queue behind the client's limit (their 10 s timeout
+# counts that wait), and a slow endpoint holds at most PER_ENDPOINT of them.
 PER_ENDPOINT = 100
+
+
+def connections(workers: int) -> int:
+    """The client's connection limit for `workers` dispatchers: a full step each at once."""
+    return STEP_BATCH * max(1, workers)
+
+
 MAX_PAGE = 100
 
 # What the use cases may raise (gateway.graphql checks each mutation's result union).

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.errors import ValidationError
 from core.settings import Settings
 from ledger import service as ledger
+from loyalty import webhooks as dispatch
 from loyalty.webhooks import Dispatcher
 from partners.webhooks import check_target, check_url, resolve
 from tests.gateway.conftest import BASE_URL
@@ -409,3 +410,12 @@ async def test_create_webhook_refuses_bad_input_with_typed_errors(
         op,
     )
     assert d["createWebhook"]["code"] == "FORBIDDEN"
+
+
+def test_the_client_holds_a_full_step_of_every_dispatcher() -> None:
+    """No delivery of a step waits behind the shared client's connection limit (its timeout
+    would count the wait), however many dispatchers share it."""
+    assert dispatch.connections(1) == dispatch.STEP_BATCH
+    assert dispatch.connections(4) == 4 * dispatch.STEP_BATCH
+    assert dispatch.connections(0) == dispatch.STEP_BATCH
+    assert dispatch.PER_ENDPOINT <= dispatch.STEP_BATCH
