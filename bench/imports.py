@@ -34,6 +34,8 @@ from tests.db import create_test_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
+# The server's settings a bulk write depends on (recorded with the figures)
+SETTINGS = ("shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout", "autovacuum")
 HEADER = "kind,order_ref,card_number,amount,currency,category,idempotency_key\n"
 
 
@@ -53,6 +55,19 @@ def _proc_cpu(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """The whole machine's idle (idle + iowait) and total jiffies so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        cells = [int(x) for x in f.readline().split()[1:]]
+    return cells[3] + cells[4], sum(cells)
+
+
+def _idle(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The fraction of the machine idle between two `_machine_jiffies` readings."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else 0.0
 
 
 def _cpu(server_pid: int, uri: str) -> tuple[float, float]:
@@ -125,16 +140,29 @@ def main() -> None:
         started = time.perf_counter()
         probe.phase("import")
         cpu_before = _cpu(server.pid, uri)
+        idle_start = idle_last = _machine_jiffies()
+        timeline: list[list[float]] = []  # [seconds, lines done, machine idle since the last]
         import_id = r.json()["id"]
         # One client for the polls: a new one per poll (TLS context, pool) cost the bench's own
         # process about 5 ms of CPU each, 10 % of a core taken from the server it measures.
         with httpx.Client(headers=auth, timeout=60) as poller:
             while True:
                 status = poller.get(f"{base}/imports/{import_id}").json()
+                now = _machine_jiffies()
+                if status["status"] == "done" or now[1] - idle_last[1] >= 50:  # ~0.25 s
+                    timeline.append(
+                        [
+                            round(time.perf_counter() - started, 2),
+                            status["applied"] + status["replayed"] + status["rejected"],
+                            _idle(idle_last, now),
+                        ]
+                    )
+                    idle_last = now
                 if status["status"] == "done":
                     break
                 time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        idle = _idle(idle_start, _machine_jiffies())
         probe.phase("after")
         cpu_after = _cpu(server.pid, uri)
         with psycopg.connect(uri) as conn:
@@ -146,6 +174,12 @@ def main() -> None:
                 "HAVING sum(amount) <> 0) x"
             ).fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
+            settings = dict(
+                conn.execute(
+                    "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
+                    (list(SETTINGS),),
+                ).fetchall()
+            )
     finally:
         probe.__exit__()
         if server is not None:
@@ -164,6 +198,10 @@ def main() -> None:
         # backends of this database (PostgreSQL), from /proc (the server runs on this machine).
         "server_cpu_us_per_line": round((cpu_after[0] - cpu_before[0]) / args.lines * 1e6, 1),
         "database_cpu_us_per_line": round((cpu_after[1] - cpu_before[1]) / args.lines * 1e6, 1),
+        # The whole machine's idle share during the import (both cores; /proc/stat), and per
+        # quarter second with the lines done: where the machine waited.
+        "machine_idle": idle,
+        "timeline": timeline,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         # The machine's speed by phase (`bench.speed`): CPU ms of a fixed piece of work, idle
         # ("start") and under each load; a phase run on a slower machine shows higher figures.
@@ -177,6 +215,7 @@ def main() -> None:
         "unbalanced_transactions": unbalanced,
         "nproc": os.cpu_count(),
         "postgres": version,
+        "postgres_settings": settings,
         "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded",
         "command": " ".join(["python -m bench.imports", *sys.argv[1:]]),
     }

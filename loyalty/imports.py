@@ -654,9 +654,14 @@ async def lane_map(
     owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
     for index, u in enumerate(unit_of_line):
         lane = lane_of_unit[u]
-        if check and (
-            owner.setdefault(hashes[2 * index], lane) != lane
-            or owner.setdefault(hashes[2 * index + 1], lane) != lane
+        # (a line that does not parse shares nothing: `placed` -1)
+        if (
+            check
+            and placed[index] >= 0
+            and (
+                owner.setdefault(hashes[2 * index], lane) != lane
+                or owner.setdefault(hashes[2 * index + 1], lane) != lane
+            )
         ):
             return None
         out[index] = lane

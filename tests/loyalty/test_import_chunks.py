@@ -425,6 +425,35 @@ async def test_lanes_get_as_many_lines_as_whole_members_allow(fresh_services: Se
             assert len({lane_of_line[i + 2] for i, o in enumerate(owners) if o == m}) == 1
 
 
+async def test_lines_that_do_not_parse_keep_a_file_in_lanes(fresh_services: Services) -> None:
+    """A bad line is rejected wherever it runs and shares no key or order with any other: a
+    large file with a few bad lines still splits into lanes (they used to count as sharing one
+    key, and a file whose bad lines fell in two lanes ran in one)."""
+    rt = fresh_services
+    world = await _world(rt, "bad lanes")
+    rows = [f"earn,g{i},{{c{i % 4}}},10.00,RUB,shop,g{i}" for i in range(8)]
+    rows += ["earn,only three,fields", "not,a,line", "x", "earn,g9,,,,,,,,"]
+    body = world.file(new_card_number(), rows)
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=len(rows)
+        )
+    lines = imports.data_lines(body, "csv")
+    lanes = await imports.lane_map(rt, record, lines, 2)
+    assert lanes is not None
+    bad = {lanes[i] for i in range(8, 12)}
+    assert bad == {0, 1}  # the bad lines, each a unit of its own, dealt to both lanes
+    # a good line's key shared across lanes still keeps the file in one lane
+    shared = [*rows[:8], "earn,g100,{c1},10.00,RUB,shop,g0"]
+    body = world.file(new_card_number(), shared)
+    async with rt.engine.begin() as conn:
+        record = await store.create(
+            conn, partner_id=world.partner, actor="client", fmt="csv", body=body, lines=9
+        )
+    split = await imports.lane_map(rt, record, imports.data_lines(body, "csv"), 2)
+    assert split is None
+
+
 async def _long_chunk(
     rt: Services, name: str, n: int
 ) -> tuple[ImportRecord, list[tuple[int, bytes]]]:
