@@ -50,6 +50,7 @@ import time
 import uuid
 import zlib
 from array import array
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -577,33 +578,59 @@ async def lane_map(
     (the import then runs in one lane); an import started before maps were stored was checked
     when it started.
 
-    One parse of each line (`_lane_fields`), keeping per line three numbers (its placing card
-    or order, as an index into the file's distinct ones, and its order's and key's salted
-    `hash`: a collision only ever keeps a file in one lane), then the cards' members in one
-    query and each distinct card's or order's lane once; each line's lane from those."""
+    One pass over the lines (a plain CSV line split in place: a call per line cost a large
+    file's start a tenth of a second, the database idle meanwhile), keeping per line its place
+    (the earn's card or the refund's order, as an index into the file's distinct ones) and
+    each order's and key's first line, by the value's salted `hash` (a collision only ever
+    keeps a file in one lane); then the cards' members in one query and each place's unit and
+    lane once; each line's lane from its place's, and only the lines that share an order or a
+    key with an earlier one checked against it."""
     if not 1 <= n <= 256:
         raise ValueError("a lane map holds 1 to 256 lanes")
     fmt = record.format
-    places: dict[tuple[bool, str], int] = {}  # (is an earn, its card or order) -> its index
+    plain, width = fmt == "csv", len(HEADER)
+    places: dict[str | tuple[str], int] = {}  # an earn's card, a refund's (order,) -> its index
     placed = array("q")  # per line: its index in `places`, -1 for a line that does not parse
-    hashes = array("q")  # per line: its order's and its key's hash (2 numbers)
+    # Per line: its order's and its key's hash (a refund's key as ("r", key): apart from an
+    # earn's), never 0; 0 for a bad line, rejected wherever it runs, which shares nothing
+    orders, keys = array("q"), array("q")
     refunded: set[str] = set()
+    # (the loop's methods bound once: 200,000 lines)
+    place, to_place, to_orders, to_keys = (
+        places.setdefault,
+        placed.append,
+        orders.append,
+        keys.append,
+    )
     for index, (_, raw) in enumerate(lines):
         if index and not index % (20 * STEP):
             await asyncio.sleep(0)
-        x = _lane_fields(raw, fmt)
-        if x is None:
-            placed.append(-1)
-            hashes.extend((0, 0))
-            continue
-        kind, card, order, key = x
-        earn = kind == "earn"
-        if not earn:
+        if plain and b'"' not in raw:  # `_lane_fields`, written out
+            cells = raw.decode("utf-8", "replace").rstrip("\r").split(",")
+            if len(cells) != width:
+                to_place(-1)
+                to_orders(0)
+                to_keys(0)
+                continue
+            kind, card, order, key = cells[0].strip(), cells[2], cells[1].strip(), cells[6]
+        else:
+            x = _lane_fields(raw, fmt)
+            if x is None:
+                to_place(-1)
+                to_orders(0)
+                to_keys(0)
+                continue
+            kind, card, order, key = x
+        to_orders(hash(order) or 1)
+        if kind == "earn":
+            to_place(place(card, len(places)))
+            to_keys(hash(key) or 1)
+        else:
             refunded.add(order)
-        placed.append(places.setdefault((earn, card if earn else order), len(places)))
-        hashes.extend((hash(("o", order)), hash(("k" if earn else "r", key))))
+            to_place(place((order,), len(places)))
+            to_keys(hash(("r", key)) or 1)
     holders = await rt.caches.member_by_card.holders(
-        rt.pool, [card for earn, card in places if earn]
+        rt.pool, [p for p in places if isinstance(p, str)]
     )
     member_of_order: dict[str, uuid.UUID] = {}
     for _, raw in lines if refunded else ():
@@ -618,54 +645,64 @@ async def lane_map(
                     conn, partner_id=record.partner_id, order_refs=sorted(unknown)
                 )
             )
-    # Each card's or order's unit (what keeps its lines in one lane): its member, else itself;
-    # an unknown card's earn line's depends on its order too (-1: placed line by line).
+    # Each place's unit (what keeps its lines in one lane): its member, else itself; an unknown
+    # card's earn line's depends on its order too (-1: placed line by line).
     units: dict[bytes | str, int] = {}  # a member's id (bytes), a card, an order, a bad line
-    unit_of_place = array("q")
-    for earn, value in places:
-        if earn:
-            holder = holders.get(value)
+    unit_of_place: list[int] = []
+    for p in places:
+        if isinstance(p, str):
+            holder = holders.get(p)
             member = None if holder is None else holder.member_id
+            unplaced = member is None and bool(refunded)
+            value = p
         else:
-            member = member_of_order.get(value)
-        unplaced = earn and member is None and bool(refunded)
+            member, unplaced, value = member_of_order.get(p[0]), False, p[0]
         unit = member.bytes if member is not None else value
         unit_of_place.append(-1 if unplaced else units.setdefault(unit, len(units)))
-    unit_of_line = array("q")
-    for index, line in enumerate(lines):
-        at = placed[index]
-        if at < 0:  # a line that does not parse: by itself
-            unit_of_line.append(units.setdefault(line[1], len(units)))
-            continue
-        u = unit_of_place[at]
-        if u < 0:  # an unknown card: its order's member's, if a refund placed one
-            x = cast(tuple[str, str, str, str], _lane_fields(line[1], fmt))
+    # The lines placed one by one: a bad line, by itself; an unknown card's, by its order's
+    # member if a refund placed one (units numbered as met, in line order)
+    own: dict[int, int] = {}
+    if -1 in placed or -1 in unit_of_place:
+        for index, at in enumerate(placed):
+            if at >= 0 and unit_of_place[at] >= 0:
+                continue
+            if at < 0:
+                own[index] = units.setdefault(lines[index][1], len(units))
+                continue
+            x = cast(tuple[str, str, str, str], _lane_fields(lines[index][1], fmt))
             member = member_of_order.get(x[2])
-            u = units.setdefault(member.bytes if member is not None else x[1], len(units))
-        unit_of_line.append(u)
+            own[index] = units.setdefault(member.bytes if member is not None else x[1], len(units))
     if balanced:
         sizes = [0] * len(units)
-        for u in unit_of_line:
+        for at, count in Counter(placed).items():
+            if at >= 0 and unit_of_place[at] >= 0:
+                sizes[unit_of_place[at]] += count
+        for u in own.values():
             sizes[u] += 1
         lane_of_unit = _balanced(sizes, n)
     else:
         lane_of_unit = [lane_of(unit, n) for unit in units]
-    out = bytearray(len(lines))
-    owner: dict[int, int] = {}  # a key's or an order's lane, by its hash
-    for index, u in enumerate(unit_of_line):
-        lane = lane_of_unit[u]
-        # (a line that does not parse shares nothing: `placed` -1)
-        if (
-            check
-            and placed[index] >= 0
-            and (
-                owner.setdefault(hashes[2 * index], lane) != lane
-                or owner.setdefault(hashes[2 * index + 1], lane) != lane
-            )
-        ):
-            return None
-        out[index] = lane
+    lane_of_place = [lane_of_unit[u] if u >= 0 else 0 for u in unit_of_place] or [0]
+    out = bytearray(map(lane_of_place.__getitem__, placed))  # -1 (a bad line): set below
+    for index, u in own.items():
+        out[index] = lane_of_unit[u]
+    if check and not _apart(out, orders, keys):
+        return None
     return bytes(out)
+
+
+def _apart(out: bytearray, *hashes: array[int]) -> bool:
+    """Whether each value hashed (`lane_map`: per line, its order's or its key's hash, 0 for a
+    bad line) is in one lane of `out`. Most files repeat none: a set says so at C speed; a
+    file that does is checked line by line, each repeat against the first line's lane."""
+    for h in hashes:
+        if len(set(h)) == len(h):
+            continue
+        owner: dict[int, int] = {}
+        for value, lane in zip(h, out, strict=True):
+            if value and owner.setdefault(value, lane) != lane:
+                return False
+    return True
 
 
 async def _run_locked(

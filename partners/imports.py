@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -81,7 +82,14 @@ async def get(
 
 
 async def body(conn: Any, *, import_id: uuid.UUID) -> bytes:
-    """The stored file."""
+    """The stored file: in binary on a driver connection (`core.db.DriverConnection`, the
+    importer's: hex text made a 12.6 MB file take 0.1 s instead of 0.03 s)."""
+    raw = getattr(conn, "driver_connection", None)
+    if isinstance(raw, psycopg.AsyncConnection):
+        async with raw.cursor(binary=True) as cur:
+            await cur.execute("SELECT body FROM imports WHERE id = %s", [import_id])
+            row = await cur.fetchone()
+        return bytes(row[0] or b"") if row else b""
     rows = (
         await conn.execute(text("SELECT body FROM imports WHERE id = :id"), {"id": import_id})
     ).all()
