@@ -15,7 +15,9 @@ members and a webhook of the partner's for `earn.recorded` pointing at a receive
 
 Checks that every earn's event was delivered exactly once (the receiver's count of distinct
 event ids against the earns in the ledger, no event id twice); writes bench/out/webhooks.json.
-Goal: deliveries/s during the load ≥ earns/s, so the lag stays bounded.
+Goal: dispatch keeps up: over the same steady window (from WARM_S into the load to its end,
+sampled every SAMPLE_S) deliveries/s ≥ earns/s within the sampling's error, and the oldest
+pending delivery stays young (its age sampled through the whole load) rather than growing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -36,6 +39,8 @@ from bench.graphql_earn import EARN_LUA, client_token, free_port, seed, start_se
 from tests.db import create_test_database, drop_database
 
 OUT = Path(__file__).resolve().parent / "out"
+SAMPLE_S = 0.5  # the lag sampled this often during the load
+WARM_S = 2.0  # the steady window starts this far into the load
 
 
 def receive(port: int, count: Synchronized[int], ready: Synchronized[int]) -> None:
@@ -92,6 +97,43 @@ def lag(conn: psycopg.Connection) -> tuple[int, float]:
     return int(pending), float(age)
 
 
+def sample(
+    uri: str,
+    count: Synchronized[int],
+    out: list[tuple[float, int, int, int, float]],
+    stop: threading.Event,
+) -> None:
+    """Every SAMPLE_S until `stop`: (seconds, events delivered, earns committed, deliveries
+    pending, the oldest pending one's age), from the receiver's count and the database."""
+    started = time.perf_counter()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        while not stop.wait(SAMPLE_S):
+            earns = conn.execute(
+                "SELECT count(*) FROM transactions WHERE kind = 'earn'"
+            ).fetchone()[0]
+            out.append((time.perf_counter() - started, count.value, earns, *lag(conn)))
+
+
+def steady(timeline: list[tuple[float, int, int, int, float]]) -> dict[str, float]:
+    """Earns/s and deliveries/s over the same steady window (from WARM_S into the load to its
+    last sample: the dispatcher starts behind by its latency, and an event of the load's last
+    instant is still in flight when it stops, which a whole-window count charges to it), and
+    the outbox's lag over the whole load."""
+    window = [t for t in timeline if t[0] >= WARM_S]
+    if len(window) < 2:
+        return {}
+    (t0, d0, e0, _, _), (t1, d1, e1, _, _) = window[0], window[-1]
+    earns_s, deliveries_s = (e1 - e0) / (t1 - t0), (d1 - d0) / (t1 - t0)
+    return {
+        "steady_window_s": round(t1 - t0, 2),
+        "steady_earns_per_s": round(earns_s, 1),
+        "steady_deliveries_per_s": round(deliveries_s, 1),
+        "steady_ratio": round(deliveries_s / earns_s, 3) if earns_s else 0.0,
+        "max_pending_during_load": max(t[3] for t in timeline),
+        "max_oldest_pending_age_s": round(max(t[4] for t in timeline), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,13 +169,21 @@ def main() -> None:
         url = f"{base}/graphql"
         with psycopg.connect(uri, autocommit=True) as conn:
             delivered_before = count.value
-            earn = wrk(
-                url,
-                EARN_LUA.format(token=token, cards=cards_lua, seed=2, run="run"),
-                args.seconds,
-                args.connections,
-                1,
-            )
+            timeline: list[tuple[float, int, int, int, float]] = []
+            stop = threading.Event()
+            sampler = threading.Thread(target=sample, args=(uri, count, timeline, stop))
+            sampler.start()
+            try:
+                earn = wrk(
+                    url,
+                    EARN_LUA.format(token=token, cards=cards_lua, seed=2, run="run"),
+                    args.seconds,
+                    args.connections,
+                    1,
+                )
+            finally:
+                stop.set()
+                sampler.join()
             delivered_during = count.value - delivered_before
             pending_at_stop, oldest_at_stop = lag(conn)
             stopped = time.perf_counter()
@@ -160,6 +210,7 @@ def main() -> None:
         "graphql_earn_rps": round(earn["rps"], 1),
         "deliveries_per_s_during_load": round(deliveries_per_s, 1),
         "ratio": round(deliveries_per_s / earn["rps"], 2),
+        **steady(timeline),
         "pending_when_load_stopped": pending_at_stop,
         "oldest_pending_age_s": round(oldest_at_stop, 2),
         "drain_s": round(drain_s, 2),
@@ -173,6 +224,8 @@ def main() -> None:
         "postgres": version,
         "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded",
         "command": " ".join(["python -m bench.webhooks", *sys.argv[1:]]),
+        # [seconds, delivered, earns, pending, the oldest pending one's age]
+        "timeline": [[round(t, 2), d, e, p, round(a, 2)] for t, d, e, p, a in timeline],
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "webhooks.json").write_text(json.dumps(result, indent=2))

@@ -419,3 +419,29 @@ def test_the_client_holds_a_full_step_of_every_dispatcher() -> None:
     assert dispatch.connections(4) == 4 * dispatch.STEP_BATCH
     assert dispatch.connections(0) == dispatch.STEP_BATCH
     assert dispatch.PER_ENDPOINT <= dispatch.STEP_BATCH
+
+
+async def test_a_dispatcher_that_finds_nothing_due_looks_again_soon_then_less_often(
+    engine: AsyncEngine, http: aiohttp.ClientSession
+) -> None:
+    """After a step that delivered, an empty one waits IDLE_MIN, then twice as long each time
+    up to a second: events of a steady load wait at most IDLE_MIN for a dispatcher that found
+    the outbox momentarily empty (a flat second let the oldest pending reach 1.4 s), and an
+    idle one polls once a second. (The steps scripted: this is the loop's wait policy.)"""
+    counts = iter([3, 0, 0, 0, 0, 0, 0, 0, 2, 0])
+    waits: list[float] = []
+
+    class Scripted(Dispatcher):
+        async def step(self) -> int:
+            return next(counts)
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 8:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await Scripted(engine, client=http, allow_insecure=True).run(sleep=sleep)
+    assert waits == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 0.05])
+    assert dispatch.idle_wait(0.0) == dispatch.IDLE_MIN
+    assert dispatch.idle_wait(0.8, cap=0.5) == 0.5
