@@ -150,7 +150,9 @@ async def advance(
 ) -> bool:
     """Record a chunk's outcome, in the chunk's transaction: lines [start, end) of `lane` are
     done. False (nothing recorded) when that lane is no longer at `start` (another worker got
-    there). Lanes committing at once queue on this row, for the commit only."""
+    there). Lanes committing at once queue on this row, for the commit only. `finished_at`: when
+    the last chunk's lines were recorded (its transaction's start, `now()`, is before its
+    statement ran)."""
     row = (
         await conn.execute(
             text(
@@ -159,7 +161,7 @@ async def advance(
                     position = position + :done, applied = applied + :applied,
                     replayed = replayed + :replayed, rejected = rejected + :rejected,
                     status = CASE WHEN position + :done >= lines THEN 'done' ELSE 'running' END,
-                    finished_at = CASE WHEN position + :done >= lines THEN now() END,
+                    finished_at = CASE WHEN position + :done >= lines THEN clock_timestamp() END,
                     body = CASE WHEN position + :done >= lines THEN NULL ELSE body END,
                     lane_map = CASE WHEN position + :done >= lines THEN NULL ELSE lane_map END
                 WHERE id = :id AND lanes[CAST(:lane AS int) + 1] = :start
