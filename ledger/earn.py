@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.frozen import fast_init
 from core.ids import uuid7
+from core.text import storable
 from ledger import outbox
 from ledger.claims import (
     _STORE_RESULT,
+    MAX_KEY_LENGTH,
     _at,
     _check_key,
     _check_points,
@@ -225,10 +227,25 @@ def check_earn(request: EarnRequest) -> tuple[datetime, str]:
     `digest` when it has one (the client's request: see `earn_request_digest`), else one of its
     fields."""
     _check_points(request.points)
-    _check_key(request.idempotency_key)
-    _check_text(request.ref, "ref")
-    _check_text(request.currency, "currency")
-    _check_text(request.category, "category")
+    key, ref, currency, category = (
+        request.idempotency_key,
+        request.ref,
+        request.currency,
+        request.category,
+    )
+    # The texts checked in one pass when all of them can be stored (the usual case: no NUL, no
+    # surrogate in any of them is none in their concatenation), one by one otherwise, for the
+    # error naming the first that cannot.
+    if (
+        type(key) is not str
+        or not storable(f"{key}{ref or ''}{currency or ''}{category or ''}")
+        or not key.strip()
+        or len(key) > MAX_KEY_LENGTH
+    ):
+        _check_key(key)
+        _check_text(ref, "ref")
+        _check_text(currency, "currency")
+        _check_text(category, "category")
     if not 0 <= request.hold_days <= 365:
         raise LedgerValidation("hold_days must be between 0 and 365")
     if request.lines:
