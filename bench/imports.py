@@ -202,7 +202,7 @@ def main() -> None:
         "import_seconds": round(elapsed, 2),
         "observed_seconds": round(observed, 2),
         "import_lines_per_s": round(lines_per_s),
-        "ratio": round(lines_per_s / earn["rps"], 1),
+        "ratio": round(lines_per_s / earn["rps"], 2),
         # CPU per line, load-independent: the server process (Python) and the database's
         # backends of this database (PostgreSQL), from /proc (the server runs on this machine).
         "server_cpu_us_per_line": round((cpu_after[0] - cpu_before[0]) / args.lines * 1e6, 1),
