@@ -496,23 +496,17 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
     # The dates of earns made at one instant under one rule are the same: computed once (a
     # batch file's chunk shares its instant).
     dates: dict[tuple[datetime, int, int], tuple[datetime, datetime]] = {}
-    when: tuple[Any, ...] = (None, None, None)  # the previous earn's (its dates: `found`)
-    found = (datetime.min, datetime.min)
     for n, (r, tx) in enumerate(zip(batch, uuid7s(len(batch)), strict=True), 1):
         if not n % STEP:
             yield
         q = r.request
-        if not (  # the previous earn's instant and rule, the usual case: no lookup
-            r.at is when[0] and q.hold_days == when[1] and q.validity_months == when[2]
-        ):
-            when = (r.at, q.hold_days, q.validity_months)
-            known = dates.get(when)
-            if known is None:
-                known = dates[when] = (
-                    r.at + timedelta(days=q.hold_days),
-                    service.add_months(r.at, q.validity_months),
-                )
-            found = known
+        when = (r.at, q.hold_days, q.validity_months)
+        found = dates.get(when)
+        if found is None:
+            found = dates[when] = (
+                r.at + timedelta(days=q.hold_days),
+                service.add_months(r.at, q.validity_months),
+            )
         results.append(
             EarnResult(
                 transaction_id=tx,
@@ -576,14 +570,12 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
             row["available_at"] = x.available_at
         if x.expires_at != expires_at:
             row["expires_at"] = x.expires_at
-        lines = q.lines
-        if len(lines) > 1:  # more than its BASE line: stored (`earn_breakdowns`)
-            op = service.operator_points(lines)
+        if q.lines:
+            op = service.operator_points(q.lines)
             if op:
                 row["op"] = op
-            row["lines"] = _lines(lines)
-        elif lines and lines[0].funded_by == "OPERATOR":  # `operator_points` of one line
-            row["op"] = lines[0].points
+            if len(q.lines) > 1:  # more than its BASE line: stored (`earn_breakdowns`)
+                row["lines"] = _lines(q.lines)
         if q.follow_up is not None:
             row["after"] = q.follow_up.params
         rows.append(row)

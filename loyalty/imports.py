@@ -297,7 +297,6 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
         else {}
     )
     taken: set[str] = set()  # the statement's earns' keys and orders so far
-    currency = terms.config.partner.currency
     for n, (index, f, purchase) in enumerate(parsed, 1):
         if not n % STEP:
             await asyncio.sleep(0)
@@ -306,12 +305,11 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
         if purchase is None:
             slow, marks = _refund(rt, record, f), ("r" + key, "o" + f["order_ref"].strip())
         else:
-            if purchase.money.currency != currency:  # `check_currency`'s test, written out
-                try:
-                    terms.check_currency(purchase)
-                except DomainError as exc:
-                    plan.outcomes.add(line, exc)
-                    continue
+            try:
+                terms.check_currency(purchase)
+            except DomainError as exc:
+                plan.outcomes.add(line, exc)
+                continue
             marks = ("k" + key, "o" + purchase.order_ref)
             if refused is not None:
                 slow = _earn(rt, record, f)
@@ -580,8 +578,7 @@ async def lane_map(
     (the import then runs in one lane); an import started before maps were stored was checked
     when it started.
 
-    One pass over the lines (a plain CSV line split in place: a call per line cost a large
-    file's start a tenth of a second, the database idle meanwhile), keeping per line its place
+    One pass over the lines (`_lane_fields`), keeping per line its place
     (the earn's card or the refund's order, as an index into the file's distinct ones) and
     each order's and key's first line, by the value's salted `hash` (a collision only ever
     keeps a file in one lane); then the cards' members in one query and each place's unit and
@@ -590,7 +587,6 @@ async def lane_map(
     if not 1 <= n <= 256:
         raise ValueError("a lane map holds 1 to 256 lanes")
     fmt = record.format
-    plain, width = fmt == "csv", len(HEADER)
     places: dict[str | tuple[str], int] = {}  # an earn's card, a refund's (order,) -> its index
     placed = array("q")  # per line: its index in `places`, -1 for a line that does not parse
     # Per line: its order's and its key's hash (a refund's key as ("r", key): apart from an
@@ -607,22 +603,13 @@ async def lane_map(
     for index, (_, raw) in enumerate(lines):
         if index and not index % (20 * STEP):
             await asyncio.sleep(0)
-        if plain and b'"' not in raw:  # `_lane_fields`, written out
-            cells = raw.decode("utf-8", "replace").rstrip("\r").split(",")
-            if len(cells) != width:
-                to_place(-1)
-                to_orders(0)
-                to_keys(0)
-                continue
-            kind, card, order, key = cells[0].strip(), cells[2], cells[1].strip(), cells[6]
-        else:
-            x = _lane_fields(raw, fmt)
-            if x is None:
-                to_place(-1)
-                to_orders(0)
-                to_keys(0)
-                continue
-            kind, card, order, key = x
+        x = _lane_fields(raw, fmt)
+        if x is None:
+            to_place(-1)
+            to_orders(0)
+            to_keys(0)
+            continue
+        kind, card, order, key = x
         to_orders(hash(order) or 1)
         if kind == "earn":
             to_place(place(card, len(places)))
