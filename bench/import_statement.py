@@ -114,7 +114,7 @@ async def run(args: argparse.Namespace) -> None:
                         results = await batch.write_earns(conn, requests)
                     wall, cpu = time.perf_counter() - t0, _backend_cpu(pid) - cpu0
                     n = sum(r is not None for r in results)
-                    print(f"  {n / wall:8,.0f} earns/s  {cpu / n * 1e6:5.0f} us", flush=True)
+                    print(f"  {n / wall:8,.0f} earns/s  {cpu / n * 1e6:5.1f} us", flush=True)
                 if args.lanes > 1:
                     await _lanes(pool_uri=uri, ms=ms, partner=partner, args=args)
                 if args.stages:
