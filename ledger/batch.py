@@ -420,13 +420,29 @@ class EarnBatcher:
 
 @dataclass(slots=True)
 class PreparedEarns:
-    """A batch's statement made ready (`prepare_earns`): its earns, their results if written,
-    the statement and its one parameter."""
+    """A batch's statement made ready (`prepare_earns`): its earns, each one's transaction id
+    and dates (`result`: what it gets back if written), the statement and its one parameter."""
 
     batch: list[_Earn]
-    results: list[EarnResult]
+    txs: list[uuid.UUID]
+    dated: list[tuple[datetime, datetime]]  # per earn: available_at, expires_at
     sql: str
     params: dict[str, Any]
+
+    def result(self, i: int, follow_up: str | None = None) -> EarnResult:
+        """The result of the batch's `i`-th earn once written, with what its follow-up gave
+        (built when asked: a batch file's chunk asks for the few that need one)."""
+        r, (available_at, expires_at) = self.batch[i], self.dated[i]
+        q = r.request
+        return EarnResult(
+            transaction_id=self.txs[i],
+            points=q.points,
+            status="pending" if available_at > r.at else "available",
+            available_at=available_at,
+            expires_at=expires_at,
+            lines=q.lines,
+            follow_up=follow_up,
+        )
 
 
 async def prepare_earns(
@@ -455,9 +471,21 @@ async def write_prepared(
     """The prepared statement on the caller's connection and in its transaction: each earn's
     result, or None for those it left to the single path (`ledger.service.earn`). Raises as
     the statement does (a member who owes points: `REFUSED`)."""
-    done, _ = await _execute(conn, prepared)
-    found = {id(r): x for r, x in done}
-    return [found.get(id(r)) for r in prepared.batch]
+    written = await write_prepared_rows(conn, prepared)
+    return [
+        prepared.result(i, written[i]) if i in written else None for i in range(len(prepared.batch))
+    ]
+
+
+async def write_prepared_rows(
+    conn: psycopg.AsyncConnection[Any], prepared: PreparedEarns
+) -> dict[int, str | None]:
+    """`write_prepared`, answered as the statement answers: the index of each earn it wrote
+    (the others are left to the single path), with what its follow-up gave
+    (`PreparedEarns.result` makes its result)."""
+    async with conn.cursor() as cur:
+        await cur.execute(prepared.sql, prepared.params)
+        return {row[0]: row[1] for row in await cur.fetchall()}
 
 
 async def write_earns(
@@ -483,7 +511,7 @@ async def _statement(
 
 
 def _prepare(batch: list[_Earn]) -> PreparedEarns:
-    """The batch's results if written, its statement and its parameter."""
+    """The batch's transaction ids and dates, its statement and its parameter."""
     out: list[PreparedEarns] = []
     for _ in _preparing(batch, out):
         pass
@@ -492,11 +520,12 @@ def _prepare(batch: list[_Earn]) -> PreparedEarns:
 
 def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
     """`_prepare` into `out`, pausing (a bare `yield`) after every `STEP` earns."""
-    results = []
+    txs = uuid7s(len(batch))
     # The dates of earns made at one instant under one rule are the same: computed once (a
-    # batch file's chunk shares its instant).
+    # batch file's chunk shares its instant), one tuple shared by those earns.
     dates: dict[tuple[datetime, int, int], tuple[datetime, datetime]] = {}
-    for n, (r, tx) in enumerate(zip(batch, uuid7s(len(batch)), strict=True), 1):
+    dated = []
+    for n, r in enumerate(batch, 1):
         if not n % STEP:
             yield
         q = r.request
@@ -507,16 +536,7 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
                 r.at + timedelta(days=q.hold_days),
                 service.add_months(r.at, q.validity_months),
             )
-        results.append(
-            EarnResult(
-                transaction_id=tx,
-                points=q.points,
-                status="pending" if found[0] > r.at else "available",
-                available_at=found[0],
-                expires_at=found[1],
-                lines=q.lines,
-            )
-        )
+        dated.append(found)
     # The batch travels as JSON (one document of rows, one of the values most of its rows
     # share: psycopg's per-element array dumping cost more client CPU than everything else in
     # the batch together). orjson writes the uuids and datetimes itself (RFC 3339, offset kept).
@@ -527,12 +547,15 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
     # The result a replay gets back is built by the statement from the same values.
     if not batch:
         out.append(
-            PreparedEarns(batch, results, _EARN_BATCH, {"rows": "[]", "common": "{}", "iso": _ISO})
+            PreparedEarns(
+                batch, txs, dated, _EARN_BATCH, {"rows": "[]", "common": "{}", "iso": _ISO}
+            )
         )
         return
-    first, x0 = batch[0], results[0]
+    first = batch[0]
     space, actor, partner, at = first.space, first.request.actor, first.request.partner_id, first.at
-    available_at, expires_at = x0.available_at, x0.expires_at
+    shared = dated[0]
+    available_at, expires_at = shared
     common = {
         "space": space,
         "actor": actor,
@@ -542,7 +565,7 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
         "expires_at": expires_at,
     }
     rows = []
-    for i, (r, x) in enumerate(zip(batch, results, strict=True)):
+    for i, (r, tx, x) in enumerate(zip(batch, txs, dated, strict=True)):
         if i and not i % STEP:
             yield
         q = r.request
@@ -552,7 +575,7 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
             "hash": r.digest,
             "member": q.member_id,
             "ref": q.ref,
-            "tx": x.transaction_id,
+            "tx": tx,
             "points": q.points,
             "amount": None if q.amount is None else str(q.amount),
             "currency": q.currency,
@@ -566,10 +589,8 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
             row["partner"] = q.partner_id
         if r.at != at:
             row["at"] = r.at
-        if x.available_at != available_at:
-            row["available_at"] = x.available_at
-        if x.expires_at != expires_at:
-            row["expires_at"] = x.expires_at
+        if x is not shared and x != shared:
+            row["available_at"], row["expires_at"] = x
         if q.lines:
             op = service.operator_points(q.lines)
             if op:
@@ -583,7 +604,8 @@ def _preparing(batch: list[_Earn], out: list[PreparedEarns]) -> Iterator[None]:
     out.append(
         PreparedEarns(
             batch,
-            results,
+            txs,
+            dated,
             _statement_for(kinds.pop() if kinds else None),
             {
                 "rows": orjson.dumps(rows).decode(),
@@ -598,14 +620,8 @@ async def _execute(
     conn: psycopg.AsyncConnection[Any], prepared: PreparedEarns
 ) -> tuple[list[tuple[_Earn, EarnResult]], list[_Earn]]:
     """Run a prepared batch statement: the earns it wrote and those to run alone."""
-    batch, results = prepared.batch, prepared.results
-    async with conn.cursor() as cur:
-        await cur.execute(prepared.sql, prepared.params)
-        written = {row[0]: row[1] for row in await cur.fetchall()}
-    done = [
-        (r, results[i] if written[i] is None else replace(results[i], follow_up=written[i]))
-        for i, r in enumerate(batch)
-        if i in written
-    ]
+    batch = prepared.batch
+    written = await write_prepared_rows(conn, prepared)
+    done = [(r, prepared.result(i, written[i])) for i, r in enumerate(batch) if i in written]
     alone = [r for i, r in enumerate(batch) if i not in written]
     return done, alone

@@ -207,13 +207,17 @@ def price(
     # activation or uses then go unread): only when some of them depends on the member's
     # activations or uses are those read (and the uses counted), in the earn's own unit of
     # work; otherwise the earn goes to the group commit as any other.
-    maybe = usable(
-        chosen_offers.offers,
-        at=at,
-        member_tier_rank=rank,
-        activated_ids=chosen_offers.activation_ids,
-        uses_by_offer={},
-        tier_ranks=tier_ranks,
+    maybe = (
+        usable(
+            chosen_offers.offers,
+            at=at,
+            member_tier_rank=rank,
+            activated_ids=chosen_offers.activation_ids,
+            uses_by_offer={},
+            tier_ranks=tier_ranks,
+        )
+        if chosen_offers.offers
+        else []  # (no offer of this partner and category: every line of most batch files)
     )
     stateful = [o for o in maybe if o.requires_activation or o.max_uses_per_member is not None]
     if stateful:
@@ -232,7 +236,16 @@ def price(
 
         def request(lines: list[Line]) -> ledger.EarnRequest:
             return _request(
-                terms, purchase, holder, lines, at, actor, key_space, idempotency_key, follow_up
+                terms,
+                purchase,
+                holder,
+                lines,
+                _points(lines),
+                at,
+                actor,
+                key_space,
+                idempotency_key,
+                follow_up,
             )
 
         return PricedEarn(None, stateful, applying, request)
@@ -240,9 +253,12 @@ def price(
     # price it with that state made only when it does: 200,000 lines of a batch file each made
     # four and called them)
     lines = breakdown(money.amount, rate, cap, multiplier, maybe)
+    points = _points(lines)
     return PricedEarn(
-        _request(terms, purchase, holder, lines, at, actor, key_space, idempotency_key, follow_up)
-        if _earns(lines)
+        _request(
+            terms, purchase, holder, lines, points, at, actor, key_space, idempotency_key, follow_up
+        )
+        if points > 0
         else None,
         [],
         None,
@@ -255,6 +271,7 @@ def _request(
     purchase: Purchase,
     holder: CardHolder,
     lines: list[Line],
+    points: int,  # theirs (`_points`)
     at: datetime,
     actor: str,
     key_space: str,
@@ -273,7 +290,7 @@ def _request(
         idempotency_key=idempotency_key,
         member_id=holder.member_id,
         partner_id=terms.partner_id,
-        points=sum([line.points for line in lines]),
+        points=points,
         hold_days=rule.hold_days,
         validity_months=terms.validity_months,
         ref=purchase.order_ref,
@@ -380,11 +397,25 @@ async def earn_priced(
 async def after_commit(
     rt: Runtime, card_number: str, holder: CardHolder, result: EarnResult
 ) -> None:
-    """What follows an earn's commit: the member's referral bonus when it waits for their
-    first earn, and this process's card cache told of a tier upgrade the earn carried; the
-    points counted as issued (`/metrics`), unless this answers a retry."""
+    """What follows an earn's commit: the points counted as issued (`/metrics`), unless this
+    answers a retry; then `after_commit_steps`."""
     if not result.replayed:
         ISSUED_BY_EARN.inc(result.points)
+    await after_commit_steps(rt, card_number, holder, result)
+
+
+def counted_as_issued(points: int) -> None:
+    """Points of committed earns counted as issued (`/metrics`) at once (a batch file's chunk:
+    its steps after commit, `after_commit_steps`, run for the few earns that need one)."""
+    ISSUED_BY_EARN.inc(points)
+
+
+async def after_commit_steps(
+    rt: Runtime, card_number: str, holder: CardHolder, result: EarnResult
+) -> None:
+    """The steps after an earn's commit that concern its member: the referral bonus when it
+    waits for their first earn, and this process's card cache told of a tier upgrade the earn
+    carried. Nothing to do unless `holder.referral_pending` or `result.follow_up`."""
     if holder.referral_pending:
         await bonuses.after_earn(rt, card_number=card_number, holder=holder)
     if result.follow_up is not None:
@@ -398,8 +429,12 @@ async def after_commit(
 _NAMES: dict[StrEnum, str] = {e: e.value for e in (*Source, *Funder)}
 
 
-def _earns(lines: list[Line]) -> bool:
-    return sum([line.points for line in lines]) > 0
+def _points(lines: list[Line]) -> int:
+    """An earn's points: its lines' (a loop, not sum() over a generator: every earn)."""
+    points = 0
+    for line in lines:
+        points += line.points
+    return points
 
 
 async def _earn_with_member_state(
@@ -420,7 +455,7 @@ async def _earn_with_member_state(
             conn, member_id=member_id, offer_ids=[o.id for o in stateful], limited_ids=limited
         )
         lines = applying(activated, uses)
-        if not _earns(lines):
+        if _points(lines) <= 0:
             return None
         result = await ledger.earn(conn, request(lines))
         if not result.replayed:

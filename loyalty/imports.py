@@ -77,6 +77,8 @@ from partners.imports import ImportRecord, LineError
 log = logging.getLogger(__name__)
 
 HEADER = ("kind", "order_ref", "card_number", "amount", "currency", "category", "idempotency_key")
+# A line's fields by position (`_cells`), in HEADER's order
+KIND, ORDER_REF, CARD_NUMBER, AMOUNT, CURRENCY, CATEGORY, IDEMPOTENCY_KEY = range(len(HEADER))
 MAX_BYTES = 50 * 1024 * 1024
 MAX_LINES = 1_000_000
 MAX_LINE_BYTES = 4096
@@ -125,6 +127,12 @@ def data_lines(body: bytes, fmt: str) -> list[tuple[int, bytes]]:
 
 def parse_line(raw: bytes, fmt: str) -> dict[str, str]:
     """One data line's fields by HEADER name; ValidationError when malformed."""
+    return dict(zip(HEADER, _cells(raw, fmt), strict=True))
+
+
+def _cells(raw: bytes, fmt: str) -> list[str]:
+    """One data line's fields in HEADER's order (KIND, ORDER_REF, ...): `parse_line` without
+    the names (a batch file's chunk reads 10,000 lines)."""
     if len(raw) > MAX_LINE_BYTES:
         raise ValidationError(f"a line is at most {MAX_LINE_BYTES} bytes")
     if b"\x00" in raw:
@@ -143,11 +151,11 @@ def parse_line(raw: bytes, fmt: str) -> dict[str, str]:
         values = [obj.get(k) for k in HEADER]
         if any(v is not None and not isinstance(v, str) for v in values):
             raise ValidationError("every value must be a string")
-        return {k: v or "" for k, v in zip(HEADER, values, strict=True)}
+        return [v or "" for v in values]
     cells = line.split(",") if '"' not in line else next(csv.reader([line]), [])
     if len(cells) != len(HEADER):
         raise ValidationError(f"the line must have {len(HEADER)} fields")
-    return dict(zip(HEADER, cells, strict=True))
+    return cells
 
 
 # -- the use cases -----------------------------------------------------------------------------
@@ -247,23 +255,23 @@ class _Plan:
 
 async def _parse(
     part: list[tuple[int, bytes]], fmt: str, outcomes: _Outcomes
-) -> list[tuple[int, dict[str, str], earning.Purchase | None]]:
-    """The chunk's lines that parse: (index, fields, the earn's purchase or None for a refund);
-    the others are rejected into `outcomes`."""
-    parsed: list[tuple[int, dict[str, str], earning.Purchase | None]] = []
+) -> list[tuple[int, list[str], earning.Purchase | None]]:
+    """The chunk's lines that parse: (index, fields (`_cells`), the earn's purchase or None for
+    a refund); the others are rejected into `outcomes`."""
+    parsed: list[tuple[int, list[str], earning.Purchase | None]] = []
     for index, (line, raw) in enumerate(part):
         if index and not index % STEP:
             await asyncio.sleep(0)
         try:
-            f = parse_line(raw, fmt)
-            kind = f["kind"].strip()
+            f = _cells(raw, fmt)
+            kind = f[KIND].strip()
             if kind == "refund":
                 parsed.append((index, f, None))
                 continue
             if kind != "earn":
                 raise ValidationError("kind must be earn or refund", field="kind")
             purchase = earning.parse_purchase(
-                f["card_number"], f["amount"], f["currency"], f["category"] or None, f["order_ref"]
+                f[CARD_NUMBER], f[AMOUNT], f[CURRENCY], f[CATEGORY] or None, f[ORDER_REF]
             )
         except DomainError as exc:
             outcomes.add(line, exc)
@@ -300,10 +308,10 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
     for n, (index, f, purchase) in enumerate(parsed, 1):
         if not n % STEP:
             await asyncio.sleep(0)
-        line, key = part[index][0], f["idempotency_key"]
+        line, key = part[index][0], f[IDEMPOTENCY_KEY]
         holder = None
         if purchase is None:
-            slow, marks = _refund(rt, record, f), ("r" + key, "o" + f["order_ref"].strip())
+            slow, marks = _refund(rt, record, f), ("r" + key, "o" + f[ORDER_REF].strip())
         else:
             try:
                 terms.check_currency(purchase)
@@ -363,31 +371,31 @@ async def _plan_in_turn(
         return await _plan(rt, record, part)
 
 
-def _refund(rt: Runtime, record: ImportRecord, f: dict[str, str]) -> _Slow:
+def _refund(rt: Runtime, record: ImportRecord, f: list[str]) -> _Slow:
     return lambda: refunding.refund(
         rt,
         actor=record.actor,
         partner_id=record.partner_id,
-        order_ref=f["order_ref"],
-        amount=f["amount"],
-        currency=f["currency"],
-        idempotency_key=f["idempotency_key"],
+        order_ref=f[ORDER_REF],
+        amount=f[AMOUNT],
+        currency=f[CURRENCY],
+        idempotency_key=f[IDEMPOTENCY_KEY],
     )
 
 
-def _earn(rt: Runtime, record: ImportRecord, f: dict[str, str]) -> _Slow:
+def _earn(rt: Runtime, record: ImportRecord, f: list[str]) -> _Slow:
     """The whole earn use case (the terms refuse every earn: a replay may still answer)."""
     return lambda: earning.earn(
         rt,
         actor=record.actor,
         key_space=ledger.partner_key_space(record.partner_id),
         partner_id=record.partner_id,
-        card_number=f["card_number"],
-        amount=f["amount"],
-        currency=f["currency"],
-        category=f["category"] or None,
-        order_ref=f["order_ref"],
-        idempotency_key=f["idempotency_key"],
+        card_number=f[CARD_NUMBER],
+        amount=f[AMOUNT],
+        currency=f[CURRENCY],
+        category=f[CATEGORY] or None,
+        order_ref=f[ORDER_REF],
+        idempotency_key=f[IDEMPOTENCY_KEY],
     )
 
 
@@ -429,26 +437,35 @@ async def _run_slow(plan: _Plan) -> None:
 
 async def _write_chunk(
     conn: psycopg.AsyncConnection[Any], plan: _Plan
-) -> list[tuple[_Earn, EarnResult]]:
+) -> tuple[list[tuple[_Earn, EarnResult]], int]:
     """The chunk's earns: one statement (`ledger.batch`, prepared), the rest on the single
-    path, each in a savepoint, in line order. Returns the earns written or replayed."""
+    path, each in a savepoint, in line order. Returns the earns written or replayed that have
+    steps after their commit (`loyalty.earn.after_commit_steps`: a referral bonus, a tier
+    upgrade), with their results (the statement's made for them alone), and the points the
+    chunk issued."""
     outcomes, rest = plan.outcomes, list(plan.rest)
-    done: list[tuple[_Earn, EarnResult]] = []
-    results: list[EarnResult | None] = [None] * len(plan.first)
-    if plan.prepared is not None and plan.first:
+    after: list[tuple[_Earn, EarnResult]] = []
+    issued = 0
+    written: dict[int, str | None] = {}
+    prepared = plan.prepared
+    if prepared is not None and plan.first:
         try:
             async with conn.transaction():  # a savepoint: a refused statement writes nothing
-                results = await ledger_batch.write_prepared(conn, plan.prepared)
+                written = await ledger_batch.write_prepared_rows(conn, prepared)
         except psycopg.Error as exc:
             if exc.sqlstate != ledger_batch.REFUSED:
                 raise
             # a member owes points: the single path repays it
-    for e, result in zip(plan.first, results, strict=True):
-        if result is None:
+    for i, e in enumerate(plan.first):
+        if i not in written:
             rest.append(e)
-        else:
-            outcomes.add(e.line, result)
-            done.append((e, result))
+            continue
+        issued += e.request.points
+        follow_up = written[i]
+        if follow_up is not None or e.holder.referral_pending:
+            assert prepared is not None
+            after.append((e, prepared.result(i, follow_up)))
+    outcomes.applied += len(written)  # the statement writes new earns only: no replay
     rest.sort(key=lambda e: e.line)  # a key's or order's first line first
     driver = cast(Any, DriverConnection(conn))
     for e in rest:
@@ -459,8 +476,11 @@ async def _write_chunk(
             outcomes.add(e.line, exc)
         else:
             outcomes.add(e.line, single)
-            done.append((e, single))
-    return done
+            if not single.replayed:
+                issued += single.points
+            if single.follow_up is not None or e.holder.referral_pending:
+                after.append((e, single))
+    return after, issued
 
 
 async def run(
@@ -510,10 +530,10 @@ def _lane_fields(raw: bytes, fmt: str) -> tuple[str, str, str, str] | None:
             return None
         return cells[0].strip(), cells[2], cells[1].strip(), cells[6]
     try:
-        f = parse_line(raw, fmt)
+        f = _cells(raw, fmt)
     except ValidationError:
         return None
-    return f["kind"].strip(), f["card_number"], f["order_ref"].strip(), f["idempotency_key"]
+    return f[KIND].strip(), f[CARD_NUMBER], f[ORDER_REF].strip(), f[IDEMPOTENCY_KEY]
 
 
 async def split_lanes(
@@ -882,7 +902,7 @@ async def _commit_chunk(
         # memory: with the default 4 MB they went to temporary files (`bench.import_statement`:
         # 3-4 us of the database's 50 per earn).
         await conn.execute(CHUNK_WORK_MEM)
-        done = await _write_chunk(conn, plan)
+        after, issued = await _write_chunk(conn, plan)
         if not await store.advance(
             cast(Any, DriverConnection(conn)),
             import_id=record.id,
@@ -896,11 +916,10 @@ async def _commit_chunk(
             raise _Lost
         if before_commit is not None:
             await before_commit(start)
-    for e, result in done:  # committed: the steps after an earn's commit
-        if not (e.holder.referral_pending or result.follow_up is not None):
-            continue
+    earning.counted_as_issued(issued)  # committed: the steps after an earn's commit
+    for e, result in after:
         try:
-            await earning.after_commit(rt, e.purchase.card_number, e.holder, result)
+            await earning.after_commit_steps(rt, e.purchase.card_number, e.holder, result)
         except Exception:
             log.warning("import %s: a step after line %d's commit failed", record.id, e.line)
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from core.errors import DomainError
+from core.metrics import REGISTRY
 from ledger import service as ledger
 from loyalty import earn as earning
 from loyalty import imports
@@ -234,6 +235,12 @@ async def _ledger(rt: Services, world: World) -> dict[str, Any]:
     }
 
 
+def _issued() -> float:
+    """The points counted as issued by earns so far (`/metrics`, this process)."""
+    value = REGISTRY.get_sample_value("coalition_points_issued_total", {"kind": "earn"})
+    return value or 0.0
+
+
 async def _imported(rt: Services, world: World, body: bytes, **run: Any) -> Any:
     async with rt.engine.begin() as conn:
         record = await store.create(
@@ -260,9 +267,13 @@ async def test_a_chunk_gives_the_ledger_of_one_line_at_a_time(
     reference = await _world(rt, "one by one")
     imported = await _world(rt, "imported")
 
+    before = _issued()
     expected = await _one_by_one(rt, reference, reference.file(unknown))
+    between = _issued()
     _, got = await _imported(rt, imported, imported.file(unknown), chunk_size=chunk_size)
     assert got == expected
+    # Counted as issued (`/metrics`) as one by one: every earn applied, no replay
+    assert _issued() - between == between - before > 0
     assert await _ledger(rt, imported) == await _ledger(rt, reference)
     assert await _ledger(rt, imported) != {}  # (the comparison compares something)
     await assert_invariants(rt.engine)
@@ -279,10 +290,13 @@ async def test_lanes_give_the_ledger_of_one_line_at_a_time(
     unknown = new_card_number()
     reference = await _world(rt, "one by one")
     imported = await _world(rt, "in lanes")
+    before = _issued()
     expected = await _one_by_one(rt, reference, reference.file(unknown, LANE_FILE))
+    between = _issued()
     done, got = await _imported(
         rt, imported, imported.file(unknown, LANE_FILE), chunk_size=chunk_size, lanes=lanes
     )
+    assert _issued() - between == between - before > 0
     assert done.lanes is not None and len(done.lanes) == lanes  # it ran in lanes
     assert sum(done.lanes) == done.position == len(LANE_FILE)
     assert got == expected
