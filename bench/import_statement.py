@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -165,8 +166,11 @@ async def _lanes(
     pool = create_driver_pool(pool_uri, max_size=n)
     await pool.open(wait=True)
 
+    pids: list[int] = []
+
     async def lane(chunks: list[Any]) -> int:
         async with pool.connection() as conn:
+            pids.append(conn.info.backend_pid)
             await conn.set_autocommit(False)
             done = 0
             for p in chunks:
@@ -177,10 +181,21 @@ async def _lanes(
             return done
 
     try:
+        await pool.wait()
+        async with contextlib.AsyncExitStack() as held:  # every backend's pid, before the clock
+            for _ in range(n):
+                c = await held.enter_async_context(pool.connection())
+                pids.append(c.info.backend_pid)
+        cpu0 = sum(_backend_cpu(p) for p in set(pids))
+        pids.clear()
         t0 = time.perf_counter()
         done = await asyncio.gather(*(lane(c) for c in prepared))
         wall = time.perf_counter() - t0
-        print(f"{n} lanes side by side: {sum(done) / wall:8,.0f} earns/s ({sum(done)} earns)")
+        cpu = sum(_backend_cpu(p) for p in set(pids)) - cpu0
+        print(
+            f"{n} lanes side by side: {sum(done) / wall:8,.0f} earns/s ({sum(done)} earns), "
+            f"backends' CPU per earn {cpu / sum(done) * 1e6:5.1f} us"
+        )
     finally:
         await pool.close()
 

@@ -304,21 +304,25 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
         if refused is None
         else {}
     )
-    taken: set[str] = set()  # the statement's earns' keys and orders so far
+    # The statement's earns' keys and orders so far (a refund's key is of another operation:
+    # it shares only its order with them)
+    keys: set[str] = set()
+    orders: set[str] = set()
     for n, (index, f, purchase) in enumerate(parsed, 1):
         if not n % STEP:
             await asyncio.sleep(0)
         line, key = part[index][0], f[IDEMPOTENCY_KEY]
         holder = None
         if purchase is None:
-            slow, marks = _refund(rt, record, f), ("r" + key, "o" + f[ORDER_REF].strip())
+            order = f[ORDER_REF].strip()
+            slow, marks, shares = _refund(rt, record, f), ("r" + key, "o" + order), order in orders
         else:
             try:
                 terms.check_currency(purchase)
             except DomainError as exc:
                 plan.outcomes.add(line, exc)
                 continue
-            marks = ("k" + key, "o" + purchase.order_ref)
+            order = purchase.order_ref
             if refused is not None:
                 slow = _earn(rt, record, f)
             else:
@@ -344,13 +348,13 @@ async def _plan(rt: Runtime, record: ImportRecord, part: list[tuple[int, bytes]]
                     # The first earn of each key and order goes into the statement, a later one
                     # (or one sharing either with it) to the single path after it, in line order.
                     earn = _Earn(line, priced.request, purchase, holder, checked)
-                    k, o = marks
-                    (plan.rest if k in taken or o in taken else plan.first).append(earn)
-                    taken.add(k)
-                    taken.add(o)
+                    (plan.rest if key in keys or order in orders else plan.first).append(earn)
+                    keys.add(key)
+                    orders.add(order)
                     continue
                 slow = _priced(rt, priced, purchase, holder, key_space, key)
-        if taken.intersection(marks):
+            marks, shares = ("k" + key, "o" + order), key in keys or order in orders
+        if shares:
             plan.end = index
             break
         plan.slow.append(_SlowLine(line, slow, None if holder is None else holder.member_id, marks))
