@@ -6,12 +6,14 @@ A fresh migrated database (`--database-url` / `DATABASE_URL`, else the embedded 
 seeded like `bench.imports` (one partner, 2,000 members) with a history of 20,000 earns and
 ANALYZE. One connection writes `--chunks` chunks of `--chunk` prepared earns (an order and a
 purchase each, as a file's lines) with `ledger.batch.write_earns`, one transaction per chunk as
-`loyalty.imports` does: earns/s and the server backend's CPU per earn (utime + stime from
-/proc/<pid>/stat: the server must run on this machine).
+`loyalty.imports` does: earns/s and the server backend's CPU per earn (from
+/proc/<pid>/schedstat, in nanoseconds: the server must run on this machine).
 
 With `--lanes N`, also N connections side by side, each writing `--chunks` chunks of earns of
 its own members (member index modulo N, as `loyalty.imports` splits a file into lanes), the
-chunks' parameters prepared beforehand: the database's earns/s with N backends at once.
+chunks' parameters prepared beforehand: the database's earns/s with N backends at once, and
+their CPU per earn (more than one backend's alone: they insert into the same right-most pages
+of the indexes keyed by a sequence or by time).
 
 Then the statement's cost by stage, each stage the statement cut after one more CTE and rolled
 back (`--stages`): the JSON input alone, the lookups, the key claims, the wallet locks, the

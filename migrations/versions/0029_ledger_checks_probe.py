@@ -9,15 +9,16 @@ The statement-level checks of `entries` (0006, 0026) and `lots` (0026) ask, for 
 statement wrote, whether the transactions, accounts and lots they name exist:
 `NOT EXISTS (SELECT 1 FROM transactions t WHERE t.id = n.id)`. The planner turned each into an
 anti-join, and chose its shape by the tables' statistics. Until the tables were analyzed
-again (autovacuum lags a bulk write; it may be off), it hashed the whole table: a chunk of
-10,000 earns of a batch file read every row of `transactions` three times and every lot once,
-a cost that grew with the ledger, not with the chunk. With fresh statistics it probed the
-primary key instead, but only while that looked cheaper.
+again (autovacuum lags a bulk write; it may be off), it hashed the whole table: every
+statement writing earns (a batch file's chunk, a group commit's batch) read every row of
+`transactions` twice (`tests/ledger/test_checks_probe.py` counts the scans), a cost that grew
+with the ledger, not with the statement. With fresh statistics it probed the primary key
+instead, but only while that looked cheaper.
 
 `OFFSET 0` keeps each check a subquery run per row checked: one primary-key probe each, as the
 group commit's statement does for its own lookups (`ledger.batch`). Measured with
-`python -m bench.imports` on a ledger never analyzed: the database's CPU per line 48-56 us
-before, the same as with fresh statistics after (bench/RESULTS.md).
+`python -m bench.imports` on a ledger never analyzed: the database's CPU per line 48-65 us
+before, 43-44 after, as with fresh statistics (bench/RESULTS.md).
 
 The functions are edited where they stand (`pg_get_functiondef`): only the probes change.
 """
