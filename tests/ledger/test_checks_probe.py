@@ -4,17 +4,20 @@ after a bulk write that autovacuum has not caught up with)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from alembic import command
 
 from core.db import create_engine
 from ledger import batch
 from ledger import service as ledger
 from members import service as members
+from migrations.runner import alembic_config, upgrade
 from partners import service as partners
 from tests.db import create_test_database, drop_database
 from tests.ledger.invariants import assert_invariants
@@ -117,3 +120,24 @@ async def test_the_checks_still_refuse_rows_naming_nothing(db_uri: str) -> None:
                 "VALUES (%(tx)s, %(w)s, 1, now(), 't'), (%(tx)s, %(w)s, -1, now(), 't')",
                 {"tx": uuid.uuid4(), "w": wallet},
             )
+
+
+async def test_the_migration_edits_every_probe_and_its_downgrade_restores_them(
+    db_uri: str,
+) -> None:
+    """0029 adds `OFFSET 0` to each of the six existence probes (it refuses to run when it
+    finds another number) and its downgrade takes them out again."""
+
+    async def probed() -> dict[str, int]:
+        async with await psycopg.AsyncConnection.connect(db_uri) as conn:
+            cur = await conn.execute(
+                "SELECT proname, prosrc FROM pg_proc WHERE proname = ANY(%s)",
+                [["ledger_entries_after_insert", "ledger_lots_after_insert"]],
+            )
+            return {name: src.count(" OFFSET 0)") for name, src in await cur.fetchall()}
+
+    assert await probed() == {"ledger_entries_after_insert": 2, "ledger_lots_after_insert": 4}
+    await asyncio.to_thread(command.downgrade, alembic_config(db_uri), "0028")
+    assert await probed() == {"ledger_entries_after_insert": 0, "ledger_lots_after_insert": 0}
+    await asyncio.to_thread(upgrade, db_uri)
+    assert await probed() == {"ledger_entries_after_insert": 2, "ledger_lots_after_insert": 4}
