@@ -400,13 +400,13 @@ async def after_commit(
     """What follows an earn's commit: the points counted as issued (`/metrics`), unless this
     answers a retry; then `after_commit_steps`."""
     if not result.replayed:
-        ISSUED_BY_EARN.inc(result.points)
+        counted_as_issued(result.points)
     await after_commit_steps(rt, card_number, holder, result)
 
 
 def counted_as_issued(points: int) -> None:
-    """Points of committed earns counted as issued (`/metrics`) at once (a batch file's chunk:
-    its steps after commit, `after_commit_steps`, run for the few earns that need one)."""
+    """Points of committed earns counted as issued (`/metrics`): one earn's, or a batch file's
+    chunk's at once (it runs `after_commit_steps` only for the few earns that need one)."""
     ISSUED_BY_EARN.inc(points)
 
 
