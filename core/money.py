@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -68,14 +69,9 @@ class Money:
         """Parse a decimal string strictly: currency digits at most, 12 integer digits at most."""
         cur = currency_code(currency)
         if isinstance(amount, str):
-            text = amount.strip()
-            if not _DECIMAL_STRING.fullmatch(text):
-                raise ValidationError(f"amount {amount!r} is not a decimal number")
-            value = Decimal(text)  # finite: the pattern admits nothing else
-            # Its digits after the point, read off the string (what `as_tuple` would give,
-            # at a third of the cost: this runs on every line of a batch file).
-            point = text.find(".")
-            exponent = 0 if point < 0 else point + 1 - len(text)
+            # (a long one, spaces around a number, is parsed without keeping it)
+            parse = _parse_text if len(amount) <= _CACHED_LENGTH else _parse_text.__wrapped__
+            money = parse(amount, cur)
         else:
             try:
                 value = Decimal(str(amount).strip())
@@ -85,17 +81,10 @@ class Money:
                 raise ValidationError("amount must be a finite number")
             found = value.as_tuple().exponent
             assert isinstance(found, int)
-            exponent = found
-        # Integer digits first: quantizing a value wider than Decimal's precision would raise.
-        if value.adjusted() >= MAX_INTEGER_DIGITS:
-            raise ValidationError(f"amount has more than {MAX_INTEGER_DIGITS} integer digits")
-        places = ISO_4217_MINOR_UNITS[cur]
-        # Digits, not value: "100.000" RUB is refused like "100.001" (trailing zeros too).
-        if -exponent > places:
-            raise ValidationError(f"amount has more than {places} decimal places for {cur}")
-        if positive and value <= 0:
+            money = _checked(value, found, cur)
+        if positive and money.amount <= 0:
             raise ValidationError("amount must be positive")
-        return cls(value.quantize(_QUANTUM[cur]), cur)
+        return money
 
     @classmethod
     def of(cls, amount: Decimal, currency: str) -> Money:
@@ -105,3 +94,33 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.amount:f} {self.currency}"
+
+
+def _checked(value: Decimal, exponent: int, cur: str) -> Money:
+    """`value` (finite, with `exponent` digits as written) as money in `cur`, refused when it is
+    too wide or has more digits after the point than the currency has (trailing zeros too:
+    "100.000" RUB is refused like "100.001")."""
+    # Integer digits first: quantizing a value wider than Decimal's precision would raise.
+    if value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise ValidationError(f"amount has more than {MAX_INTEGER_DIGITS} integer digits")
+    places = ISO_4217_MINOR_UNITS[cur]
+    if -exponent > places:
+        raise ValidationError(f"amount has more than {places} decimal places for {cur}")
+    return Money(value.quantize(_QUANTUM[cur]), cur)
+
+
+_CACHED_LENGTH = 32  # the longest amount text `_parse_text` keeps (4,096 of them at most)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(amount: str, cur: str) -> Money:
+    """`Money.parse` of a string in `cur` (a known code), cached: the amounts of a batch file's
+    lines come back (prices), and a Money is immutable. A refusal raises (and is not cached)."""
+    text = amount.strip()
+    if not _DECIMAL_STRING.fullmatch(text):
+        raise ValidationError(f"amount {amount!r} is not a decimal number")
+    value = Decimal(text)  # finite: the pattern admits nothing else
+    # Its digits after the point, read off the string (what `as_tuple` would give, at a third
+    # of the cost: this runs on every line of a batch file).
+    point = text.find(".")
+    return _checked(value, 0 if point < 0 else point + 1 - len(text), cur)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 
 from catalog import offers as catalog_offers
@@ -235,12 +237,13 @@ def price(
             return breakdown(money.amount, rate, cap, multiplier, offers)
 
         def request(lines: list[Line]) -> ledger.EarnRequest:
+            points, booked = _booked(lines)
             return _request(
                 terms,
                 purchase,
                 holder,
-                lines,
-                _points(lines),
+                booked,
+                points,
                 at,
                 actor,
                 key_space,
@@ -252,11 +255,22 @@ def price(
     # none of them depends on the member's state: they apply as they are (the functions that
     # price it with that state made only when it does: 200,000 lines of a batch file each made
     # four and called them)
-    lines = breakdown(money.amount, rate, cap, multiplier, maybe)
-    points = _points(lines)
+    if maybe:
+        points, booked = _booked(breakdown(money.amount, rate, cap, multiplier, maybe))
+    else:  # no offer: the same amount at the same rate gives the same lines (`_plain`)
+        points, booked = _plain(money.amount, rate, cap, multiplier)
     return PricedEarn(
         _request(
-            terms, purchase, holder, lines, points, at, actor, key_space, idempotency_key, follow_up
+            terms,
+            purchase,
+            holder,
+            booked,
+            points,
+            at,
+            actor,
+            key_space,
+            idempotency_key,
+            follow_up,
         )
         if points > 0
         else None,
@@ -270,8 +284,8 @@ def _request(
     terms: EarnTerms,
     purchase: Purchase,
     holder: CardHolder,
-    lines: list[Line],
-    points: int,  # theirs (`_points`)
+    lines: tuple[ledger.BreakdownLine, ...],  # as the ledger stores them (`_booked`)
+    points: int,  # theirs
     at: datetime,
     actor: str,
     key_space: str,
@@ -297,14 +311,7 @@ def _request(
         amount=money.amount,
         currency=money.currency,
         category=purchase.category,
-        lines=tuple(
-            [
-                ledger.BreakdownLine(
-                    _NAMES[line.source], line.points, line.offer_id, _NAMES[line.funded_by]
-                )
-                for line in lines
-            ]
-        ),
+        lines=lines,
         follow_up=follow_up,
     )
 
@@ -435,6 +442,28 @@ def _points(lines: list[Line]) -> int:
     for line in lines:
         points += line.points
     return points
+
+
+def _booked(lines: list[Line]) -> tuple[int, tuple[ledger.BreakdownLine, ...]]:
+    """An earn's points (its lines') and its lines as the ledger's request carries them."""
+    return _points(lines), tuple(
+        [
+            ledger.BreakdownLine(
+                _NAMES[line.source], line.points, line.offer_id, _NAMES[line.funded_by]
+            )
+            for line in lines
+        ]
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain(
+    amount: Decimal, rate: Decimal, cap: int | None, multiplier: Decimal | None
+) -> tuple[int, tuple[ledger.BreakdownLine, ...]]:
+    """`_booked` of an earn no offer applies to: BASE (and TIER) lines, pure in these four
+    values, which a batch file's lines repeat (prices; one rule and a few tiers). Both
+    immutable, so shared."""
+    return _booked(breakdown(amount, rate, cap, multiplier, ()))
 
 
 async def _earn_with_member_state(

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core import money
 from core.errors import ErrorCode, ValidationError
 from core.money import (
     ISO_4217_MINOR_UNITS,
@@ -267,3 +268,33 @@ def test_a_string_parses_as_its_decimal_would(amount: str, currency: str) -> Non
     assert (m is not None) == (-exponent <= minor_units(currency))
     if m is not None:
         assert m.amount == value
+
+
+@given(st.from_regex(r"\A\s*[+-]?[0-9]{0,14}(\.[0-9]{0,4})?\s*\Z"), currencies, st.booleans())
+def test_a_cached_parse_answers_as_a_fresh_one(amount: str, currency: str, positive: bool) -> None:
+    """`Money.parse` keeps the money of short amount texts (`_parse_text`): asked again, it
+    answers as the first time, refusals included (a refusal is not kept: it raises again)."""
+    answers = []
+    for _ in range(2):
+        try:
+            answers.append(Money.parse(amount, currency, positive=positive))
+        except ValidationError as exc:
+            answers.append(str(exc))
+    try:
+        fresh: Money | str = money._parse_text.__wrapped__(amount, currency)
+        if positive and fresh.amount <= 0:
+            fresh = "amount must be positive"
+    except ValidationError as exc:
+        fresh = str(exc)
+    assert answers == [fresh, fresh]
+
+
+def test_a_long_amount_text_is_parsed_but_not_kept() -> None:
+    """Only amount texts of `_CACHED_LENGTH` characters or fewer are kept: a caller padding
+    valid amounts with spaces cannot fill memory (4,096 entries of 4 KB lines)."""
+    money._parse_text.cache_clear()
+    padded = " " * 4000 + "12.50"
+    assert Money.parse(padded, "RUB").amount == Decimal("12.50")
+    assert money._parse_text.cache_info().currsize == 0
+    assert Money.parse("12.50", "RUB").amount == Decimal("12.50")
+    assert money._parse_text.cache_info().currsize == 1
