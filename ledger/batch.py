@@ -165,12 +165,13 @@ WITH c AS MATERIALIZED (
     SELECT tx, 'earn', points, op, partner, member, ref, amount, currency, category, at, actor
     FROM w ORDER BY i
 ), share AS (
-    SELECT w.i, w.tx, w.member, w.wallet_id, w.at, w.available_at, w.expires_at, w.actor, s.n,
-           s.issuer, s.account, s.pts
-    FROM w CROSS JOIN LATERAL (VALUES
-        (0, w.partner, w.issuance_id, w.points - w.op),
-        (1, CAST(NULL AS uuid), (SELECT id FROM promo), w.op)) s(n, issuer, account, pts)
-    WHERE s.pts > 0
+    SELECT w.i, w.tx, w.member, w.wallet_id, w.at, w.available_at, w.expires_at, w.actor, 0 AS n,
+           w.partner AS issuer, w.issuance_id AS account, w.points - w.op AS pts
+    FROM w WHERE w.points > w.op
+    UNION ALL
+    SELECT w.i, w.tx, w.member, w.wallet_id, w.at, w.available_at, w.expires_at, w.actor, 1,
+           NULL, (SELECT id FROM promo), w.op
+    FROM w WHERE w.op > 0
 ), e AS (
     INSERT INTO entries (transaction_id, account_id, amount, effective_at, actor)
     SELECT tx, account, -pts, at, actor FROM share
