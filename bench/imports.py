@@ -37,7 +37,14 @@ from tests.db import create_test_database, drop_database
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 # The server's settings a bulk write depends on (recorded with the figures)
-SETTINGS = ("shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout", "autovacuum")
+SETTINGS = (
+    "shared_buffers",
+    "wal_buffers",
+    "max_wal_size",
+    "min_wal_size",
+    "checkpoint_timeout",
+    "autovacuum",
+)
 HEADER = "kind,order_ref,card_number,amount,currency,category,idempotency_key\n"
 POLL_S = 0.25  # between two polls of the import's status
 

@@ -12,6 +12,8 @@ def utcnow() -> datetime:
 
 def ensure_aware(at: datetime) -> datetime:
     """Reject naive datetimes: every time in the ledger is an instant."""
+    if at.tzinfo is UTC:  # already (every earn of a batch file's chunk: its one instant)
+        return at
     if at.tzinfo is None:
         raise ValueError("datetime must be timezone-aware")
     return at.astimezone(UTC)
